@@ -1,0 +1,65 @@
+//! Why the XDP program let a packet through or dropped it.
+//!
+//! Every exit of the program records exactly one (verdict, reason) pair, so the
+//! counters always add up to the packets the interface received.
+
+/// What the program did with a packet.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Pass = 0,
+    Drop = 1,
+    /// Monitor mode: a rule matched and would have dropped the packet, but
+    /// enforcement is off so it was passed.
+    WouldDrop = 2,
+}
+
+impl Verdict {
+    pub const ALL: [Verdict; 3] = [Verdict::Pass, Verdict::Drop, Verdict::WouldDrop];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Drop => "drop",
+            Verdict::WouldDrop => "would_drop",
+        }
+    }
+}
+
+/// The rule or parse outcome that decided a packet's fate.
+///
+/// Part of the shared map layout: append before the end, never renumber.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Not IPv4/IPv6, not UDP/TCP, or not to a SIP port: never inspected.
+    NotSipPort = 0,
+    /// A non-first IP fragment: it carries no transport header to judge.
+    Fragment = 1,
+    /// Headers shorter than they claim (truncated frame, bad IHL, too many
+    /// IPv6 extension headers): left for the kernel stack to discard.
+    Malformed = 2,
+    /// SIP traffic that passed every rule.
+    Accepted = 3,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 4] = [
+        Reason::NotSipPort,
+        Reason::Fragment,
+        Reason::Malformed,
+        Reason::Accepted,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::NotSipPort => "not_sip_port",
+            Reason::Fragment => "fragment",
+            Reason::Malformed => "malformed_headers",
+            Reason::Accepted => "accepted",
+        }
+    }
+}
+
+/// Room reserved per verdict in the reason counter map.
+pub const REASON_SLOTS: u32 = 32;

@@ -1,0 +1,178 @@
+//! Header parsing: Ethernet, up to two VLAN tags, IPv4 (with options) or IPv6
+//! (skipping hop-by-hop, routing, destination-options and fragment headers),
+//! then UDP or TCP. Produces a `Flow` for packets to a SIP port, or the reason
+//! the packet is not inspected.
+
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
+    udp::UdpHdr,
+    vlan::VlanHdr,
+};
+use sipguard_common::{
+    Reason,
+    maps::{PORT_TCP, PORT_UDP},
+};
+
+use crate::{cursor::Cursor, maps::SIP_PORTS};
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_DSTOPTS: u8 = 60;
+
+/// VLAN tags we look through (802.1ad outer + 802.1Q inner).
+const MAX_VLAN_TAGS: usize = 2;
+/// IPv6 extension headers we skip before giving up; real traffic has 0-2.
+const MAX_IPV6_EXT_HDRS: usize = 4;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// A packet to a SIP port.
+pub struct Flow {
+    /// Source address; IPv4 as an IPv4-mapped IPv6 address (::ffff:a.b.c.d)
+    /// so one key type serves both families.
+    pub src: [u8; 16],
+    pub is_v6: bool,
+    pub transport: Transport,
+    /// TCP SYN without ACK (a connection attempt).
+    pub syn: bool,
+    /// Start of the transport payload in the packet.
+    pub payload: usize,
+    /// Payload length as the UDP header states it, clamped to the frame (a
+    /// short Ethernet frame is padded; the padding is not payload).
+    pub payload_len: usize,
+}
+
+/// Parse the headers between `data` and `end`.
+#[inline(always)]
+pub fn parse(data: usize, end: usize) -> Result<Flow, Reason> {
+    let mut c = Cursor::new(data, end);
+    let eth: *const EthHdr = c.take().ok_or(Reason::Malformed)?;
+    let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
+
+    for _ in 0..MAX_VLAN_TAGS {
+        if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
+            break;
+        }
+        let vlan: *const VlanHdr = c.take().ok_or(Reason::Malformed)?;
+        ether_type = u16::from_be(unsafe { (*vlan).ether_type });
+    }
+
+    let mut src = [0u8; 16];
+    let (proto, is_v6) = match ether_type {
+        ETH_P_IP => (ipv4(&mut c, &mut src)?, false),
+        ETH_P_IPV6 => (ipv6(&mut c, &mut src)?, true),
+        _ => return Err(Reason::NotSipPort),
+    };
+
+    let (transport, dport, syn, payload_len) = match proto {
+        IPPROTO_UDP => {
+            let udp: *const UdpHdr = c.take().ok_or(Reason::Malformed)?;
+            let udp_len = u16::from_be_bytes(unsafe { (*udp).len }) as usize;
+            if udp_len < 8 {
+                return Err(Reason::Malformed);
+            }
+            let dport = u16::from_be_bytes(unsafe { (*udp).dst });
+            let in_frame = c.remaining();
+            let stated = udp_len - 8;
+            let len = if stated < in_frame { stated } else { in_frame };
+            (Transport::Udp, dport, false, len)
+        }
+        IPPROTO_TCP => {
+            let tcp: *const TcpHdr = c.take().ok_or(Reason::Malformed)?;
+            let dport = u16::from_be_bytes(unsafe { (*tcp).dest });
+            // Byte 13 of the TCP header holds the flags.
+            let flags = unsafe { *((tcp as *const u8).add(13)) };
+            let syn = flags & 0x12 == 0x02;
+            (Transport::Tcp, dport, syn, 0)
+        }
+        _ => return Err(Reason::NotSipPort),
+    };
+
+    let want = match transport {
+        Transport::Udp => PORT_UDP,
+        Transport::Tcp => PORT_TCP,
+    };
+    match SIP_PORTS.get(dport as u32) {
+        Some(bits) if *bits & want != 0 => {}
+        _ => return Err(Reason::NotSipPort),
+    }
+
+    Ok(Flow {
+        src,
+        is_v6,
+        transport,
+        syn,
+        payload: c.pos,
+        payload_len,
+    })
+}
+
+/// IPv4: skip options, refuse non-first fragments, return the protocol.
+#[inline(always)]
+fn ipv4(c: &mut Cursor, src: &mut [u8; 16]) -> Result<u8, Reason> {
+    let ip: *const Ipv4Hdr = c.take().ok_or(Reason::Malformed)?;
+    let vihl = unsafe { (*ip).vihl };
+    let ihl = ((vihl & 0x0f) as usize) * 4;
+    if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
+        return Err(Reason::Malformed);
+    }
+    c.skip(ihl - Ipv4Hdr::LEN).ok_or(Reason::Malformed)?;
+    let frags = u16::from_be_bytes(unsafe { (*ip).frags });
+    if frags & 0x1fff != 0 {
+        return Err(Reason::Fragment);
+    }
+    src[10] = 0xff;
+    src[11] = 0xff;
+    src[12..16].copy_from_slice(unsafe { &(*ip).src_addr });
+    Ok(unsafe { (*ip).proto })
+}
+
+/// IPv6: walk the extension headers we know, refuse non-first fragments,
+/// return the upper-layer protocol.
+#[inline(always)]
+fn ipv6(c: &mut Cursor, src: &mut [u8; 16]) -> Result<u8, Reason> {
+    let ip: *const Ipv6Hdr = c.take().ok_or(Reason::Malformed)?;
+    *src = unsafe { (*ip).src_addr };
+    let mut next = unsafe { (*ip).next_hdr };
+    for _ in 0..MAX_IPV6_EXT_HDRS {
+        match next {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                // Generic extension header: next header, length in 8-octet
+                // units not counting the first 8.
+                let ext: *const [u8; 8] = c.take().ok_or(Reason::Malformed)?;
+                next = unsafe { (*ext)[0] };
+                let extra = unsafe { (*ext)[1] } as usize * 8;
+                c.skip(extra).ok_or(Reason::Malformed)?;
+            }
+            IPPROTO_FRAGMENT => {
+                let frag: *const [u8; 8] = c.take().ok_or(Reason::Malformed)?;
+                next = unsafe { (*frag)[0] };
+                let off = u16::from_be_bytes(unsafe { [(*frag)[2], (*frag)[3]] }) >> 3;
+                if off != 0 {
+                    return Err(Reason::Fragment);
+                }
+            }
+            _ => return Ok(next),
+        }
+    }
+    match next {
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT => {
+            Err(Reason::Malformed)
+        }
+        _ => Ok(next),
+    }
+}

@@ -1,0 +1,9 @@
+//! The sipguard controller as a library: the `sipguard` binary, the fixture
+//! tests and the benchmarks all load and drive the XDP program through it.
+
+pub mod bpffs;
+pub mod config;
+pub mod loader;
+pub mod maps;
+pub mod preflight;
+pub mod stats;

@@ -1,0 +1,77 @@
+//! The embedded XDP object: loading it (with the kernel log level chosen at
+//! load time) and turning verifier rejections into readable errors.
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{ProgramError, Xdp},
+};
+use sipguard_common::maps::PROG_XDP;
+
+/// The XDP object built from `sipguard-ebpf` by build.rs.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sipguard"));
+
+/// Kernel-side log levels (aya-log). The program logs per-packet detail only
+/// at `debug` and `trace`, so the default `warn` keeps logging off the hot path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum KernelLog {
+    Off,
+    Error,
+    #[default]
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl KernelLog {
+    /// The value of aya-log-ebpf's `AYA_LOG_LEVEL` global (0 = off).
+    fn level(self) -> u8 {
+        match self {
+            KernelLog::Off => 0,
+            KernelLog::Error => 1,
+            KernelLog::Warn => 2,
+            KernelLog::Info => 3,
+            KernelLog::Debug => 4,
+            KernelLog::Trace => 5,
+        }
+    }
+}
+
+/// Load the object and the XDP program into the kernel (not attached).
+pub fn load(log: KernelLog) -> Result<Ebpf> {
+    let level = log.level();
+    let mut ebpf = EbpfLoader::new()
+        .override_global(aya_log::LEVEL, &level, true)
+        .load(OBJECT)
+        .context("loading the sipguard eBPF object")?;
+    let prog: &mut Xdp = ebpf
+        .program_mut(PROG_XDP)
+        .ok_or_else(|| anyhow!("program {PROG_XDP} missing from the eBPF object"))?
+        .try_into()?;
+    prog.load().map_err(verifier_error)?;
+    Ok(ebpf)
+}
+
+/// Keep the last lines of a verifier log: the rejection reason is at the end,
+/// and the full log can run to a million lines.
+const VERIFIER_TAIL_LINES: usize = 30;
+
+fn verifier_error(err: ProgramError) -> anyhow::Error {
+    match err {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(VERIFIER_TAIL_LINES)..].join("\n");
+            anyhow!(
+                "the kernel verifier rejected the sipguard XDP program ({io_error}). Last lines \
+                 of its log:\n{tail}\nThis is a sipguard bug or an unsupported kernel: report it \
+                 with `uname -r` and this log."
+            )
+        }
+        other => anyhow::Error::new(other).context("loading the sipguard XDP program"),
+    }
+}

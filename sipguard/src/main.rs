@@ -1,0 +1,83 @@
+mod agent;
+mod cli;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use clap::Parser as _;
+use sipguard::{bpffs, config::Config, maps::Maps, preflight, stats::Snapshot};
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command, StatsArgs};
+
+/// aya 0.14 warns on every load that the kernel refused the object's BTF
+/// (aya-rs/aya#1490: Rust union names); sipguard does not need BTF, so that
+/// warning is noise for operators. `SIPGUARD_LOG` overrides.
+const DEFAULT_LOG_FILTER: &str = "info,aya::bpf=error";
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("SIPGUARD_LOG")
+                .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)),
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(dispatch(cli.command)));
+    if let Err(err) = result {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn dispatch(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Run(args) => agent::run(args).await,
+        Command::Stats(args) => stats(args).await,
+        Command::CheckConfig { file } => {
+            Config::load(&file)?;
+            println!("{}: ok", file.display());
+            Ok(())
+        }
+    }
+}
+
+async fn stats(args: StatsArgs) -> Result<()> {
+    preflight::require_root("sipguard stats")?;
+    let dir = bpffs::find_agent(args.iface.as_deref())?;
+    let maps = Maps::from_pins(&dir)?;
+    let Some(every) = args.watch else {
+        let snap = Snapshot::read(&maps)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&snap)?);
+        } else {
+            print!("{}", snap.table(None));
+        }
+        return Ok(());
+    };
+    let every = Duration::from_secs_f64(every.max(0.1));
+    let mut prev: Option<(Snapshot, Instant)> = None;
+    loop {
+        let snap = Snapshot::read(&maps)?;
+        let now = Instant::now();
+        if args.json {
+            println!("{}", serde_json::to_string(&snap)?);
+        } else {
+            let p = prev
+                .as_ref()
+                .map(|(s, t)| (s, now.duration_since(*t).as_secs_f64()));
+            print!("\x1b[2J\x1b[H{}", snap.table(p));
+        }
+        prev = Some((snap, now));
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}

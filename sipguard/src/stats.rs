@@ -1,0 +1,143 @@
+//! Reading the per-CPU counters and presenting them.
+
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use anyhow::Result;
+use aya::maps::{MapData, PerCpuArray};
+use serde::Serialize;
+use sipguard_common::{Class, Counter, Reason, Verdict, class::CLASS_SLOTS, verdict::REASON_SLOTS};
+
+use crate::maps::Maps;
+
+/// Counters split by verdict.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ByVerdict {
+    pub pass: Totals,
+    pub drop: Totals,
+    pub would_drop: Totals,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Totals {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl ByVerdict {
+    fn slot(&mut self, v: Verdict) -> &mut Totals {
+        match v {
+            Verdict::Pass => &mut self.pass,
+            Verdict::Drop => &mut self.drop,
+            Verdict::WouldDrop => &mut self.would_drop,
+        }
+    }
+
+    pub fn get(&self, v: Verdict) -> Totals {
+        match v {
+            Verdict::Pass => self.pass,
+            Verdict::Drop => self.drop,
+            Verdict::WouldDrop => self.would_drop,
+        }
+    }
+
+    pub fn packets(&self) -> u64 {
+        self.pass.packets + self.drop.packets + self.would_drop.packets
+    }
+}
+
+/// All counters at one instant, summed over CPUs. Every class and reason is
+/// present (zero or not) so the JSON schema is stable for scripts.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Traffic to SIP ports by what it was classified as.
+    pub classes: BTreeMap<&'static str, ByVerdict>,
+    /// Every packet the interface received, by why it was passed or dropped.
+    pub reasons: BTreeMap<&'static str, ByVerdict>,
+    /// All packets seen, by verdict.
+    pub total: ByVerdict,
+}
+
+fn sum(map: &PerCpuArray<MapData, Counter>, index: u32) -> Result<Totals> {
+    let per_cpu = map.get(&index, 0)?;
+    Ok(per_cpu.iter().fold(Totals::default(), |t, c| Totals {
+        packets: t.packets + c.packets,
+        bytes: t.bytes + c.bytes,
+    }))
+}
+
+impl Snapshot {
+    pub fn read(maps: &Maps) -> Result<Self> {
+        let mut snap = Snapshot::default();
+        for v in Verdict::ALL {
+            for r in Reason::ALL {
+                let t = sum(&maps.reason_stats, v as u32 * REASON_SLOTS + r as u32)?;
+                *snap.reasons.entry(r.name()).or_default().slot(v) = t;
+                let total = snap.total.slot(v);
+                total.packets += t.packets;
+                total.bytes += t.bytes;
+            }
+            for c in Class::ALL {
+                let t = sum(&maps.class_stats, v as u32 * CLASS_SLOTS + c as u32)?;
+                *snap.classes.entry(c.name()).or_default().slot(v) = t;
+            }
+        }
+        Ok(snap)
+    }
+
+    /// A table of the non-zero rows; with `prev` and `secs`, packet rates
+    /// since the previous snapshot are shown beside the totals.
+    pub fn table(&self, prev: Option<(&Snapshot, f64)>) -> String {
+        let mut out = String::new();
+        let rate = |name: &str, by: fn(&Snapshot) -> &BTreeMap<&'static str, ByVerdict>| {
+            prev.map(|(p, secs)| {
+                let before = by(p).get(name).map(|b| b.packets()).unwrap_or(0);
+                let now = by(self).get(name).map(|b| b.packets()).unwrap_or(0);
+                (now.saturating_sub(before)) as f64 / secs
+            })
+        };
+        for (title, rows, by) in [
+            (
+                "CLASS",
+                &self.classes,
+                (|s: &Snapshot| &s.classes) as fn(&Snapshot) -> &BTreeMap<&'static str, ByVerdict>,
+            ),
+            ("REASON", &self.reasons, |s: &Snapshot| &s.reasons),
+        ] {
+            let _ = writeln!(
+                out,
+                "{title:<18} {:>12} {:>14} {:>12} {:>14} {:>12} {:>14}{}",
+                "pass",
+                "pass_bytes",
+                "drop",
+                "drop_bytes",
+                "would_drop",
+                "wd_bytes",
+                if prev.is_some() { "        pkt/s" } else { "" }
+            );
+            for (name, b) in rows.iter().filter(|(_, b)| b.packets() > 0) {
+                let _ = write!(
+                    out,
+                    "{name:<18} {:>12} {:>14} {:>12} {:>14} {:>12} {:>14}",
+                    b.pass.packets,
+                    b.pass.bytes,
+                    b.drop.packets,
+                    b.drop.bytes,
+                    b.would_drop.packets,
+                    b.would_drop.bytes
+                );
+                if let Some(r) = rate(name, by) {
+                    let _ = write!(out, " {r:>12.0}");
+                }
+                out.push('\n');
+            }
+            out.push('\n');
+        }
+        let t = &self.total;
+        let _ = writeln!(
+            out,
+            "total: {} packets passed, {} dropped, {} would drop (monitor)",
+            t.pass.packets, t.drop.packets, t.would_drop.packets
+        );
+        out
+    }
+}
