@@ -1,0 +1,6 @@
+//! Shared test support for sipguard: packet builders, the BPF_PROG_TEST_RUN
+//! harness and network-namespace labs. Tests live in `tests/tests/`.
+
+pub mod harness;
+pub mod netns;
+pub mod packet;

@@ -1,0 +1,1 @@
+//! TODO(helper): see tests/src/lib.rs
