@@ -13,6 +13,68 @@ pub const MAP_SIP_PORTS: &str = "SIP_PORTS";
 pub const MAP_POLICY: &str = "POLICY";
 pub const MAP_REASON_STATS: &str = "REASON_STATS";
 pub const MAP_CLASS_STATS: &str = "CLASS_STATS";
+pub const MAP_ALLOW: &str = "ALLOW";
+pub const MAP_BLOCK: &str = "BLOCK";
+pub const MAP_BANS: &str = "BANS";
+pub const MAP_SRC_STATE: &str = "SRC_STATE";
+pub const MAP_GLOBAL_STATE: &str = "GLOBAL_STATE";
+pub const MAP_BAN_EVENTS: &str = "BAN_EVENTS";
+pub const MAP_TABLE_STATS: &str = "TABLE_STATS";
+
+/// Allowlist capacity: trunks, peers and the operator's own networks.
+pub const ALLOW_MAX: u32 = 16 * 1024;
+/// Blocklist capacity: room for large feeds (APIBAN, fail2ban exports).
+pub const BLOCK_MAX: u32 = 256 * 1024;
+/// Concurrent dynamic bans. A plain hash, not LRU: a flood of new sources must
+/// never push out a ban. When full, new bans fail and are counted.
+pub const BANS_MAX: u32 = 64 * 1024;
+/// Sources with rate state. LRU: under a spoofed-source flood the oldest
+/// state is recycled, which only resets that source's buckets.
+pub const SRC_STATE_MAX: u32 = 256 * 1024;
+/// Ban event ring buffer size in bytes (power of two, page multiple).
+pub const BAN_EVENTS_BYTES: u32 = 256 * 1024;
+
+/// Counters about the tables themselves, `TABLE_STATS` indexes.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableStat {
+    /// A new source got rate state (an LRU insert; may evict an old one).
+    SrcStateNew = 0,
+    /// A new source could not get rate state (insert failed).
+    SrcStateFull = 1,
+    /// The program banned a source.
+    BanAdded = 2,
+    /// A ban could not be stored: the ban table is full.
+    BanTableFull = 3,
+    /// The program found an expired ban and removed it.
+    BanExpired = 4,
+    /// A ban event was lost: the ring buffer was full.
+    BanEventLost = 5,
+}
+
+impl TableStat {
+    pub const ALL: [TableStat; 6] = [
+        TableStat::SrcStateNew,
+        TableStat::SrcStateFull,
+        TableStat::BanAdded,
+        TableStat::BanTableFull,
+        TableStat::BanExpired,
+        TableStat::BanEventLost,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            TableStat::SrcStateNew => "src_state_new",
+            TableStat::SrcStateFull => "src_state_full",
+            TableStat::BanAdded => "ban_added",
+            TableStat::BanTableFull => "ban_table_full",
+            TableStat::BanExpired => "ban_expired",
+            TableStat::BanEventLost => "ban_event_lost",
+        }
+    }
+}
+
+pub const TABLE_STAT_SLOTS: u32 = 16;
 
 /// Name of the XDP program in the object file.
 pub const PROG_XDP: &str = "sipguard_xdp";

@@ -5,18 +5,125 @@
 /// program runs in monitor mode and counts `WouldDrop` instead.
 pub const POLICY_ENFORCE: u32 = 1 << 0;
 
+/// Which rate-limit bucket a request is charged to.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bucket {
+    Invite = 0,
+    Register = 1,
+    /// Every other SIP request and responses.
+    Other = 2,
+}
+
+impl Bucket {
+    pub const ALL: [Bucket; 3] = [Bucket::Invite, Bucket::Register, Bucket::Other];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Bucket::Invite => "invite",
+            Bucket::Register => "register",
+            Bucket::Other => "other",
+        }
+    }
+}
+
+pub const BUCKETS: usize = 3;
+
+/// A rate limit in GCRA form (the "virtual scheduling" token bucket): one
+/// packet is allowed every `interval_ns`, with bursts of up to
+/// `burst_ns / interval_ns` packets. `interval_ns == 0` means unlimited.
+/// GCRA needs one timestamp per bucket and no division on the hot path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limit {
+    pub interval_ns: u64,
+    pub burst_ns: u64,
+}
+
+impl Limit {
+    pub const UNLIMITED: Limit = Limit {
+        interval_ns: 0,
+        burst_ns: 0,
+    };
+
+    /// `rate` packets per `per_ns` nanoseconds, bursts of `burst` packets.
+    pub const fn new(rate: u64, per_ns: u64, burst: u64) -> Limit {
+        if rate == 0 {
+            return Limit::UNLIMITED;
+        }
+        let interval_ns = per_ns / rate;
+        let interval_ns = if interval_ns == 0 { 1 } else { interval_ns };
+        let burst = if burst == 0 { 1 } else { burst };
+        Limit {
+            interval_ns,
+            burst_ns: interval_ns * burst,
+        }
+    }
+
+    pub const fn unlimited(&self) -> bool {
+        self.interval_ns == 0
+    }
+
+    /// Packets per second this limit allows (rounded).
+    pub const fn rate_per_sec(&self) -> f64 {
+        if self.interval_ns == 0 {
+            0.0
+        } else {
+            1e9 / self.interval_ns as f64
+        }
+    }
+
+    pub const fn burst(&self) -> u64 {
+        if self.interval_ns == 0 {
+            0
+        } else {
+            self.burst_ns / self.interval_ns
+        }
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Policy {
     /// `POLICY_*` bits.
     pub flags: u32,
-    pub _pad0: u32,
+    /// Sources reaching this many rate violations within `ban_window_ns`
+    /// are banned for `ban_for_ns`. 0 disables automatic bans.
+    pub ban_after: u32,
+    pub ban_window_ns: u64,
+    pub ban_for_ns: u64,
+    /// IPv6 sources are grouped (bans, per-source limits) by this mask, the
+    /// configured prefix length (default /64) as a 16-byte mask: one subscriber
+    /// usually owns a whole /64, so per-address state would be trivial to evade.
+    pub v6_mask: [u8; 16],
+    /// Per-source limits, indexed by `Bucket`.
+    pub source: [Limit; BUCKETS],
+    /// Limits on all non-allowlisted sources together, indexed by `Bucket`.
+    pub global: [Limit; BUCKETS],
 }
 
 impl Policy {
     pub const fn enforcing(&self) -> bool {
         self.flags & POLICY_ENFORCE != 0
     }
+}
+
+/// A 16-byte mask keeping the first `prefix` bits.
+pub const fn prefix_mask(prefix: u32) -> [u8; 16] {
+    let mut m = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        let bits = prefix as i64 - 8 * i as i64;
+        m[i] = if bits >= 8 {
+            0xff
+        } else if bits <= 0 {
+            0
+        } else {
+            !(0xffu8 >> bits)
+        };
+        i += 1;
+    }
+    m
 }
 
 #[cfg(feature = "user")]

@@ -41,14 +41,29 @@ pub enum Reason {
     Malformed = 2,
     /// SIP traffic that passed every rule.
     Accepted = 3,
+    /// Source in the allowlist: passed without any other check.
+    Allowlisted = 4,
+    /// Source in the static blocklist.
+    Blocklisted = 5,
+    /// Source under a dynamic ban (set by the rate limits).
+    Banned = 6,
+    /// Over the source's own rate for this method.
+    RateSource = 7,
+    /// Over the global (all sources together) rate for this method.
+    RateGlobal = 8,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 4] = [
+    pub const ALL: [Reason; 9] = [
         Reason::NotSipPort,
         Reason::Fragment,
         Reason::Malformed,
         Reason::Accepted,
+        Reason::Allowlisted,
+        Reason::Blocklisted,
+        Reason::Banned,
+        Reason::RateSource,
+        Reason::RateGlobal,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -57,6 +72,11 @@ impl Reason {
             Reason::Fragment => "fragment",
             Reason::Malformed => "malformed_headers",
             Reason::Accepted => "accepted",
+            Reason::Allowlisted => "allowlisted",
+            Reason::Blocklisted => "blocklisted",
+            Reason::Banned => "banned",
+            Reason::RateSource => "rate_source",
+            Reason::RateGlobal => "rate_global",
         }
     }
 }

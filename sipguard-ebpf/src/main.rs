@@ -1,9 +1,13 @@
 //! sipguard's XDP program: parse -> classify -> policy -> verdict -> counters.
 #![no_std]
 #![no_main]
+// Atomic add (BPF XADD) for the shared global buckets (see limit.rs).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod classify;
 mod cursor;
+mod limit;
 mod maps;
 mod parse;
 mod policy;
@@ -32,8 +36,24 @@ pub fn sipguard_xdp(ctx: XdpContext) -> u32 {
     }
 }
 
+/// Return `v` as a value the verifier cannot see through. Without it every
+/// class (and every parse path) reaches the policy code as a distinct
+/// constant and the verifier walks the policy once per class, which blows its
+/// 1M-instruction budget. Through a map word the class is one unknown scalar
+/// and the policy is verified once.
 #[inline(always)]
-fn inspect(ctx: &XdpContext) -> (Verdict, Reason, Option<Class>) {
+fn opaque(v: u32) -> u32 {
+    match maps::SCRATCH.get_ptr_mut(0) {
+        Some(p) => unsafe {
+            core::ptr::write_volatile(p, v);
+            core::ptr::read_volatile(p)
+        },
+        None => Class::NotSip as u32,
+    }
+}
+
+#[inline(always)]
+fn inspect(ctx: &XdpContext) -> (Verdict, Reason, Option<u32>) {
     let end = ctx.data_end();
     let flow = match parse::parse(ctx.data(), end) {
         Ok(flow) => flow,
@@ -43,6 +63,7 @@ fn inspect(ctx: &XdpContext) -> (Verdict, Reason, Option<Class>) {
         Transport::Tcp => Class::Tcp,
         Transport::Udp => classify::classify(flow.payload, end, flow.payload_len),
     };
+    let class = opaque(class as u32);
     let (verdict, reason) = policy::evaluate(&flow, class);
     (verdict, reason, Some(class))
 }

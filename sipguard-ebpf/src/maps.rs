@@ -3,12 +3,17 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use sipguard_common::{
     Counter, Policy,
     class::CLASS_SLOTS,
-    maps::{SIP_PORTS_LEN, VERDICT_SLOTS},
+    maps::{
+        ALLOW_MAX, BAN_EVENTS_BYTES, BANS_MAX, BLOCK_MAX, SIP_PORTS_LEN, SRC_STATE_MAX,
+        TABLE_STAT_SLOTS, VERDICT_SLOTS,
+    },
+    policy::BUCKETS,
+    source::{Ban, BlockEntry, SrcKey, SrcState},
     verdict::REASON_SLOTS,
 };
 
@@ -21,6 +26,34 @@ pub static SIP_PORTS: Array<u8> = Array::with_max_entries(SIP_PORTS_LEN, 0);
 #[map]
 pub static POLICY: Array<Policy> = Array::with_max_entries(1, 0);
 
+/// Allowlist: CIDR (prefix over the IPv4-mapped address) -> unused flags.
+/// Matched on the full source address before anything else.
+#[map]
+pub static ALLOW: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(ALLOW_MAX, 0);
+
+/// Static blocklist: CIDR -> expiry. Written only by the controller.
+#[map]
+pub static BLOCK: LpmTrie<[u8; 16], BlockEntry> = LpmTrie::with_max_entries(BLOCK_MAX, 0);
+
+/// Dynamic bans by grouped source. A plain hash so a flood of new sources
+/// cannot evict bans; the program deletes expired ones when it meets them and
+/// the agent sweeps the rest.
+#[map]
+pub static BANS: HashMap<SrcKey, Ban> = HashMap::with_max_entries(BANS_MAX, 0);
+
+/// Per-source rate state by grouped source (LRU: see `SrcState`).
+#[map]
+pub static SRC_STATE: LruHashMap<SrcKey, SrcState> = LruHashMap::with_max_entries(SRC_STATE_MAX, 0);
+
+/// GCRA theoretical arrival time of each global bucket (index `Bucket`),
+/// shared by all CPUs and updated with compare-and-swap.
+#[map]
+pub static GLOBAL_STATE: Array<u64> = Array::with_max_entries(BUCKETS as u32, 0);
+
+/// One `BanEvent` per ban the program sets, read and logged by the agent.
+#[map]
+pub static BAN_EVENTS: RingBuf = RingBuf::with_byte_size(BAN_EVENTS_BYTES, 0);
+
 /// Packets and bytes per (verdict, reason): index `verdict * REASON_SLOTS +
 /// reason`. Per-CPU so the hot path never contends; userspace sums CPUs.
 #[map]
@@ -32,3 +65,13 @@ pub static REASON_STATS: PerCpuArray<Counter> =
 #[map]
 pub static CLASS_STATS: PerCpuArray<Counter> =
     PerCpuArray::with_max_entries(VERDICT_SLOTS * CLASS_SLOTS, 0);
+
+/// Events about the tables (`TableStat` indexes): inserts, full tables,
+/// expiries, lost events.
+#[map]
+pub static TABLE_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(TABLE_STAT_SLOTS, 0);
+
+/// One per-CPU scratch word: `opaque` passes values through it so the
+/// verifier stops tracking them as constants (see main.rs).
+#[map]
+pub static SCRATCH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);

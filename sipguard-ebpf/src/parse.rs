@@ -47,8 +47,6 @@ pub struct Flow {
     pub src: [u8; 16],
     pub is_v6: bool,
     pub transport: Transport,
-    /// TCP SYN without ACK (a connection attempt).
-    pub syn: bool,
     /// Start of the transport payload in the packet.
     pub payload: usize,
     /// Payload length as the UDP header states it, clamped to the frame (a
@@ -78,7 +76,7 @@ pub fn parse(data: usize, end: usize) -> Result<Flow, Reason> {
         _ => return Err(Reason::NotSipPort),
     };
 
-    let (transport, dport, syn, payload_len) = match proto {
+    let (transport, dport, payload_len) = match proto {
         IPPROTO_UDP => {
             let udp: *const UdpHdr = c.take().ok_or(Reason::Malformed)?;
             let udp_len = u16::from_be_bytes(unsafe { (*udp).len }) as usize;
@@ -89,15 +87,12 @@ pub fn parse(data: usize, end: usize) -> Result<Flow, Reason> {
             let in_frame = c.remaining();
             let stated = udp_len - 8;
             let len = if stated < in_frame { stated } else { in_frame };
-            (Transport::Udp, dport, false, len)
+            (Transport::Udp, dport, len)
         }
         IPPROTO_TCP => {
             let tcp: *const TcpHdr = c.take().ok_or(Reason::Malformed)?;
             let dport = u16::from_be_bytes(unsafe { (*tcp).dest });
-            // Byte 13 of the TCP header holds the flags.
-            let flags = unsafe { *((tcp as *const u8).add(13)) };
-            let syn = flags & 0x12 == 0x02;
-            (Transport::Tcp, dport, syn, 0)
+            (Transport::Tcp, dport, 0)
         }
         _ => return Err(Reason::NotSipPort),
     };
@@ -115,7 +110,6 @@ pub fn parse(data: usize, end: usize) -> Result<Flow, Reason> {
         src,
         is_v6,
         transport,
-        syn,
         payload: c.pos,
         payload_len,
     })

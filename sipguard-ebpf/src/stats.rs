@@ -1,9 +1,11 @@
 //! Counting: every exit of the program goes through `record`, so every packet
 //! lands in exactly one (verdict, reason) counter.
 
-use sipguard_common::{Class, Counter, Reason, Verdict, class::CLASS_SLOTS, verdict::REASON_SLOTS};
+use sipguard_common::{
+    Counter, Reason, Verdict, class::CLASS_SLOTS, maps::TableStat, verdict::REASON_SLOTS,
+};
 
-use crate::maps::{CLASS_STATS, REASON_STATS};
+use crate::maps::{CLASS_STATS, REASON_STATS, TABLE_STATS};
 
 #[inline(always)]
 fn bump(counter: Option<*mut Counter>, bytes: u64) {
@@ -18,7 +20,7 @@ fn bump(counter: Option<*mut Counter>, bytes: u64) {
 
 /// Record the program's decision for one packet of `bytes` bytes.
 #[inline(always)]
-pub fn record(verdict: Verdict, reason: Reason, class: Option<Class>, bytes: u64) {
+pub fn record(verdict: Verdict, reason: Reason, class: Option<u32>, bytes: u64) {
     let v = verdict as u32;
     bump(
         REASON_STATS.get_ptr_mut(v * REASON_SLOTS + reason as u32),
@@ -29,5 +31,13 @@ pub fn record(verdict: Verdict, reason: Reason, class: Option<Class>, bytes: u64
             CLASS_STATS.get_ptr_mut(v * CLASS_SLOTS + class as u32),
             bytes,
         );
+    }
+}
+
+/// Count one table event.
+#[inline(always)]
+pub fn table(stat: TableStat) {
+    if let Some(c) = TABLE_STATS.get_ptr_mut(stat as u32) {
+        unsafe { *c += 1 };
     }
 }

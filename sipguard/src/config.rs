@@ -1,12 +1,20 @@
-//! The TOML configuration file (`sipguard run --config FILE`).
+//! The TOML configuration file (`sipguard run --config FILE`) and the
+//! `limits set KEY=VALUE` keys, which name the same settings.
 //!
 //! Every key has a default, so an empty file (or none) gives a working agent.
 //! Unknown keys are refused: a typo must not silently leave a default in place.
 
-use std::{fs, path::Path};
+use std::{fmt, fs, path::Path, str::FromStr, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use sipguard_common::{
+    Policy,
+    policy::{Bucket, Limit, POLICY_ENFORCE, prefix_mask},
+};
+
+const NS_PER_SEC: u64 = 1_000_000_000;
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -14,7 +22,16 @@ pub struct Config {
     /// Drop what the rules say to drop. `false` is monitor mode: everything is
     /// evaluated and counted as would-drop, nothing is dropped.
     pub enforce: bool,
+    /// IPv6 sources are banned and rate-limited per prefix of this length.
+    pub ipv6_prefix: u8,
     pub sip: SipPorts,
+    pub limits: Limits,
+    pub ban: BanConfig,
+    /// Sources that are never limited, banned or dropped (trunks, peers,
+    /// your own networks). CIDR or address, IPv4 or IPv6.
+    pub allow: Vec<IpNet>,
+    /// Sources always dropped.
+    pub block: Vec<IpNet>,
 }
 
 /// Which destination ports carry SIP. Only these are inspected; all other
@@ -24,6 +41,214 @@ pub struct Config {
 pub struct SipPorts {
     pub udp_ports: Vec<u16>,
     pub tcp_ports: Vec<u16>,
+}
+
+/// Rate limits per source and for all sources together, per request kind.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub invite: RateLimit,
+    pub register: RateLimit,
+    /// Every other request (OPTIONS, SUBSCRIBE, in-dialog ACK/BYE, ...) and
+    /// responses.
+    pub other: RateLimit,
+    pub global: GlobalLimits,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GlobalLimits {
+    pub invite: RateLimit,
+    pub register: RateLimit,
+    pub other: RateLimit,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// "20/s", "600/m", "0" (unlimited).
+    pub rate: Rate,
+    /// Packets allowed back to back above the rate.
+    pub burst: u64,
+}
+
+/// Automatic bans for sources that keep exceeding their own limits.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BanConfig {
+    /// Violations (packets over the limit) that trigger a ban; 0 = never ban.
+    pub after: u32,
+    /// Window the violations are counted in.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// How long a ban lasts.
+    #[serde(rename = "for", with = "humantime_serde")]
+    pub duration: Duration,
+}
+
+/// A rate: packets per period.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub packets: u64,
+    pub per_ns: u64,
+}
+
+impl Rate {
+    pub const fn per_sec(packets: u64) -> Self {
+        Rate {
+            packets,
+            per_ns: NS_PER_SEC,
+        }
+    }
+}
+
+impl FromStr for Rate {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim();
+        if s == "0" || s.eq_ignore_ascii_case("unlimited") {
+            return Ok(Rate {
+                packets: 0,
+                per_ns: NS_PER_SEC,
+            });
+        }
+        let Some((n, unit)) = s.split_once('/') else {
+            bail!(
+                "'{s}' is not a rate: write packets/unit, e.g. 20/s, 600/m, 5000/h, or 0 for unlimited"
+            );
+        };
+        let packets: u64 = n
+            .trim()
+            .parse()
+            .with_context(|| format!("'{n}' in rate '{s}' is not a whole number"))?;
+        let per_ns = match unit.trim() {
+            "s" | "sec" => NS_PER_SEC,
+            "m" | "min" => 60 * NS_PER_SEC,
+            "h" | "hour" => 3600 * NS_PER_SEC,
+            u => bail!("unknown unit '{u}' in rate '{s}': use s, m or h"),
+        };
+        Ok(Rate { packets, per_ns })
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.packets == 0 {
+            return write!(f, "0");
+        }
+        let unit = match self.per_ns {
+            NS_PER_SEC => "s",
+            x if x == 60 * NS_PER_SEC => "m",
+            _ => "h",
+        };
+        write!(f, "{}/{unit}", self.packets)
+    }
+}
+
+impl Serialize for Rate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map_err(|e: anyhow::Error| serde::de::Error::custom(format!("{e:#}")))
+    }
+}
+
+impl Limits {
+    fn by_name(&mut self, name: &str) -> Option<&mut RateLimit> {
+        Some(match name {
+            "invite" => &mut self.invite,
+            "register" => &mut self.register,
+            "other" => &mut self.other,
+            "global.invite" => &mut self.global.invite,
+            "global.register" => &mut self.global.register,
+            "global.other" => &mut self.global.other,
+            _ => return None,
+        })
+    }
+}
+
+impl RateLimit {
+    /// Read a kernel limit back; the unit is the smallest of s, m, h that
+    /// expresses the rate in whole packets.
+    pub fn from_limit(l: &Limit) -> Self {
+        if l.unlimited() {
+            return RateLimit {
+                rate: Rate::per_sec(0),
+                burst: 0,
+            };
+        }
+        let mut rate = Rate::per_sec(0);
+        for per_ns in [NS_PER_SEC, 60 * NS_PER_SEC, 3600 * NS_PER_SEC] {
+            let packets = (per_ns as f64 / l.interval_ns as f64).round() as u64;
+            rate = Rate { packets, per_ns };
+            if packets > 0 && per_ns / packets == l.interval_ns {
+                break;
+            }
+        }
+        RateLimit {
+            rate,
+            burst: l.burst(),
+        }
+    }
+
+    const fn new(per_sec: u64, burst: u64) -> Self {
+        RateLimit {
+            rate: Rate::per_sec(per_sec),
+            burst,
+        }
+    }
+
+    pub fn to_limit(self) -> Limit {
+        Limit::new(self.rate.packets, self.rate.per_ns, self.burst)
+    }
+}
+
+/// Defaults, chosen to never touch a normal endpoint while stopping floods;
+/// README explains them. Trunks and peers that legitimately send more must be
+/// allowlisted.
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            // A phone or small PBX places a few calls a second at most.
+            invite: RateLimit::new(10, 20),
+            // A UA registers every few minutes; a PBX re-registering many
+            // lines after a restart bursts.
+            register: RateLimit::new(5, 20),
+            // OPTIONS keepalives, SUBSCRIBE/NOTIFY, in-dialog requests and
+            // responses to the server's own requests.
+            other: RateLimit::new(50, 100),
+            global: GlobalLimits::default(),
+        }
+    }
+}
+
+/// Ceilings on all non-allowlisted sources together: set them to what your
+/// SIP server can handle. These defaults fit a mid-size Kamailio/SBC.
+impl Default for GlobalLimits {
+    fn default() -> Self {
+        GlobalLimits {
+            invite: RateLimit::new(1000, 2000),
+            register: RateLimit::new(2000, 4000),
+            other: RateLimit::new(10000, 20000),
+        }
+    }
+}
+
+impl Default for BanConfig {
+    fn default() -> Self {
+        BanConfig {
+            after: 20,
+            window: Duration::from_secs(10),
+            duration: Duration::from_secs(600),
+        }
+    }
 }
 
 impl Default for SipPorts {
@@ -39,8 +264,30 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             enforce: true,
+            ipv6_prefix: 64,
             sip: SipPorts::default(),
+            limits: Limits::default(),
+            ban: BanConfig::default(),
+            allow: Vec::new(),
+            block: Vec::new(),
         }
+    }
+}
+
+mod humantime_serde {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!("'{s}' is not a duration ({e}); e.g. 30s, 10m, 1h"))
+        })
     }
 }
 
@@ -69,6 +316,237 @@ impl Config {
         if self.sip.udp_ports.is_empty() && self.sip.tcp_ports.is_empty() {
             bail!("sip.udp_ports and sip.tcp_ports are both empty: sipguard would inspect nothing");
         }
+        if self.ipv6_prefix == 0 || self.ipv6_prefix > 128 {
+            bail!(
+                "ipv6_prefix: {} is not a prefix length between 1 and 128",
+                self.ipv6_prefix
+            );
+        }
+        for (key, l) in self.limit_entries() {
+            if l.rate.packets > 0 && l.burst == 0 {
+                bail!("{key}.burst: must be at least 1 when {key}.rate is set");
+            }
+            if l.rate.packets > 0 && l.rate.per_ns / l.rate.packets == 0 {
+                bail!("{key}.rate: {} is above one packet per nanosecond", l.rate);
+            }
+        }
+        if self.ban.after > 0 && self.ban.window.is_zero() {
+            bail!("ban.window: must be longer than 0s when ban.after is set");
+        }
         Ok(())
+    }
+
+    fn limit_entries(&self) -> [(&'static str, RateLimit); 6] {
+        let l = &self.limits;
+        [
+            ("invite", l.invite),
+            ("register", l.register),
+            ("other", l.other),
+            ("global.invite", l.global.invite),
+            ("global.register", l.global.register),
+            ("global.other", l.global.other),
+        ]
+    }
+
+    /// The kernel's policy record for this configuration.
+    pub fn policy(&self) -> Policy {
+        let l = &self.limits;
+        let mut source = [Limit::UNLIMITED; 3];
+        let mut global = [Limit::UNLIMITED; 3];
+        for (b, src, glob) in [
+            (Bucket::Invite, l.invite, l.global.invite),
+            (Bucket::Register, l.register, l.global.register),
+            (Bucket::Other, l.other, l.global.other),
+        ] {
+            source[b as usize] = src.to_limit();
+            global[b as usize] = glob.to_limit();
+        }
+        Policy {
+            flags: if self.enforce { POLICY_ENFORCE } else { 0 },
+            ban_after: self.ban.after,
+            ban_window_ns: self.ban.window.as_nanos() as u64,
+            ban_for_ns: self.ban.duration.as_nanos() as u64,
+            v6_mask: prefix_mask(u32::from(self.ipv6_prefix)),
+            source,
+            global,
+        }
+    }
+
+    /// The policy settings (limits, bans, IPv6 grouping, enforcement) as the
+    /// kernel holds them; other fields keep their defaults.
+    pub fn from_policy(p: &Policy) -> Self {
+        let rl = |l: &Limit| RateLimit::from_limit(l);
+        let (s, g) = (&p.source, &p.global);
+        Config {
+            enforce: p.enforcing(),
+            ipv6_prefix: p.v6_mask.iter().map(|b| b.count_ones() as u8).sum(),
+            limits: Limits {
+                invite: rl(&s[Bucket::Invite as usize]),
+                register: rl(&s[Bucket::Register as usize]),
+                other: rl(&s[Bucket::Other as usize]),
+                global: GlobalLimits {
+                    invite: rl(&g[Bucket::Invite as usize]),
+                    register: rl(&g[Bucket::Register as usize]),
+                    other: rl(&g[Bucket::Other as usize]),
+                },
+            },
+            ban: BanConfig {
+                after: p.ban_after,
+                window: Duration::from_nanos(p.ban_window_ns),
+                duration: Duration::from_nanos(p.ban_for_ns),
+            },
+            ..Config::default()
+        }
+    }
+
+    /// Apply one `KEY=VALUE` setting (the keys of `sipguard limits set`).
+    pub fn set(&mut self, assignment: &str) -> Result<()> {
+        let Some((key, value)) = assignment.split_once('=') else {
+            bail!(
+                "'{assignment}' is not KEY=VALUE (e.g. invite.rate=20/s); keys: {}",
+                KEYS.join(", ")
+            );
+        };
+        let (key, value) = (key.trim(), value.trim());
+        match key {
+            "ban.after" => self.ban.after = parse_num(key, value)?,
+            "ban.window" => self.ban.window = parse_duration(key, value)?,
+            "ban.for" => self.ban.duration = parse_duration(key, value)?,
+            "ipv6.prefix" => self.ipv6_prefix = parse_num(key, value)?,
+            "enforce" => {
+                self.enforce = match value {
+                    "on" | "true" => true,
+                    "off" | "false" => false,
+                    _ => bail!("enforce: '{value}' is not on or off"),
+                }
+            }
+            _ => {
+                let unknown = || anyhow::anyhow!("unknown key '{key}'; keys: {}", KEYS.join(", "));
+                let (name, field) = key.rsplit_once('.').ok_or_else(unknown)?;
+                let rl = self.limits.by_name(name).ok_or_else(unknown)?;
+                match field {
+                    "rate" => rl.rate = value.parse().with_context(|| key.to_string())?,
+                    "burst" => rl.burst = parse_num(key, value)?,
+                    _ => return Err(unknown()),
+                }
+            }
+        }
+        self.validate()
+    }
+}
+
+/// Keys `limits set` accepts.
+pub const KEYS: [&str; 17] = [
+    "invite.rate",
+    "invite.burst",
+    "register.rate",
+    "register.burst",
+    "other.rate",
+    "other.burst",
+    "global.invite.rate",
+    "global.invite.burst",
+    "global.register.rate",
+    "global.register.burst",
+    "global.other.rate",
+    "global.other.burst",
+    "ban.after",
+    "ban.window",
+    "ban.for",
+    "ipv6.prefix",
+    "enforce",
+];
+
+fn parse_num<T: FromStr>(key: &str, value: &str) -> Result<T> {
+    value
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{key}: '{value}' is not a whole number"))
+}
+
+fn parse_duration(key: &str, value: &str) -> Result<Duration> {
+    humantime::parse_duration(value)
+        .with_context(|| format!("{key}: '{value}' is not a duration (e.g. 30s, 10m, 1h)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_enforcing_defaults() {
+        let cfg = Config::from_toml("").unwrap();
+        assert_eq!(cfg, Config::default());
+        assert!(cfg.policy().enforcing());
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let cfg = Config::from_toml(
+            r#"
+            enforce = false
+            ipv6_prefix = 56
+            allow = ["198.18.1.0/24", "2001:db8:1::/48"]
+            block = ["198.19.0.0/16"]
+            [sip]
+            udp_ports = [5060, 5080]
+            [limits]
+            invite = { rate = "20/s", burst = 40 }
+            [limits.global]
+            invite = { rate = "600/m", burst = 10 }
+            [ban]
+            after = 5
+            window = "30s"
+            for = "1h"
+            "#,
+        )
+        .unwrap();
+        assert!(!cfg.enforce);
+        assert_eq!(cfg.limits.invite.rate, Rate::per_sec(20));
+        let p = cfg.policy();
+        assert_eq!(p.source[Bucket::Invite as usize].interval_ns, 50_000_000);
+        assert_eq!(p.source[Bucket::Invite as usize].burst(), 40);
+        assert_eq!(p.global[Bucket::Invite as usize].interval_ns, 100_000_000);
+        assert_eq!(p.ban_for_ns, 3600 * NS_PER_SEC);
+        assert_eq!(p.v6_mask[6], 0xff);
+        assert_eq!(p.v6_mask[7], 0);
+    }
+
+    #[test]
+    fn bad_keys_and_values_are_named() {
+        let e = Config::from_toml("[limits]\ninvte = { rate = \"1/s\", burst = 1 }").unwrap_err();
+        assert!(format!("{e:#}").contains("invte"), "{e:#}");
+        let e = Config::from_toml("[limits]\ninvite = { rate = \"fast\", burst = 1 }").unwrap_err();
+        assert!(format!("{e:#}").contains("not a rate"), "{e:#}");
+        let e = Config::from_toml("[ban]\nfor = \"forever\"").unwrap_err();
+        assert!(format!("{e:#}").contains("not a duration"), "{e:#}");
+        let e = Config::from_toml("[sip]\nudp_ports = [0]").unwrap_err();
+        assert!(format!("{e:#}").contains("sip.udp_ports"), "{e:#}");
+    }
+
+    #[test]
+    fn policy_reads_back_as_the_same_settings() {
+        let mut cfg = Config::default();
+        cfg.set("invite.rate=600/m").unwrap();
+        cfg.set("register.rate=7/h").unwrap();
+        cfg.set("ipv6.prefix=56").unwrap();
+        let back = Config::from_policy(&cfg.policy());
+        assert_eq!(back.limits.invite.rate, Rate::per_sec(10));
+        assert_eq!(back.limits.register.rate.to_string(), "7/h");
+        assert_eq!(back.limits.global, cfg.limits.global);
+        assert_eq!(back.ipv6_prefix, 56);
+        assert_eq!(back.ban, cfg.ban);
+    }
+
+    #[test]
+    fn set_changes_one_setting_and_validates() {
+        let mut cfg = Config::default();
+        cfg.set("invite.rate=20/s").unwrap();
+        cfg.set("global.register.burst=7").unwrap();
+        cfg.set("ban.for=10m").unwrap();
+        assert_eq!(cfg.limits.invite.rate, Rate::per_sec(20));
+        assert_eq!(cfg.limits.global.register.burst, 7);
+        assert_eq!(cfg.ban.duration, Duration::from_secs(600));
+        assert!(cfg.set("invite.speed=3").is_err());
+        assert!(cfg.set("invite.burst=0").is_err());
+        assert!(cfg.set("nonsense").is_err());
     }
 }

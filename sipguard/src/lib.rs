@@ -1,6 +1,7 @@
 //! The sipguard controller as a library: the `sipguard` binary, the fixture
 //! tests and the benchmarks all load and drive the XDP program through it.
 
+pub mod addr;
 pub mod bpffs;
 pub mod config;
 pub mod loader;

@@ -1,30 +1,55 @@
 //! Typed handles on the program's maps, opened either from a freshly loaded
-//! object (the agent, the tests) or from the agent's pins (client commands).
+//! object (the agent, the tests) or from the agent's pins (client commands),
+//! and the operations the CLI performs on them.
 
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
 use aya::{
     Ebpf,
-    maps::{Array, Map, MapData, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key},
 };
+use ipnet::IpNet;
 use sipguard_common::{
     Counter, Policy,
-    maps::{MAP_CLASS_STATS, MAP_POLICY, MAP_REASON_STATS, MAP_SIP_PORTS, PORT_TCP, PORT_UDP},
+    maps::{
+        MAP_ALLOW, MAP_BAN_EVENTS, MAP_BANS, MAP_BLOCK, MAP_CLASS_STATS, MAP_GLOBAL_STATE,
+        MAP_POLICY, MAP_REASON_STATS, MAP_SIP_PORTS, MAP_SRC_STATE, MAP_TABLE_STATS, PORT_TCP,
+        PORT_UDP,
+    },
     policy::POLICY_ENFORCE,
+    source::{Ban, BlockEntry, SrcKey, SrcState},
 };
 
-use crate::config::Config;
+use crate::{addr, config::Config};
 
 pub struct Maps {
     pub sip_ports: Array<MapData, u8>,
     pub policy: Array<MapData, Policy>,
+    pub allow: LpmTrie<MapData, [u8; 16], u32>,
+    pub block: LpmTrie<MapData, [u8; 16], BlockEntry>,
+    pub bans: HashMap<MapData, SrcKey, Ban>,
+    pub src_state: HashMap<MapData, SrcKey, SrcState>,
+    pub global_state: Array<MapData, u64>,
     pub reason_stats: PerCpuArray<MapData, Counter>,
     pub class_stats: PerCpuArray<MapData, Counter>,
+    pub table_stats: PerCpuArray<MapData, u64>,
 }
 
-/// Every map, by name, in the order they are pinned.
-pub const ALL: [&str; 4] = [MAP_SIP_PORTS, MAP_POLICY, MAP_REASON_STATS, MAP_CLASS_STATS];
+/// Every map the agent pins, by name. `BAN_EVENTS` is read only by the agent.
+pub const ALL: [&str; 11] = [
+    MAP_SIP_PORTS,
+    MAP_POLICY,
+    MAP_ALLOW,
+    MAP_BLOCK,
+    MAP_BANS,
+    MAP_SRC_STATE,
+    MAP_GLOBAL_STATE,
+    MAP_BAN_EVENTS,
+    MAP_REASON_STATS,
+    MAP_CLASS_STATS,
+    MAP_TABLE_STATS,
+];
 
 /// Pin every map of a freshly loaded object into `dir` (before
 /// `Maps::from_ebpf` takes them out of it).
@@ -40,6 +65,14 @@ pub fn pin_all(ebpf: &Ebpf, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What a list operation changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changed {
+    pub applied: usize,
+    /// `del` of entries that were not there.
+    pub missing: usize,
+}
+
 impl Maps {
     /// Take the maps out of a loaded object.
     pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self> {
@@ -50,8 +83,14 @@ impl Maps {
         Ok(Self {
             sip_ports: take(MAP_SIP_PORTS)?.try_into()?,
             policy: take(MAP_POLICY)?.try_into()?,
+            allow: take(MAP_ALLOW)?.try_into()?,
+            block: take(MAP_BLOCK)?.try_into()?,
+            bans: take(MAP_BANS)?.try_into()?,
+            src_state: take(MAP_SRC_STATE)?.try_into()?,
+            global_state: take(MAP_GLOBAL_STATE)?.try_into()?,
             reason_stats: take(MAP_REASON_STATS)?.try_into()?,
             class_stats: take(MAP_CLASS_STATS)?.try_into()?,
+            table_stats: take(MAP_TABLE_STATS)?.try_into()?,
         })
     }
 
@@ -70,8 +109,14 @@ impl Maps {
         Ok(Self {
             sip_ports: Map::Array(open(MAP_SIP_PORTS)?).try_into()?,
             policy: Map::Array(open(MAP_POLICY)?).try_into()?,
+            allow: Map::LpmTrie(open(MAP_ALLOW)?).try_into()?,
+            block: Map::LpmTrie(open(MAP_BLOCK)?).try_into()?,
+            bans: Map::HashMap(open(MAP_BANS)?).try_into()?,
+            src_state: Map::LruHashMap(open(MAP_SRC_STATE)?).try_into()?,
+            global_state: Map::Array(open(MAP_GLOBAL_STATE)?).try_into()?,
             reason_stats: Map::PerCpuArray(open(MAP_REASON_STATS)?).try_into()?,
             class_stats: Map::PerCpuArray(open(MAP_CLASS_STATS)?).try_into()?,
+            table_stats: Map::PerCpuArray(open(MAP_TABLE_STATS)?).try_into()?,
         })
     }
 
@@ -112,9 +157,141 @@ impl Maps {
         self.set_policy(&p)
     }
 
-    /// Push a whole configuration into the maps.
+    /// Push a whole configuration into the maps: ports, policy, and the
+    /// file's allow and block entries (added to what is there).
     pub fn apply(&mut self, cfg: &Config) -> Result<()> {
         self.set_ports(cfg)?;
-        self.set_enforce(cfg.enforce)
+        self.set_policy(&cfg.policy())?;
+        self.allow_add(&cfg.allow)?;
+        self.block_add(&cfg.block, 0)?;
+        Ok(())
     }
+
+    pub fn allow_add(&mut self, nets: &[IpNet]) -> Result<Changed> {
+        for net in nets {
+            self.allow
+                .insert(&addr::cidr_key(*net), 0, 0)
+                .with_context(|| format!("adding {net} to the allowlist (is it full?)"))?;
+        }
+        Ok(Changed {
+            applied: nets.len(),
+            missing: 0,
+        })
+    }
+
+    pub fn allow_del(&mut self, nets: &[IpNet]) -> Result<Changed> {
+        let mut changed = Changed::default();
+        for net in nets {
+            count_removal(self.allow.remove(&addr::cidr_key(*net)), net, &mut changed)?;
+        }
+        Ok(changed)
+    }
+
+    pub fn allow_list(&self) -> Result<Vec<IpNet>> {
+        let mut out: Vec<IpNet> = self
+            .allow
+            .keys()
+            .map(|k| k.map(|k| addr::cidr_of(&k)))
+            .collect::<Result<_, _>>()?;
+        out.sort();
+        Ok(out)
+    }
+
+    /// Add blocklist entries; `expires_ns` 0 = permanent.
+    pub fn block_add(&mut self, nets: &[IpNet], expires_ns: u64) -> Result<Changed> {
+        let entry = BlockEntry { expires_ns };
+        for net in nets {
+            self.block
+                .insert(&addr::cidr_key(*net), entry, 0)
+                .with_context(|| format!("adding {net} to the blocklist (is it full?)"))?;
+        }
+        Ok(Changed {
+            applied: nets.len(),
+            missing: 0,
+        })
+    }
+
+    pub fn block_del(&mut self, nets: &[IpNet]) -> Result<Changed> {
+        let mut changed = Changed::default();
+        for net in nets {
+            count_removal(self.block.remove(&addr::cidr_key(*net)), net, &mut changed)?;
+        }
+        Ok(changed)
+    }
+
+    pub fn block_list(&self) -> Result<Vec<(IpNet, BlockEntry)>> {
+        let mut out: Vec<(IpNet, BlockEntry)> = self
+            .block
+            .iter()
+            .map(|kv| kv.map(|(k, v)| (addr::cidr_of(&k), v)))
+            .collect::<Result<_, _>>()?;
+        out.sort_by_key(|(n, _)| *n);
+        Ok(out)
+    }
+
+    pub fn bans_list(&self) -> Result<Vec<(SrcKey, Ban)>> {
+        let mut out: Vec<(SrcKey, Ban)> = self.bans.iter().collect::<Result<_, _>>()?;
+        out.sort_by_key(|(k, _)| *k);
+        Ok(out)
+    }
+
+    pub fn ban_add(&mut self, key: SrcKey, ban: Ban) -> Result<()> {
+        self.bans
+            .insert(key, ban, 0)
+            .context("adding the ban (is the ban table full? see `sipguard stats`)")
+    }
+
+    /// Lift bans, and forget the sources' rate history so they start clean.
+    pub fn bans_del(&mut self, keys: &[SrcKey]) -> Result<Changed> {
+        let mut changed = Changed::default();
+        for key in keys {
+            match self.bans.remove(key) {
+                Ok(()) => changed.applied += 1,
+                Err(MapError::KeyNotFound) => changed.missing += 1,
+                Err(e) => return Err(e).context("removing a ban"),
+            }
+            let _ = self.src_state.remove(key);
+        }
+        Ok(changed)
+    }
+
+    pub fn bans_clear(&mut self) -> Result<usize> {
+        let keys: Vec<SrcKey> = self.bans.keys().collect::<Result<_, _>>()?;
+        Ok(self.bans_del(&keys)?.applied)
+    }
+
+    /// Remove bans and blocklist entries whose time is up. The program ignores
+    /// (and removes, for bans) expired entries it meets; this frees the room
+    /// of those it never meets again.
+    pub fn sweep_expired(&mut self, now_ns: u64) -> Result<(Vec<(SrcKey, Ban)>, usize)> {
+        let expired: Vec<(SrcKey, Ban)> = self
+            .bans
+            .iter()
+            .filter_map(|kv| kv.ok())
+            .filter(|(_, b)| b.expires_ns <= now_ns)
+            .collect();
+        for (k, _) in &expired {
+            let _ = self.bans.remove(k);
+        }
+        let blocks: Vec<Key<[u8; 16]>> = self
+            .block
+            .iter()
+            .filter_map(|kv| kv.ok())
+            .filter(|(_, e)| e.expires_ns != 0 && e.expires_ns <= now_ns)
+            .map(|(k, _)| k)
+            .collect();
+        for k in &blocks {
+            let _ = self.block.remove(k);
+        }
+        Ok((expired, blocks.len()))
+    }
+}
+
+fn count_removal(res: Result<(), MapError>, net: &IpNet, changed: &mut Changed) -> Result<()> {
+    match res {
+        Ok(()) => changed.applied += 1,
+        Err(MapError::KeyNotFound) => changed.missing += 1,
+        Err(e) => return Err(e).with_context(|| format!("removing {net}")),
+    }
+    Ok(())
 }

@@ -1,0 +1,100 @@
+//! Per-source state: map keys and values for the allow/block lists (LPM tries
+//! keyed by prefix length + 16-byte IPv4-mapped address), bans
+//! and rate-limit buckets, and the ban events sent to userspace.
+
+use crate::policy::BUCKETS;
+
+/// A source address. IPv4 is stored IPv4-mapped (::ffff:a.b.c.d) so one key
+/// type and one map serve both families; IPv6 keys are masked to the
+/// configured grouping prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SrcKey {
+    pub addr: [u8; 16],
+}
+
+/// A blocklist entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockEntry {
+    /// CLOCK_MONOTONIC ns after which the entry no longer applies; 0 = never.
+    pub expires_ns: u64,
+}
+
+/// A dynamic ban.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ban {
+    /// CLOCK_MONOTONIC ns when the ban lifts.
+    pub expires_ns: u64,
+    /// When it was set.
+    pub since_ns: u64,
+    /// `BanReason`.
+    pub reason: u32,
+    /// `Bucket` whose limit was exceeded.
+    pub bucket: u32,
+    /// Packets dropped while banned (for `bans list`).
+    pub dropped: u64,
+}
+
+/// Why a source was banned.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BanReason {
+    /// Repeatedly over its per-source rate limit.
+    Flood = 1,
+    /// Added by an operator (`sipguard bans add`).
+    Manual = 2,
+}
+
+impl BanReason {
+    pub const fn name(v: u32) -> &'static str {
+        match v {
+            1 => "flood",
+            2 => "manual",
+            _ => "unknown",
+        }
+    }
+}
+
+/// Per-source rate state, in an LRU map: eviction under a spoofed-source flood
+/// only forgets a source's rate history (it starts again with a full burst),
+/// never a ban or a list entry, which live in maps without eviction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SrcState {
+    /// GCRA theoretical arrival time per `Bucket`.
+    pub tat_ns: [u64; BUCKETS],
+    /// Start of the current violation-counting window.
+    pub window_start_ns: u64,
+    /// Packets seen from this source in the window (for the ban event's rate).
+    pub window_pkts: u64,
+    /// Rate violations in the window.
+    pub violations: u32,
+    pub _pad: u32,
+}
+
+/// Sent on the `BAN_EVENTS` ring buffer each time the program bans a source.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BanEvent {
+    pub src: SrcKey,
+    pub expires_ns: u64,
+    /// Packets seen from the source during `window_ns`.
+    pub window_pkts: u64,
+    pub window_ns: u64,
+    /// `BanReason`.
+    pub reason: u32,
+    /// `Bucket` whose limit was exceeded.
+    pub bucket: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    unsafe impl aya::Pod for SrcKey {}
+    unsafe impl aya::Pod for BlockEntry {}
+    unsafe impl aya::Pod for Ban {}
+    unsafe impl aya::Pod for SrcState {}
+    unsafe impl aya::Pod for BanEvent {}
+}
