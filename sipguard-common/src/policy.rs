@@ -74,10 +74,9 @@ impl Limit {
     }
 
     pub const fn burst(&self) -> u64 {
-        if self.interval_ns == 0 {
-            0
-        } else {
-            self.burst_ns / self.interval_ns
+        match self.burst_ns.checked_div(self.interval_ns) {
+            Some(b) => b,
+            None => 0,
         }
     }
 }

@@ -5,15 +5,23 @@ use std::{
     io::{Read as _, Seek as _, Write as _},
     os::fd::AsRawFd,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use aya::programs::{
-    ProgramError, Xdp, XdpMode,
-    links::{FdLink, PinnedLink},
+use aya::{
+    maps::{MapData, RingBuf},
+    programs::{
+        ProgramError, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+    },
 };
-use sipguard::{bpffs, config::Config, loader, maps, maps::Maps, preflight, stats::Snapshot};
-use sipguard_common::maps::PROG_XDP;
+use sipguard::{addr, bpffs, config::Config, loader, maps, maps::Maps, preflight, stats::Snapshot};
+use sipguard_common::{
+    maps::{MAP_BAN_EVENTS, PROG_XDP},
+    policy::Bucket,
+    source::{BanEvent, BanReason},
+};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
@@ -57,6 +65,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     maps::pin_all(&ebpf, &dir)?;
     let mut live = Maps::from_ebpf(&mut ebpf)?;
     live.apply(&cfg)?;
+    let ban_events: RingBuf<MapData> = ebpf
+        .take_map(MAP_BAN_EVENTS)
+        .ok_or_else(|| anyhow!("map {MAP_BAN_EVENTS} missing"))?
+        .try_into()?;
 
     let prog: &mut Xdp = ebpf
         .program_mut(PROG_XDP)
@@ -90,19 +102,33 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if !cfg.enforce {
         warn!("monitor mode: nothing is dropped; matches are counted as would_drop");
     }
+    if live.allow_list()?.is_empty() {
+        warn!(
+            "the allowlist is empty: SIP trunks and peers are rate-limited and can be banned \
+             like anyone else. Allowlist them with `sipguard allow add CIDR` or `allow = [...]` \
+             in the config file"
+        );
+    }
 
+    let v6_prefix = cfg.ipv6_prefix;
     let log_task = logger.map(|logger| tokio::spawn(pump_kernel_logs(logger)));
+    let ban_task = tokio::spawn(log_ban_events(ban_events, v6_prefix));
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
-    tokio::select! {
-        _ = sigint.recv() => info!("SIGINT received"),
-        _ = sigterm.recv() => info!("SIGTERM received"),
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => { info!("SIGINT received"); break; }
+            _ = sigterm.recv() => { info!("SIGTERM received"); break; }
+            _ = sweep.tick() => sweep_expired(&mut live),
+        }
     }
 
     if let Some(task) = log_task {
         task.abort();
     }
+    ban_task.abort();
     let total = Snapshot::read(&live).map(|s| s.total).ok();
     detach(pinned)?;
     drop(guard);
@@ -116,6 +142,73 @@ pub async fn run(args: RunArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// How often expired bans and blocklist entries are removed from the maps.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+fn sweep_expired(maps: &mut Maps) {
+    let prefix = maps
+        .policy()
+        .map(|p| addr::mask_len(&p.v6_mask))
+        .unwrap_or(128);
+    match maps.sweep_expired(addr::monotonic_ns()) {
+        Ok((bans, blocks)) => {
+            for (key, ban) in bans {
+                info!(
+                    source = %addr::show_src(&key, prefix),
+                    dropped = ban.dropped,
+                    "ban expired"
+                );
+            }
+            if blocks > 0 {
+                info!(entries = blocks, "blocklist entries expired");
+            }
+        }
+        Err(e) => warn!("sweeping expired bans failed: {e:#}"),
+    }
+}
+
+/// Log each ban the program sets, with the rate that triggered it.
+async fn log_ban_events(ring: RingBuf<MapData>, v6_prefix: u8) {
+    // SAFETY: the ring buffer owns its fd and keeps it open while registered.
+    let registered =
+        unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) };
+    let Ok(mut fd) = registered else {
+        warn!("cannot watch ban events; bans still work, they are just not logged");
+        return;
+    };
+    loop {
+        let Ok(mut guard) = fd.readable_mut().await else {
+            return;
+        };
+        let ring = guard.get_inner_mut();
+        while let Some(item) = ring.next() {
+            if item.len() < std::mem::size_of::<BanEvent>() {
+                continue;
+            }
+            // SAFETY: the program writes whole `BanEvent`s; length checked.
+            let ev: BanEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            let rate = if ev.window_ns > 0 {
+                ev.window_pkts as f64 * 1e9 / ev.window_ns as f64
+            } else {
+                0.0
+            };
+            let limit = Bucket::ALL
+                .get(ev.bucket as usize)
+                .map_or("-", |b| b.name());
+            let left = ev.expires_ns.saturating_sub(addr::monotonic_ns());
+            warn!(
+                source = %addr::show_src(&ev.src, v6_prefix),
+                reason = BanReason::name(ev.reason),
+                limit,
+                rate = format!("{rate:.0}/s"),
+                expires_in = %humantime::format_duration(Duration::from_secs(left / 1_000_000_000)),
+                "source banned"
+            );
+        }
+        guard.clear_ready();
+    }
 }
 
 async fn pump_kernel_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {

@@ -28,11 +28,170 @@ pub enum Command {
     Run(RunArgs),
     /// Show the running agent's packet and byte counters.
     Stats(StatsArgs),
+    /// Manage the allowlist: sources never limited, banned or dropped
+    /// (trunks, peers, your own networks).
+    Allow {
+        #[command(subcommand)]
+        op: ListOp,
+    },
+    /// Manage the static blocklist: sources always dropped.
+    Block {
+        #[command(subcommand)]
+        op: BlockOp,
+    },
+    /// List, add or lift dynamic bans.
+    Bans {
+        #[command(subcommand)]
+        op: BansOp,
+    },
+    /// Show or change rate limits and ban settings of the running agent.
+    Limits {
+        #[command(subcommand)]
+        op: LimitsOp,
+    },
+    /// Switch enforcement on (drop) or off (monitor mode: count would-drop).
+    Enforce {
+        #[arg(value_enum)]
+        state: OnOff,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Validate a configuration file without touching the kernel.
     CheckConfig {
         /// The TOML file to check.
         file: PathBuf,
     },
+}
+
+/// Which running agent a control command talks to.
+#[derive(clap::Args, Clone)]
+pub struct Target {
+    /// Interface of the agent; needed only when several run.
+    #[arg(long, short = 'i', global = true)]
+    pub iface: Option<String>,
+}
+
+/// Addresses or CIDRs, from arguments and list files.
+#[derive(clap::Args)]
+pub struct Entries {
+    /// Addresses or CIDRs (IPv4 or IPv6); `-` reads a list from stdin.
+    pub cidrs: Vec<String>,
+    /// Read entries from a file: one address or CIDR a line, `#` comments;
+    /// `-` is stdin. May be repeated.
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub file: Vec<String>,
+}
+
+#[derive(Subcommand)]
+pub enum ListOp {
+    /// Add entries.
+    Add {
+        #[command(flatten)]
+        entries: Entries,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove entries.
+    Del {
+        #[command(flatten)]
+        entries: Entries,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List entries.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BlockOp {
+    /// Add entries, optionally expiring.
+    Add {
+        #[command(flatten)]
+        entries: Entries,
+        /// Lift the entries after this long (e.g. 30m, 12h); default never.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<std::time::Duration>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove entries.
+    Del {
+        #[command(flatten)]
+        entries: Entries,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List entries with their expiry.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BansOp {
+    /// List active bans.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Ban addresses by hand (IPv6: the whole grouping prefix).
+    Add {
+        addrs: Vec<String>,
+        /// Ban duration; default: the agent's ban.for.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Lift bans now (IPv6: any address in the banned prefix).
+    Del {
+        addrs: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Lift every ban.
+    Clear {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum LimitsOp {
+    /// Show the limits the kernel is applying now.
+    Show {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Change settings at once, without a restart, e.g.
+    /// `invite.rate=20/s invite.burst=40 ban.after=5 ban.for=10m`.
+    Set {
+        /// KEY=VALUE pairs. Keys: invite|register|other.{rate,burst},
+        /// global.invite|register|other.{rate,burst}, ban.after, ban.window,
+        /// ban.for, ipv6.prefix, enforce. Rates: N/s, N/m, N/h, 0 = unlimited.
+        #[arg(required = true)]
+        settings: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(clap::Args)]

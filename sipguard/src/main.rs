@@ -1,5 +1,6 @@
 mod agent;
 mod cli;
+mod control;
 
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,11 @@ async fn dispatch(cmd: Command) -> Result<()> {
     match cmd {
         Command::Run(args) => agent::run(args).await,
         Command::Stats(args) => stats(args).await,
+        Command::Allow { op } => control::allow(op),
+        Command::Block { op } => control::block(op),
+        Command::Bans { op } => control::bans(op),
+        Command::Limits { op } => control::limits(op),
+        Command::Enforce { state, target } => control::enforce(state, target),
         Command::CheckConfig { file } => {
             Config::load(&file)?;
             println!("{}: ok", file.display());

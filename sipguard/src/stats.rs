@@ -5,7 +5,12 @@ use std::{collections::BTreeMap, fmt::Write as _};
 use anyhow::Result;
 use aya::maps::{MapData, PerCpuArray};
 use serde::Serialize;
-use sipguard_common::{Class, Counter, Reason, Verdict, class::CLASS_SLOTS, verdict::REASON_SLOTS};
+use sipguard_common::{
+    Class, Counter, Reason, Verdict,
+    class::CLASS_SLOTS,
+    maps::{ALLOW_MAX, BANS_MAX, BLOCK_MAX, SRC_STATE_MAX, TableStat},
+    verdict::REASON_SLOTS,
+};
 
 use crate::maps::Maps;
 
@@ -55,6 +60,53 @@ pub struct Snapshot {
     pub reasons: BTreeMap<&'static str, ByVerdict>,
     /// All packets seen, by verdict.
     pub total: ByVerdict,
+    /// How full each table is, and what happened to it.
+    pub tables: Tables,
+}
+
+/// Table fill and events, so an operator sees when a table is too small.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Tables {
+    pub allow: Fill,
+    pub block: Fill,
+    pub bans: Fill,
+    /// Sources with rate state (LRU: when full, the oldest are recycled).
+    pub sources: Fill,
+    /// Counters from the program: `src_state_new`, `ban_added`,
+    /// `ban_table_full`, ...
+    pub events: BTreeMap<&'static str, u64>,
+    /// Rate states recycled by the LRU (new states beyond those alive).
+    pub sources_evicted: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Fill {
+    pub entries: u64,
+    pub capacity: u64,
+}
+
+impl Tables {
+    fn read(maps: &Maps) -> Result<Self> {
+        let count = |n: usize, cap: u32| Fill {
+            entries: n as u64,
+            capacity: u64::from(cap),
+        };
+        let mut events: BTreeMap<&'static str, u64> = BTreeMap::new();
+        for t in TableStat::ALL {
+            let per_cpu = maps.table_stats.get(&(t as u32), 0)?;
+            events.insert(t.name(), per_cpu.iter().sum());
+        }
+        let sources = maps.src_state.keys().filter(|k| k.is_ok()).count();
+        let new = events[TableStat::SrcStateNew.name()];
+        Ok(Tables {
+            allow: count(maps.allow.keys().filter(|k| k.is_ok()).count(), ALLOW_MAX),
+            block: count(maps.block.keys().filter(|k| k.is_ok()).count(), BLOCK_MAX),
+            bans: count(maps.bans.keys().filter(|k| k.is_ok()).count(), BANS_MAX),
+            sources: count(sources, SRC_STATE_MAX),
+            sources_evicted: new.saturating_sub(sources as u64),
+            events,
+        })
+    }
 }
 
 fn sum(map: &PerCpuArray<MapData, Counter>, index: u32) -> Result<Totals> {
@@ -81,6 +133,7 @@ impl Snapshot {
                 *snap.classes.entry(c.name()).or_default().slot(v) = t;
             }
         }
+        snap.tables = Tables::read(maps)?;
         Ok(snap)
     }
 
@@ -132,6 +185,26 @@ impl Snapshot {
             }
             out.push('\n');
         }
+        let tb = &self.tables;
+        let _ = writeln!(out, "{:<18} {:>12} {:>12}", "TABLE", "entries", "capacity");
+        for (name, f) in [
+            ("allow", tb.allow),
+            ("block", tb.block),
+            ("bans", tb.bans),
+            ("sources", tb.sources),
+        ] {
+            let _ = writeln!(out, "{name:<18} {:>12} {:>12}", f.entries, f.capacity);
+        }
+        let events: Vec<String> = tb
+            .events
+            .iter()
+            .filter(|(_, v)| **v > 0)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if !events.is_empty() {
+            let _ = writeln!(out, "table events: {}", events.join(" "));
+        }
+        out.push('\n');
         let t = &self.total;
         let _ = writeln!(
             out,

@@ -1,0 +1,290 @@
+//! Client commands that change or read a running agent's policy through its
+//! pinned maps: allow, block, bans, limits, enforce.
+
+use std::{
+    net::IpAddr,
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{Result, bail};
+use serde::Serialize;
+use sipguard::{
+    addr, bpffs,
+    config::Config,
+    maps::{Changed, Maps},
+    preflight,
+};
+use sipguard_common::source::{Ban, BanReason, SrcKey};
+
+use crate::cli::{BansOp, BlockOp, Entries, LimitsOp, ListOp, OnOff, Target};
+
+fn open(target: &Target) -> Result<Maps> {
+    preflight::require_root("this command")?;
+    let dir = bpffs::find_agent(target.iface.as_deref())?;
+    Maps::from_pins(&dir)
+}
+
+fn entries(e: &Entries) -> Result<Vec<ipnet::IpNet>> {
+    let nets = addr::collect_cidrs(&e.cidrs, &e.file)?;
+    if nets.is_empty() {
+        bail!("no addresses given: pass CIDRs, `--file FILE`, or `-` to read stdin");
+    }
+    Ok(nets)
+}
+
+fn report(what: &str, verb: &str, c: Changed) {
+    if c.missing > 0 {
+        println!(
+            "{verb} {} {what} entries ({} were not present)",
+            c.applied, c.missing
+        );
+    } else {
+        println!("{verb} {} {what} entries", c.applied);
+    }
+}
+
+pub fn allow(op: ListOp) -> Result<()> {
+    match op {
+        ListOp::Add { entries: e, target } => {
+            let nets = entries(&e)?;
+            report("allowlist", "added", open(&target)?.allow_add(&nets)?);
+        }
+        ListOp::Del { entries: e, target } => {
+            let nets = entries(&e)?;
+            report("allowlist", "removed", open(&target)?.allow_del(&nets)?);
+        }
+        ListOp::List { json, target } => {
+            let list = open(&target)?.allow_list()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                list.iter().for_each(|n| println!("{n}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Wall-clock time for a CLOCK_MONOTONIC instant, for humans and JSON.
+fn wall_clock(mono_ns: u64) -> String {
+    let now_mono = addr::monotonic_ns();
+    let at = if mono_ns >= now_mono {
+        SystemTime::now() + Duration::from_nanos(mono_ns - now_mono)
+    } else {
+        SystemTime::now() - Duration::from_nanos(now_mono - mono_ns)
+    };
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+fn remaining(mono_ns: u64) -> String {
+    let left = mono_ns.saturating_sub(addr::monotonic_ns());
+    humantime::format_duration(Duration::from_secs(left.div_ceil(1_000_000_000))).to_string()
+}
+
+#[derive(Serialize)]
+struct BlockRow {
+    cidr: String,
+    expires: Option<String>,
+}
+
+pub fn block(op: BlockOp) -> Result<()> {
+    match op {
+        BlockOp::Add {
+            entries: e,
+            ttl,
+            target,
+        } => {
+            let nets = entries(&e)?;
+            let expires = ttl.map_or(0, |t| addr::monotonic_ns() + t.as_nanos() as u64);
+            report(
+                "blocklist",
+                "added",
+                open(&target)?.block_add(&nets, expires)?,
+            );
+        }
+        BlockOp::Del { entries: e, target } => {
+            let nets = entries(&e)?;
+            report("blocklist", "removed", open(&target)?.block_del(&nets)?);
+        }
+        BlockOp::List { json, target } => {
+            let now = addr::monotonic_ns();
+            let rows: Vec<BlockRow> = open(&target)?
+                .block_list()?
+                .into_iter()
+                .filter(|(_, e)| e.expires_ns == 0 || e.expires_ns > now)
+                .map(|(n, e)| BlockRow {
+                    cidr: n.to_string(),
+                    expires: (e.expires_ns != 0).then(|| wall_clock(e.expires_ns)),
+                })
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for r in rows {
+                    match r.expires {
+                        Some(t) => println!("{}\texpires {t}", r.cidr),
+                        None => println!("{}", r.cidr),
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct BanRow {
+    source: String,
+    reason: &'static str,
+    bucket: &'static str,
+    since: String,
+    expires: String,
+    remaining: String,
+    dropped: u64,
+}
+
+fn ban_keys(maps: &Maps, addrs: &[String]) -> Result<Vec<SrcKey>> {
+    if addrs.is_empty() {
+        bail!("no addresses given");
+    }
+    let mask = maps.policy()?.v6_mask;
+    addrs
+        .iter()
+        .map(|a| addr::parse_ip(a).map(|ip: IpAddr| addr::src_key(ip, &mask)))
+        .collect()
+}
+
+pub fn bans(op: BansOp) -> Result<()> {
+    match op {
+        BansOp::List { json, target } => {
+            let maps = open(&target)?;
+            let prefix = addr::mask_len(&maps.policy()?.v6_mask);
+            let now = addr::monotonic_ns();
+            let rows: Vec<BanRow> = maps
+                .bans_list()?
+                .into_iter()
+                .filter(|(_, b)| b.expires_ns > now)
+                .map(|(k, b)| BanRow {
+                    source: addr::show_src(&k, prefix),
+                    reason: BanReason::name(b.reason),
+                    bucket: sipguard_common::policy::Bucket::ALL
+                        .get(b.bucket as usize)
+                        .map_or("-", |x| x.name()),
+                    since: wall_clock(b.since_ns),
+                    expires: wall_clock(b.expires_ns),
+                    remaining: remaining(b.expires_ns),
+                    dropped: b.dropped,
+                })
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if rows.is_empty() {
+                println!("no active bans");
+            } else {
+                println!(
+                    "{:<28} {:<8} {:<9} {:>10} {:>12}  expires",
+                    "SOURCE", "REASON", "LIMIT", "DROPPED", "REMAINING"
+                );
+                for r in rows {
+                    println!(
+                        "{:<28} {:<8} {:<9} {:>10} {:>12}  {}",
+                        r.source, r.reason, r.bucket, r.dropped, r.remaining, r.expires
+                    );
+                }
+            }
+        }
+        BansOp::Add {
+            addrs,
+            duration,
+            target,
+        } => {
+            let mut maps = open(&target)?;
+            let policy = maps.policy()?;
+            let keys = ban_keys(&maps, &addrs)?;
+            let now = addr::monotonic_ns();
+            let dur = duration.map_or(policy.ban_for_ns, |d| d.as_nanos() as u64);
+            for k in &keys {
+                maps.ban_add(
+                    *k,
+                    Ban {
+                        expires_ns: now + dur,
+                        since_ns: now,
+                        reason: BanReason::Manual as u32,
+                        bucket: u32::MAX,
+                        dropped: 0,
+                    },
+                )?;
+            }
+            println!("banned {} sources", keys.len());
+        }
+        BansOp::Del { addrs, target } => {
+            let mut maps = open(&target)?;
+            let keys = ban_keys(&maps, &addrs)?;
+            let c = maps.bans_del(&keys)?;
+            if c.missing > 0 {
+                println!("lifted {} bans ({} were not banned)", c.applied, c.missing);
+            } else {
+                println!("lifted {} bans", c.applied);
+            }
+        }
+        BansOp::Clear { target } => {
+            let n = open(&target)?.bans_clear()?;
+            println!("lifted {n} bans");
+        }
+    }
+    Ok(())
+}
+
+pub fn limits(op: LimitsOp) -> Result<()> {
+    match op {
+        LimitsOp::Show { json, target } => {
+            let view = Config::from_policy(&open(&target)?.policy()?);
+            print_limits(&view, json)?;
+        }
+        LimitsOp::Set { settings, target } => {
+            let mut maps = open(&target)?;
+            let mut view = Config::from_policy(&maps.policy()?);
+            // Validate every setting before writing any.
+            for s in &settings {
+                view.set(s)?;
+            }
+            maps.set_policy(&view.policy())?;
+            print_limits(&view, false)?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct LimitsView<'a> {
+    enforce: bool,
+    ipv6_prefix: u8,
+    limits: &'a sipguard::config::Limits,
+    ban: &'a sipguard::config::BanConfig,
+}
+
+fn print_limits(cfg: &Config, json: bool) -> Result<()> {
+    let view = LimitsView {
+        enforce: cfg.enforce,
+        ipv6_prefix: cfg.ipv6_prefix,
+        limits: &cfg.limits,
+        ban: &cfg.ban,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        print!("{}", toml::to_string(&view)?);
+    }
+    Ok(())
+}
+
+pub fn enforce(state: OnOff, target: Target) -> Result<()> {
+    let on = state == OnOff::On;
+    open(&target)?.set_enforce(on)?;
+    if on {
+        println!("enforcing: matching packets are dropped");
+    } else {
+        println!("monitor mode: nothing is dropped; matches count as would_drop");
+    }
+    Ok(())
+}
