@@ -11,10 +11,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command, StatsArgs};
 
-/// aya 0.14 warns on every load that the kernel refused the object's BTF
-/// (aya-rs/aya#1490: Rust union names); sipguard does not need BTF, so that
-/// warning is noise for operators. `SIPGUARD_LOG` overrides.
-const DEFAULT_LOG_FILTER: &str = "info,aya::bpf=error";
+/// Log filter unless `SIPGUARD_LOG` says otherwise (tracing-subscriber
+/// EnvFilter syntax, e.g. `debug` or `info,aya=debug`).
+const DEFAULT_LOG_FILTER: &str = "info";
 
 fn main() {
     tracing_subscriber::fmt()
