@@ -64,6 +64,10 @@ fn verifier_error(err: ProgramError) -> anyhow::Error {
             verifier_log,
         } => {
             let log = verifier_log.to_string();
+            // For debugging rejections: the whole log, which can be huge.
+            if let Some(path) = std::env::var_os("SIPGUARD_VERIFIER_LOG") {
+                let _ = std::fs::write(path, &log);
+            }
             let lines: Vec<&str> = log.lines().collect();
             let tail = lines[lines.len().saturating_sub(VERIFIER_TAIL_LINES)..].join("\n");
             anyhow!(
