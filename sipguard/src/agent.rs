@@ -46,7 +46,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         cfg.enforce = false;
     }
 
-    let _lock = lock_iface(&args.iface)?;
+    let lock = lock_iface(&args.iface)?;
     bpffs::ensure_mounted()?;
     let dir = bpffs::iface_dir(&args.iface);
     if dir.exists() {
@@ -132,6 +132,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let total = Snapshot::read(&live).map(|s| s.total).ok();
     detach(pinned)?;
     drop(guard);
+    lock.release();
     if let Some(t) = total {
         info!(
             passed = t.pass.packets,
@@ -283,9 +284,23 @@ fn attach_error(err: ProgramError, iface: &str, mode: Mode) -> anyhow::Error {
     }
 }
 
+/// The agent's claim on an interface.
+struct IfaceLock {
+    path: PathBuf,
+    _file: File,
+}
+
+impl IfaceLock {
+    /// Remove the lock file on a clean exit (still holding the lock, so no
+    /// other agent can have taken it).
+    fn release(self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
 /// One agent per interface: an exclusive, non-blocking flock on
 /// /run/sipguard/IFACE.lock, holding the owner's PID for the error message.
-fn lock_iface(iface: &str) -> Result<File> {
+fn lock_iface(iface: &str) -> Result<IfaceLock> {
     fs::create_dir_all(LOCK_DIR).with_context(|| format!("creating {LOCK_DIR}"))?;
     let path = Path::new(LOCK_DIR).join(format!("{iface}.lock"));
     let mut file = OpenOptions::new()
@@ -307,5 +322,5 @@ fn lock_iface(iface: &str) -> Result<File> {
     file.set_len(0)?;
     file.rewind()?;
     write!(file, "{}", std::process::id())?;
-    Ok(file)
+    Ok(IfaceLock { path, _file: file })
 }
