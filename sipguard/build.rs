@@ -25,7 +25,8 @@ fn main() -> anyhow::Result<()> {
     aya_build::build_ebpf([ebpf], aya_build::Toolchain::Custom(EBPF_TOOLCHAIN))?;
 
     if env::var_os("AYA_BUILD_SKIP").is_none() {
-        let obj = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?).join("sipguard");
+        let obj =
+            PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?).join("sipguard");
         let mut bytes = fs::read(&obj).with_context(|| format!("reading {}", obj.display()))?;
         for (from, to) in BTF_RENAMES {
             replace_all(&mut bytes, from, to);

@@ -6,6 +6,7 @@
 pub mod class;
 pub mod maps;
 pub mod policy;
+pub mod signature;
 pub mod source;
 pub mod verdict;
 

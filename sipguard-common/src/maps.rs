@@ -20,6 +20,10 @@ pub const MAP_SRC_STATE: &str = "SRC_STATE";
 pub const MAP_GLOBAL_STATE: &str = "GLOBAL_STATE";
 pub const MAP_BAN_EVENTS: &str = "BAN_EVENTS";
 pub const MAP_TABLE_STATS: &str = "TABLE_STATS";
+pub const MAP_SIGNATURES: &str = "SIGNATURES";
+pub const MAP_SIG_BLOOM: &str = "SIG_BLOOM";
+pub const MAP_SIG_NAMES: &str = "SIG_NAMES";
+pub const MAP_SIG_HITS: &str = "SIG_HITS";
 
 /// Allowlist capacity: trunks, peers and the operator's own networks.
 pub const ALLOW_MAX: u32 = 16 * 1024;
@@ -76,8 +80,14 @@ impl TableStat {
 
 pub const TABLE_STAT_SLOTS: u32 = 16;
 
-/// Name of the XDP program in the object file.
+/// Name of the XDP program attached to the interface.
 pub const PROG_XDP: &str = "sipguard_xdp";
+/// The second-stage program (header scan), reached by tail call.
+pub const PROG_SIP: &str = "sipguard_sip";
+/// Tail-call table and the slot `PROG_SIP` sits in.
+pub const MAP_PROGS: &str = "PROGS";
+pub const PROG_SLOTS: u32 = 1;
+pub const PROG_SLOT_SIP: u32 = 0;
 
 /// `SIP_PORTS` is indexed directly by destination port.
 pub const SIP_PORTS_LEN: u32 = 65536;

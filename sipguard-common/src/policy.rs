@@ -4,6 +4,11 @@
 /// `Policy::flags` bit: drop what the rules say to drop. When clear the
 /// program runs in monitor mode and counts `WouldDrop` instead.
 pub const POLICY_ENFORCE: u32 = 1 << 0;
+/// Scan request headers for scanner signatures.
+pub const POLICY_SCAN: u32 = 1 << 1;
+/// Drop malformed SIP on SIP ports: not SIP, missing mandatory headers,
+/// truncated, oversized.
+pub const POLICY_MALFORMED: u32 = 1 << 2;
 
 /// Which rate-limit bucket a request is charged to.
 #[repr(u32)]
@@ -13,21 +18,24 @@ pub enum Bucket {
     Register = 1,
     /// Every other SIP request and responses.
     Other = 2,
+    /// TCP connection attempts (SYN without ACK) to a SIP port.
+    Syn = 3,
 }
 
 impl Bucket {
-    pub const ALL: [Bucket; 3] = [Bucket::Invite, Bucket::Register, Bucket::Other];
+    pub const ALL: [Bucket; 4] = [Bucket::Invite, Bucket::Register, Bucket::Other, Bucket::Syn];
 
     pub const fn name(self) -> &'static str {
         match self {
             Bucket::Invite => "invite",
             Bucket::Register => "register",
             Bucket::Other => "other",
+            Bucket::Syn => "syn",
         }
     }
 }
 
-pub const BUCKETS: usize = 3;
+pub const BUCKETS: usize = 4;
 
 /// A rate limit in GCRA form (the "virtual scheduling" token bucket): one
 /// packet is allowed every `interval_ns`, with bursts of up to
@@ -99,6 +107,12 @@ pub struct Policy {
     pub source: [Limit; BUCKETS],
     /// Limits on all non-allowlisted sources together, indexed by `Bucket`.
     pub global: [Limit; BUCKETS],
+    /// Distinct request targets (Request-URI + To) a source may ask for
+    /// within `enum_window_ns` before it is banned; 0 disables the rule.
+    pub enum_after: u32,
+    /// Largest UDP SIP payload accepted when `POLICY_MALFORMED` is set.
+    pub max_message_bytes: u32,
+    pub enum_window_ns: u64,
 }
 
 impl Policy {

@@ -31,7 +31,8 @@ pub struct Ban {
     pub since_ns: u64,
     /// `BanReason`.
     pub reason: u32,
-    /// `Bucket` whose limit was exceeded.
+    /// `Bucket` whose limit was exceeded; for scanner bans, the signature
+    /// id.
     pub bucket: u32,
     /// Packets dropped while banned (for `bans list`).
     pub dropped: u64,
@@ -45,6 +46,10 @@ pub enum BanReason {
     Flood = 1,
     /// Added by an operator (`sipguard bans add`).
     Manual = 2,
+    /// Sent a request carrying a ban-tier scanner signature.
+    Scanner = 3,
+    /// Asked for too many distinct targets (enumeration / sweep).
+    Enumeration = 4,
 }
 
 impl BanReason {
@@ -52,6 +57,8 @@ impl BanReason {
         match v {
             1 => "flood",
             2 => "manual",
+            3 => "scanner",
+            4 => "enumeration",
             _ => "unknown",
         }
     }
@@ -72,6 +79,10 @@ pub struct SrcState {
     /// Rate violations in the window.
     pub violations: u32,
     pub _pad: u32,
+    /// Distinct request targets seen since `targets_start_ns`, as a 128-bit
+    /// linear-counting bitmap (bit = target hash mod 128).
+    pub targets: [u64; 2],
+    pub targets_start_ns: u64,
 }
 
 /// Sent on the `BAN_EVENTS` ring buffer each time the program bans a source.

@@ -51,10 +51,25 @@ pub enum Reason {
     RateSource = 7,
     /// Over the global (all sources together) rate for this method.
     RateGlobal = 8,
+    /// A ban-tier scanner signature matched (the source is banned too).
+    Scanner = 9,
+    /// The source asked for too many distinct targets (extension or
+    /// address enumeration); it is banned too.
+    Enumeration = 10,
+    /// UDP to a SIP port that is neither a SIP request nor a response.
+    NotSip = 11,
+    /// A complete, unfragmented request without Via, From, To, Call-ID or
+    /// CSeq.
+    MissingHeader = 12,
+    /// An unfragmented request whose header section does not end (no empty
+    /// line before the end of the datagram).
+    Truncated = 13,
+    /// A UDP SIP payload larger than `max_message_bytes`.
+    Oversized = 14,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 15] = [
         Reason::NotSipPort,
         Reason::Fragment,
         Reason::Malformed,
@@ -64,6 +79,12 @@ impl Reason {
         Reason::Banned,
         Reason::RateSource,
         Reason::RateGlobal,
+        Reason::Scanner,
+        Reason::Enumeration,
+        Reason::NotSip,
+        Reason::MissingHeader,
+        Reason::Truncated,
+        Reason::Oversized,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -77,6 +98,12 @@ impl Reason {
             Reason::Banned => "banned",
             Reason::RateSource => "rate_source",
             Reason::RateGlobal => "rate_global",
+            Reason::Scanner => "scanner",
+            Reason::Enumeration => "enumeration",
+            Reason::NotSip => "not_sip",
+            Reason::MissingHeader => "missing_header",
+            Reason::Truncated => "truncated",
+            Reason::Oversized => "oversized",
         }
     }
 }

@@ -2,6 +2,9 @@
 //! compared a word at a time (two u64 loads and masks per method) rather than
 //! byte by byte: cheap, and small enough for the verifier.
 
+use core::ffi::c_void;
+
+use aya_ebpf::{bindings::xdp_md, helpers::generated::bpf_xdp_load_bytes};
 use sipguard_common::Class;
 
 /// Bytes of the start line we look at: enough for "SUBSCRIBE " and for
@@ -60,44 +63,51 @@ const METHODS: [(Prefix, Class); 14] = [
 
 const SIP_VERSION: Prefix = prefix(b"SIP/2.0 ");
 
-/// Classify the UDP payload of `len` bytes at `at`. `end` is the end of the
-/// frame, checked before every load.
+/// Classify the UDP payload of `len` bytes at `at` (`off` from the frame
+/// start). `end` is the end of the frame, checked before the load.
 #[inline(always)]
-pub fn classify(at: usize, end: usize, len: usize) -> Class {
-    let mut buf = [0u8; PEEK];
-    if at + PEEK <= end {
-        buf = unsafe { core::ptr::read_unaligned(at as *const [u8; PEEK]) };
+pub fn classify(xdp: *mut xdp_md, at: usize, off: usize, end: usize, len: usize) -> Class {
+    let (mut w0, mut w1) = if at + PEEK <= end {
+        let w = unsafe { core::ptr::read_unaligned(at as *const [u64; 2]) };
+        (w[0], w[1])
     } else {
-        // Short frame: copy what is there, one checked byte at a time.
-        for i in 0..PEEK {
-            if at + i + 1 > end {
-                break;
-            }
-            buf[i] = unsafe { *((at + i) as *const u8) };
-        }
-    }
-    // Bytes past the UDP length (Ethernet padding) are not payload.
-    if len < PEEK {
-        for (i, b) in buf.iter_mut().enumerate() {
-            if i >= len {
-                *b = 0;
+        // A frame ending within 16 bytes of the payload start: one helper
+        // copy instead of a checked loop per byte, whose paths (one per
+        // length) the verifier would walk through everything after.
+        let mut buf = [0u64; 2];
+        let n = end.saturating_sub(at) & (PEEK - 1);
+        if n > 0 {
+            unsafe {
+                bpf_xdp_load_bytes(xdp, off as u32, buf.as_mut_ptr() as *mut c_void, n as u32);
             }
         }
+        (buf[0], buf[1])
+    };
+    // Bytes past the UDP length (Ethernet padding) are not payload: mask
+    // them off a word at a time.
+    if len < 8 {
+        w0 &= (1u64 << (8 * len)) - 1;
+        w1 = 0;
+    } else if len < PEEK {
+        w1 &= (1u64 << (8 * (len - 8))) - 1;
     }
-    classify_bytes(&buf)
+    classify_words(w0, w1)
+}
+
+/// Byte `i` (0..16) of the two words.
+#[inline(always)]
+fn byte(w0: u64, w1: u64, i: usize) -> u8 {
+    if i < 8 {
+        (w0 >> (8 * i)) as u8
+    } else {
+        (w1 >> (8 * (i - 8))) as u8
+    }
 }
 
 #[inline(always)]
-fn classify_bytes(buf: &[u8; PEEK]) -> Class {
-    let w0 = u64::from_le_bytes([
-        buf[0], buf[1], buf[2], buf[3], buf[4], buf[5], buf[6], buf[7],
-    ]);
-    let w1 = u64::from_le_bytes([
-        buf[8], buf[9], buf[10], buf[11], buf[12], buf[13], buf[14], buf[15],
-    ]);
-
+fn classify_words(w0: u64, w1: u64) -> Class {
     if w0 == SIP_VERSION.w0 {
-        return if is_status_code(buf) {
+        return if is_status_code(w0, w1) {
             Class::Response
         } else {
             Class::NotSip
@@ -108,7 +118,7 @@ fn classify_bytes(buf: &[u8; PEEK]) -> Class {
             return *class;
         }
     }
-    if is_extension_request(buf) {
+    if is_extension_request(w0, w1) {
         Class::OtherRequest
     } else {
         Class::NotSip
@@ -117,17 +127,21 @@ fn classify_bytes(buf: &[u8; PEEK]) -> Class {
 
 /// "NNN " after "SIP/2.0 ", with N a digit and the first one 1-6.
 #[inline(always)]
-fn is_status_code(buf: &[u8; PEEK]) -> bool {
-    (b'1'..=b'6').contains(&buf[8])
-        && buf[9].is_ascii_digit()
-        && buf[10].is_ascii_digit()
-        && buf[11] == b' '
+fn is_status_code(w0: u64, w1: u64) -> bool {
+    (b'1'..=b'6').contains(&byte(w0, w1, 8))
+        && byte(w0, w1, 9).is_ascii_digit()
+        && byte(w0, w1, 10).is_ascii_digit()
+        && byte(w0, w1, 11) == b' '
 }
 
 /// An unnamed method: 1-10 upper-case letters, SP, then a `sip:`, `sips:` or
 /// `tel:` Request-URI (scheme compared case-insensitively).
 #[inline(always)]
-fn is_extension_request(buf: &[u8; PEEK]) -> bool {
+fn is_extension_request(w0: u64, w1: u64) -> bool {
+    let mut buf = [0u8; PEEK];
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = byte(w0, w1, i);
+    }
     let mut sp = 0;
     for (i, b) in buf.iter().enumerate().take(11) {
         if *b == b' ' {

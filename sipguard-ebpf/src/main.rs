@@ -1,4 +1,9 @@
-//! sipguard's XDP program: parse -> classify -> policy -> verdict -> counters.
+//! sipguard's XDP programs: parse -> classify -> policy -> verdict -> counters.
+//!
+//! `sipguard_xdp` is attached to the interface. Requests whose headers must
+//! be scanned continue, by tail call, in `sipguard_sip`: a program the
+//! verifier checks from a single starting state, so the header scan is
+//! verified once and not once per parse path.
 #![no_std]
 #![no_main]
 // Atomic add (BPF XADD) for the shared global buckets (see limit.rs).
@@ -9,26 +14,33 @@ mod classify;
 mod cursor;
 mod limit;
 mod maps;
+mod opaque;
 mod parse;
 mod policy;
+mod scan;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
-use sipguard_common::{Class, Reason, Verdict};
+use sipguard_common::{Class, Reason, Verdict, maps::PROG_SLOT_SIP};
 
-use crate::parse::Transport;
+use crate::{
+    maps::{PENDING, PROGS},
+    parse::Transport,
+    policy::Step,
+};
 
-#[xdp]
-pub fn sipguard_xdp(ctx: XdpContext) -> u32 {
+/// Count and log one decision, and turn it into an XDP action.
+#[inline(always)]
+fn finish(ctx: &XdpContext, verdict: Verdict, reason: Reason, class: Option<u32>) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    let (verdict, reason, class) = inspect(&ctx);
-    // The one exit: every packet is counted under exactly one reason.
+    // Every packet is counted under exactly one reason, in whichever of the
+    // two programs decides it.
     stats::record(verdict, reason, class, bytes);
     if verdict != Verdict::Pass {
         // Compiled in, but skipped unless the agent was started with
         // --log-level debug or trace (the level is a load-time constant).
-        debug!(&ctx, "verdict {} reason {}", verdict as u32, reason as u32);
+        debug!(ctx, "verdict {} reason {}", verdict as u32, reason as u32);
     }
     match verdict {
         Verdict::Drop => xdp_action::XDP_DROP,
@@ -36,36 +48,63 @@ pub fn sipguard_xdp(ctx: XdpContext) -> u32 {
     }
 }
 
-/// Return `v` as a value the verifier cannot see through. Without it every
-/// class (and every parse path) reaches the policy code as a distinct
-/// constant and the verifier walks the policy once per class, which blows its
-/// 1M-instruction budget. Through a map word the class is one unknown scalar
-/// and the policy is verified once.
-#[inline(always)]
-fn opaque(v: u32) -> u32 {
-    match maps::SCRATCH.get_ptr_mut(0) {
-        Some(p) => unsafe {
-            core::ptr::write_volatile(p, v);
-            core::ptr::read_volatile(p)
-        },
-        None => Class::NotSip as u32,
-    }
-}
-
-#[inline(always)]
-fn inspect(ctx: &XdpContext) -> (Verdict, Reason, Option<u32>) {
+#[xdp]
+pub fn sipguard_xdp(ctx: XdpContext) -> u32 {
     let end = ctx.data_end();
     let flow = match parse::parse(ctx.data(), end) {
         Ok(flow) => flow,
-        Err(reason) => return (Verdict::Pass, reason, None),
+        Err(reason) => return finish(&ctx, Verdict::Pass, reason, None),
     };
     let class = match flow.transport {
         Transport::Tcp => Class::Tcp,
-        Transport::Udp => classify::classify(flow.payload, end, flow.payload_len),
+        Transport::Udp => classify::classify(
+            ctx.ctx,
+            flow.payload,
+            flow.payload_off,
+            end,
+            flow.payload_len,
+        ),
     };
-    let class = opaque(class as u32);
-    let (verdict, reason) = policy::evaluate(&flow, class);
-    (verdict, reason, Some(class))
+    // One unknown class for the verifier, not 18 constants (see opaque.rs).
+    let class = opaque::launder(class as u64, Class::NotSip as u64) as u32;
+    let (verdict, reason) = match policy::front(&flow, class) {
+        Step::Done(v, r) => (v, r),
+        Step::Next { src, bucket, deep } => {
+            if let Some(p) = PENDING.get_ptr_mut(0) {
+                // SAFETY: per-CPU map value, owned by this CPU during the program.
+                unsafe {
+                    *p = maps::Pending {
+                        src,
+                        class,
+                        bucket,
+                        deep: deep as u32,
+                        fragmented: flow.fragmented as u32,
+                        _pad: 0,
+                        payload_off: flow.payload_off as u64,
+                        payload_len: flow.payload_len as u64,
+                    };
+                    // Does not return on success.
+                    PROGS.tail_call(&ctx, PROG_SLOT_SIP);
+                }
+            }
+            // The loader always installs the second stage; if it is missing
+            // the packet passes rather than being judged half-way.
+            (Verdict::Pass, Reason::Accepted)
+        }
+    };
+    finish(&ctx, verdict, reason, Some(class))
+}
+
+/// Second stage for UDP SIP requests (see the crate doc), entered only by
+/// tail call from `sipguard_xdp`, which left the request in `PENDING`.
+#[xdp]
+pub fn sipguard_sip(ctx: XdpContext) -> u32 {
+    let (Some(p), Some(policy)) = (PENDING.get(0), maps::POLICY.get(0)) else {
+        return finish(&ctx, Verdict::Pass, Reason::Accepted, None);
+    };
+    let p = *p;
+    let (verdict, reason) = policy::second(ctx.ctx, policy, &p);
+    finish(&ctx, verdict, reason, Some(p.class))
 }
 
 #[cfg(not(test))]

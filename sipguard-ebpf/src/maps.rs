@@ -3,16 +3,17 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use sipguard_common::{
     Counter, Policy,
     class::CLASS_SLOTS,
     maps::{
-        ALLOW_MAX, BAN_EVENTS_BYTES, BANS_MAX, BLOCK_MAX, SIP_PORTS_LEN, SRC_STATE_MAX,
+        ALLOW_MAX, BAN_EVENTS_BYTES, BANS_MAX, BLOCK_MAX, PROG_SLOTS, SIP_PORTS_LEN, SRC_STATE_MAX,
         TABLE_STAT_SLOTS, VERDICT_SLOTS,
     },
     policy::BUCKETS,
+    signature::{Bloom, SIG_NAME_MAX, SIGNATURES_MAX, SigEntry},
     source::{Ban, BlockEntry, SrcKey, SrcState},
     verdict::REASON_SLOTS,
 };
@@ -71,7 +72,66 @@ pub static CLASS_STATS: PerCpuArray<Counter> =
 #[map]
 pub static TABLE_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(TABLE_STAT_SLOTS, 0);
 
-/// One per-CPU scratch word: `opaque` passes values through it so the
-/// verifier stops tracking them as constants (see main.rs).
+/// One per-CPU scratch word: `opaque::launder` passes values through it so
+/// the verifier stops tracking them as constants.
 #[map]
-pub static SCRATCH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Scanner signatures: FNV-1a hash of a lower-cased token -> id and tier.
+#[map]
+pub static SIGNATURES: HashMap<u64, SigEntry> = HashMap::with_max_entries(SIGNATURES_MAX, 0);
+
+/// Bloom filter over `SIGNATURES`, rebuilt by the controller on every change:
+/// most tokens of legitimate traffic stop here without a hash lookup.
+#[map]
+pub static SIG_BLOOM: Array<Bloom> = Array::with_max_entries(1, 0);
+
+/// Signature id -> its token (NUL-padded), so any `sipguard` process can name
+/// a signature from the pins. Written by the controller only.
+#[map]
+pub static SIG_NAMES: Array<[u8; SIG_NAME_MAX]> = Array::with_max_entries(SIGNATURES_MAX, 0);
+
+/// Hits per signature id (per CPU; userspace sums).
+#[map]
+pub static SIG_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SIGNATURES_MAX, 0);
+
+/// Per-CPU buffer the header scan copies each line window into
+/// (`scan::WINDOW` bytes of `scan::BUF`), so the scan reads a plain buffer
+/// instead of packet pointers.
+#[map]
+pub static SCAN_BUF: PerCpuArray<[u8; crate::scan::BUF]> = PerCpuArray::with_max_entries(1, 0);
+
+/// The header scan's state and results (`scan::Scan`), per CPU: kept in map
+/// memory so the verifier checks the scan callback once (see scan.rs).
+#[map]
+pub static SCAN_STATE: PerCpuArray<crate::scan::Scan> = PerCpuArray::with_max_entries(1, 0);
+
+/// Tail-call table: `PROG_SLOT_SIP` holds `sipguard_sip`, installed by the
+/// controller after loading.
+#[map]
+pub static PROGS: ProgramArray = ProgramArray::with_max_entries(PROG_SLOTS, 0);
+
+/// A request handed from `sipguard_xdp` to `sipguard_sip` across the tail
+/// call (per CPU: the tail call runs on the same CPU, at once).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Pending {
+    pub src: SrcKey,
+    pub class: u32,
+    /// `Bucket` the packet is charged to.
+    pub bucket: u32,
+    /// Scan the headers first (a UDP request with scan rules on).
+    pub deep: u32,
+    pub fragmented: u32,
+    pub _pad: u32,
+    pub payload_off: u64,
+    pub payload_len: u64,
+}
+
+#[map]
+pub static PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
+
+/// The tokenizer's running state (`scan::Tokenize`), per CPU, in map memory
+/// for the same reason as `SCAN_STATE`.
+#[map]
+pub static TOKENIZE: PerCpuArray<crate::scan::Tokenize> = PerCpuArray::with_max_entries(1, 0);

@@ -47,8 +47,15 @@ pub struct Flow {
     pub src: [u8; 16],
     pub is_v6: bool,
     pub transport: Transport,
+    /// TCP SYN without ACK: a connection attempt.
+    pub syn: bool,
+    /// A first fragment: the message continues in later fragments, so the
+    /// payload here is not the whole datagram.
+    pub fragmented: bool,
     /// Start of the transport payload in the packet.
     pub payload: usize,
+    /// The same as an offset from the frame start.
+    pub payload_off: usize,
     /// Payload length as the UDP header states it, clamped to the frame (a
     /// short Ethernet frame is padded; the padding is not payload).
     pub payload_len: usize,
@@ -70,13 +77,14 @@ pub fn parse(data: usize, end: usize) -> Result<Flow, Reason> {
     }
 
     let mut src = [0u8; 16];
+    let mut fragmented = false;
     let (proto, is_v6) = match ether_type {
-        ETH_P_IP => (ipv4(&mut c, &mut src)?, false),
-        ETH_P_IPV6 => (ipv6(&mut c, &mut src)?, true),
+        ETH_P_IP => (ipv4(&mut c, &mut src, &mut fragmented)?, false),
+        ETH_P_IPV6 => (ipv6(&mut c, &mut src, &mut fragmented)?, true),
         _ => return Err(Reason::NotSipPort),
     };
 
-    let (transport, dport, payload_len) = match proto {
+    let (transport, dport, syn, payload_len) = match proto {
         IPPROTO_UDP => {
             let udp: *const UdpHdr = c.take().ok_or(Reason::Malformed)?;
             let udp_len = u16::from_be_bytes(unsafe { (*udp).len }) as usize;
@@ -87,12 +95,14 @@ pub fn parse(data: usize, end: usize) -> Result<Flow, Reason> {
             let in_frame = c.remaining();
             let stated = udp_len - 8;
             let len = if stated < in_frame { stated } else { in_frame };
-            (Transport::Udp, dport, len)
+            (Transport::Udp, dport, false, len)
         }
         IPPROTO_TCP => {
             let tcp: *const TcpHdr = c.take().ok_or(Reason::Malformed)?;
             let dport = u16::from_be_bytes(unsafe { (*tcp).dest });
-            (Transport::Tcp, dport, 0)
+            // Byte 13 of the TCP header holds the flags: SYN 0x02, ACK 0x10.
+            let flags = unsafe { *((tcp as *const u8).add(13)) };
+            (Transport::Tcp, dport, flags & 0x12 == 0x02, 0)
         }
         _ => return Err(Reason::NotSipPort),
     };
@@ -110,14 +120,17 @@ pub fn parse(data: usize, end: usize) -> Result<Flow, Reason> {
         src,
         is_v6,
         transport,
+        syn,
+        fragmented,
         payload: c.pos,
+        payload_off: c.pos - data,
         payload_len,
     })
 }
 
 /// IPv4: skip options, refuse non-first fragments, return the protocol.
 #[inline(always)]
-fn ipv4(c: &mut Cursor, src: &mut [u8; 16]) -> Result<u8, Reason> {
+fn ipv4(c: &mut Cursor, src: &mut [u8; 16], fragmented: &mut bool) -> Result<u8, Reason> {
     let ip: *const Ipv4Hdr = c.take().ok_or(Reason::Malformed)?;
     let vihl = unsafe { (*ip).vihl };
     let ihl = ((vihl & 0x0f) as usize) * 4;
@@ -129,6 +142,7 @@ fn ipv4(c: &mut Cursor, src: &mut [u8; 16]) -> Result<u8, Reason> {
     if frags & 0x1fff != 0 {
         return Err(Reason::Fragment);
     }
+    *fragmented = frags & 0x2000 != 0;
     src[10] = 0xff;
     src[11] = 0xff;
     src[12..16].copy_from_slice(unsafe { &(*ip).src_addr });
@@ -138,7 +152,7 @@ fn ipv4(c: &mut Cursor, src: &mut [u8; 16]) -> Result<u8, Reason> {
 /// IPv6: walk the extension headers we know, refuse non-first fragments,
 /// return the upper-layer protocol.
 #[inline(always)]
-fn ipv6(c: &mut Cursor, src: &mut [u8; 16]) -> Result<u8, Reason> {
+fn ipv6(c: &mut Cursor, src: &mut [u8; 16], fragmented: &mut bool) -> Result<u8, Reason> {
     let ip: *const Ipv6Hdr = c.take().ok_or(Reason::Malformed)?;
     *src = unsafe { (*ip).src_addr };
     let mut next = unsafe { (*ip).next_hdr };
@@ -155,10 +169,11 @@ fn ipv6(c: &mut Cursor, src: &mut [u8; 16]) -> Result<u8, Reason> {
             IPPROTO_FRAGMENT => {
                 let frag: *const [u8; 8] = c.take().ok_or(Reason::Malformed)?;
                 next = unsafe { (*frag)[0] };
-                let off = u16::from_be_bytes(unsafe { [(*frag)[2], (*frag)[3]] }) >> 3;
-                if off != 0 {
+                let off_m = u16::from_be_bytes(unsafe { [(*frag)[2], (*frag)[3]] });
+                if off_m >> 3 != 0 {
                     return Err(Reason::Fragment);
                 }
+                *fragmented = off_m & 1 != 0;
             }
             _ => return Ok(next),
         }

@@ -1,21 +1,24 @@
 //! Policy for a packet to a SIP port, in this order (ARCHITECTURE.md says why):
-//! allowlist, blocklist, bans, per-source limits (with automatic bans), global
+//! allowlist, blocklist, bans, [TCP: SYN limits], malformed SIP, scanner
+//! signatures, enumeration, per-source limits (with automatic bans), global
 //! limits. Rules that want a packet dropped go through `deny`, which turns the
 //! drop into `WouldDrop` in monitor mode.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::lpm_trie::Key};
+use aya_ebpf::{bindings::xdp_md, helpers::bpf_ktime_get_ns, maps::lpm_trie::Key};
 use sipguard_common::{
     Class, Policy, Reason, Verdict,
     maps::TableStat,
-    policy::Bucket,
+    policy::{Bucket, POLICY_MALFORMED, POLICY_SCAN},
+    signature::TIER_BAN,
     source::{Ban, BanEvent, BanReason, SrcKey, SrcState},
 };
 
 use crate::{
     limit,
+    maps::Pending,
     maps::{ALLOW, BAN_EVENTS, BANS, BLOCK, GLOBAL_STATE, POLICY, SRC_STATE},
     parse::{Flow, Transport},
-    stats,
+    scan, stats,
 };
 
 /// A rule matched: drop when enforcing, count as would-drop otherwise.
@@ -31,7 +34,7 @@ fn deny(policy: &Policy, reason: Reason) -> (Verdict, Reason) {
 /// The bucket a class is charged to, by arithmetic rather than a match so
 /// the class stays one unknown value for the verifier (see `opaque`).
 #[inline(always)]
-fn bucket_of(class: u32) -> u32 {
+pub fn bucket_of(class: u32) -> u32 {
     const _: () = assert!(Class::Invite as u32 == Bucket::Invite as u32);
     const _: () = assert!(Class::Register as u32 == Bucket::Register as u32);
     if class <= Class::Register as u32 {
@@ -39,6 +42,19 @@ fn bucket_of(class: u32) -> u32 {
     } else {
         Bucket::Other as u32
     }
+}
+
+/// Requests that open something new (a call, a registration, a probe) and
+/// so count towards enumeration; in-dialog requests do not.
+#[inline(always)]
+fn opens_target(class: u32) -> bool {
+    class == Class::Invite as u32
+        || class == Class::Register as u32
+        || class == Class::Options as u32
+        || class == Class::Subscribe as u32
+        || class == Class::Message as u32
+        || class == Class::Publish as u32
+        || class == Class::OtherRequest as u32
 }
 
 /// The key bans and rate state use: IPv4 as is, IPv6 cut to the grouping
@@ -54,48 +70,138 @@ fn group(flow: &Flow, policy: &Policy) -> SrcKey {
     key
 }
 
-/// Decide on a packet to a SIP port.
+/// What the first stage decided.
+pub enum Step {
+    /// Decided: pass or deny.
+    Done(Verdict, Reason),
+    /// Continue in the tail-called `sipguard_sip` program: the rate limits
+    /// for `bucket`, after the header scan if `deep`.
+    Next {
+        src: SrcKey,
+        bucket: u32,
+        deep: bool,
+    },
+}
+
+/// First stage, in the main program: lists, bans and the cheap malformed
+/// checks, so banned and blocklisted floods cost only these lookups. The
+/// header scan and the rate limits (the bulk of the code) run in the second
+/// stage, which the verifier checks once rather than once per parse path.
 #[inline(always)]
-pub fn evaluate(flow: &Flow, class: u32) -> (Verdict, Reason) {
+pub fn front(flow: &Flow, class: u32) -> Step {
     // No policy written yet (controller still starting): pass, never drop.
     let Some(policy) = POLICY.get(0) else {
-        return (Verdict::Pass, Reason::Accepted);
+        return Step::Done(Verdict::Pass, Reason::Accepted);
     };
     let cidr = Key::new(128, flow.src);
     if ALLOW.get(&cidr).is_some() {
-        return (Verdict::Pass, Reason::Allowlisted);
+        return Step::Done(Verdict::Pass, Reason::Allowlisted);
     }
     let now = unsafe { bpf_ktime_get_ns() };
     if let Some(block) = BLOCK.get(&cidr)
         && (block.expires_ns == 0 || block.expires_ns > now)
     {
-        return deny(policy, Reason::Blocklisted);
+        let (v, r) = deny(policy, Reason::Blocklisted);
+        return Step::Done(v, r);
     }
 
     let src = group(flow, policy);
-    if let Some(ban) = BANS.get_ptr_mut(&src) {
+    if let Some(ban) = BANS.get_ptr_mut(src) {
         // SAFETY: a valid map value pointer; a racing update only skews a counter.
         unsafe {
             if (*ban).expires_ns > now {
                 (*ban).dropped += 1;
-                return deny(policy, Reason::Banned);
+                let (v, r) = deny(policy, Reason::Banned);
+                return Step::Done(v, r);
             }
         }
-        let _ = BANS.remove(&src);
+        let _ = BANS.remove(src);
         stats::table(TableStat::BanExpired);
     }
 
-    // TCP carries a byte stream XDP cannot split into SIP messages: lists and
-    // bans apply, request rate limits do not.
+    // TCP carries a byte stream XDP cannot split into SIP messages: lists,
+    // bans and connection-attempt (SYN) limits apply, message rules do not.
     if flow.transport == Transport::Tcp {
-        return (Verdict::Pass, Reason::Accepted);
+        if !flow.syn {
+            return Step::Done(Verdict::Pass, Reason::Accepted);
+        }
+        return Step::Next {
+            src,
+            bucket: Bucket::Syn as u32,
+            deep: false,
+        };
     }
 
-    let bucket = bucket_of(class);
-    if !per_source(policy, &src, bucket, now) {
+    let malformed = policy.flags & POLICY_MALFORMED != 0;
+    if malformed {
+        if class == Class::NotSip as u32 {
+            let (v, r) = deny(policy, Reason::NotSip);
+            return Step::Done(v, r);
+        }
+        if policy.max_message_bytes != 0 && flow.payload_len > policy.max_message_bytes as usize {
+            let (v, r) = deny(policy, Reason::Oversized);
+            return Step::Done(v, r);
+        }
+    }
+    let is_request = class <= Class::OtherRequest as u32;
+    Step::Next {
+        src,
+        bucket: bucket_of(class),
+        deep: is_request
+            && (malformed || policy.flags & POLICY_SCAN != 0 || policy.enum_after != 0),
+    }
+}
+
+/// Second stage, in `sipguard_sip`: for requests, scan the headers and
+/// apply signatures, malformed-request checks and enumeration; then the rate
+/// limits.
+#[inline(always)]
+pub fn second(xdp: *mut xdp_md, policy: &Policy, p: &Pending) -> (Verdict, Reason) {
+    let now = unsafe { bpf_ktime_get_ns() };
+    if p.deep != 0
+        && let Some(decided) = deep(xdp, policy, p, now)
+    {
+        return decided;
+    }
+    limits(policy, &p.src, p.bucket, now)
+}
+
+#[inline(always)]
+fn deep(xdp: *mut xdp_md, policy: &Policy, p: &Pending, now: u64) -> Option<(Verdict, Reason)> {
+    let (src, class, fragmented) = (&p.src, p.class, p.fragmented != 0);
+    let sc = scan::run(xdp, p.payload_off, p.payload_off + p.payload_len)?;
+    if policy.flags & POLICY_SCAN != 0 && sc.sig_tier == TIER_BAN {
+        ban(policy, src, BanReason::Scanner, sc.sig_id, now, None);
+        return Some(deny(policy, Reason::Scanner));
+    }
+    // A first fragment holds only part of the message: judge only whole
+    // datagrams.
+    if policy.flags & POLICY_MALFORMED != 0 && !fragmented {
+        if sc.complete == 0 {
+            return Some(deny(policy, Reason::Truncated));
+        }
+        if sc.seen & scan::HDR_MANDATORY != scan::HDR_MANDATORY {
+            return Some(deny(policy, Reason::MissingHeader));
+        }
+    }
+    if policy.enum_after != 0
+        && opens_target(class)
+        && let Some(st) = src_state(src, now)
+        && enumerating(policy, st, sc.target, now)
+    {
+        ban(policy, src, BanReason::Enumeration, p.bucket, now, Some(st));
+        return Some(deny(policy, Reason::Enumeration));
+    }
+    None
+}
+
+/// Per-source limit, then the global one, for `bucket`.
+#[inline(always)]
+pub fn limits(policy: &Policy, src: &SrcKey, bucket: u32, now: u64) -> (Verdict, Reason) {
+    if !per_source(policy, src, bucket, now) {
         return deny(policy, Reason::RateSource);
     }
-    let global = &policy.global[bucket as usize];
+    let global = &policy.global[bucket as usize & 3];
     if !global.unlimited()
         && let Some(tat) = GLOBAL_STATE.get_ptr_mut(bucket)
         && !limit::conform_shared(tat, now, global)
@@ -105,70 +211,104 @@ pub fn evaluate(flow: &Flow, class: u32) -> (Verdict, Reason) {
     (Verdict::Pass, Reason::Accepted)
 }
 
+/// The source's rate state, created on first sight.
+#[inline(always)]
+fn src_state(src: &SrcKey, now: u64) -> Option<&'static mut SrcState> {
+    if let Some(s) = SRC_STATE.get_ptr_mut(src) {
+        // SAFETY: valid map value pointer for the rest of this program run.
+        return Some(unsafe { &mut *s });
+    }
+    let fresh = SrcState {
+        window_start_ns: now,
+        targets_start_ns: now,
+        ..SrcState::default()
+    };
+    if SRC_STATE.insert(src, fresh, 0).is_err() {
+        stats::table(TableStat::SrcStateFull);
+        return None;
+    }
+    stats::table(TableStat::SrcStateNew);
+    SRC_STATE.get_ptr_mut(src).map(|s| unsafe { &mut *s })
+}
+
+/// Record a request target; true once the source has asked for more distinct
+/// targets in the window than `enum_after`.
+#[inline(always)]
+fn enumerating(policy: &Policy, st: &mut SrcState, target: u64, now: u64) -> bool {
+    if now - st.targets_start_ns > policy.enum_window_ns {
+        st.targets_start_ns = now;
+        st.targets = [0, 0];
+    }
+    let bit = target % 128;
+    st.targets[(bit / 64) as usize & 1] |= 1 << (bit % 64);
+    let distinct = st.targets[0].count_ones() + st.targets[1].count_ones();
+    if distinct >= policy.enum_after {
+        st.targets = [0, 0];
+        return true;
+    }
+    false
+}
+
 /// Charge the packet to the source's bucket; count violations and ban the
 /// source once it reaches `ban_after` of them within the window.
 #[inline(always)]
 fn per_source(policy: &Policy, src: &SrcKey, bucket: u32, now: u64) -> bool {
-    let limit = &policy.source[bucket as usize];
+    let limit = &policy.source[bucket as usize & 3];
     if limit.unlimited() {
         return true;
     }
-    let state = match SRC_STATE.get_ptr_mut(src) {
-        Some(s) => s,
-        None => {
-            let fresh = SrcState {
-                window_start_ns: now,
-                ..SrcState::default()
-            };
-            if SRC_STATE.insert(src, &fresh, 0).is_err() {
-                stats::table(TableStat::SrcStateFull);
-                return true;
-            }
-            stats::table(TableStat::SrcStateNew);
-            match SRC_STATE.get_ptr_mut(src) {
-                Some(s) => s,
-                None => return true,
-            }
-        }
+    let Some(st) = src_state(src, now) else {
+        return true;
     };
-    // SAFETY: valid map value pointer for the rest of this program run.
-    let st = unsafe { &mut *state };
     if now - st.window_start_ns > policy.ban_window_ns {
         st.window_start_ns = now;
         st.window_pkts = 0;
         st.violations = 0;
     }
     st.window_pkts += 1;
-    if limit::conform(&mut st.tat_ns[bucket as usize], now, limit) {
+    if limit::conform(&mut st.tat_ns[bucket as usize & 3], now, limit) {
         return true;
     }
     st.violations += 1;
     if policy.ban_after != 0 && st.violations >= policy.ban_after {
-        ban(policy, src, bucket, now, st);
+        ban(policy, src, BanReason::Flood, bucket, now, Some(st));
         st.violations = 0;
     }
     false
 }
 
+/// Ban `src` for `ban_for_ns` and tell the agent. `detail` is the bucket
+/// (rate and enumeration bans) or the signature id (scanner bans).
 #[inline(always)]
-fn ban(policy: &Policy, src: &SrcKey, bucket: u32, now: u64, st: &SrcState) {
+fn ban(
+    policy: &Policy,
+    src: &SrcKey,
+    reason: BanReason,
+    detail: u32,
+    now: u64,
+    st: Option<&SrcState>,
+) {
     let entry = Ban {
         expires_ns: now + policy.ban_for_ns,
         since_ns: now,
-        reason: BanReason::Flood as u32,
-        bucket,
+        reason: reason as u32,
+        bucket: detail,
         dropped: 0,
     };
-    if BANS.insert(src, &entry, 0).is_err() {
+    if BANS.insert(src, entry, 0).is_err() {
         stats::table(TableStat::BanTableFull);
         return;
     }
     stats::table(TableStat::BanAdded);
+    let (window_pkts, window_ns) = match st {
+        Some(st) => (st.window_pkts, now - st.window_start_ns),
+        None => (1, 0),
+    };
     let event = BanEvent {
         src: *src,
         expires_ns: entry.expires_ns,
-        window_pkts: st.window_pkts,
-        window_ns: now - st.window_start_ns,
+        window_pkts,
+        window_ns,
         reason: entry.reason,
         bucket: entry.bucket,
     };

@@ -27,10 +27,7 @@ pub fn record(verdict: Verdict, reason: Reason, class: Option<u32>, bytes: u64) 
         bytes,
     );
     if let Some(class) = class {
-        bump(
-            CLASS_STATS.get_ptr_mut(v * CLASS_SLOTS + class as u32),
-            bytes,
-        );
+        bump(CLASS_STATS.get_ptr_mut(v * CLASS_SLOTS + class), bytes);
     }
 }
 

@@ -19,7 +19,6 @@ use aya::{
 use sipguard::{addr, bpffs, config::Config, loader, maps, maps::Maps, preflight, stats::Snapshot};
 use sipguard_common::{
     maps::{MAP_BAN_EVENTS, PROG_XDP},
-    policy::Bucket,
     source::{BanEvent, BanReason},
 };
 use tokio::{
@@ -112,7 +111,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
     let v6_prefix = cfg.ipv6_prefix;
     let log_task = logger.map(|logger| tokio::spawn(pump_kernel_logs(logger)));
-    let ban_task = tokio::spawn(log_ban_events(ban_events, v6_prefix));
+    let names = Maps::from_pins(&dir)?;
+    let ban_task = tokio::spawn(log_ban_events(ban_events, v6_prefix, names));
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -171,7 +171,7 @@ fn sweep_expired(maps: &mut Maps) {
 }
 
 /// Log each ban the program sets, with the rate that triggered it.
-async fn log_ban_events(ring: RingBuf<MapData>, v6_prefix: u8) {
+async fn log_ban_events(ring: RingBuf<MapData>, v6_prefix: u8, maps: Maps) {
     // SAFETY: the ring buffer owns its fd and keeps it open while registered.
     let registered =
         unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) };
@@ -190,20 +190,19 @@ async fn log_ban_events(ring: RingBuf<MapData>, v6_prefix: u8) {
             }
             // SAFETY: the program writes whole `BanEvent`s; length checked.
             let ev: BanEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            // Scanner bans come from one packet: no rate to speak of.
             let rate = if ev.window_ns > 0 {
-                ev.window_pkts as f64 * 1e9 / ev.window_ns as f64
+                format!("{:.0}/s", ev.window_pkts as f64 * 1e9 / ev.window_ns as f64)
             } else {
-                0.0
+                "-".to_string()
             };
-            let limit = Bucket::ALL
-                .get(ev.bucket as usize)
-                .map_or("-", |b| b.name());
+            let detail = maps.ban_detail(ev.reason, ev.bucket);
             let left = ev.expires_ns.saturating_sub(addr::monotonic_ns());
             warn!(
                 source = %addr::show_src(&ev.src, v6_prefix),
                 reason = BanReason::name(ev.reason),
-                limit,
-                rate = format!("{rate:.0}/s"),
+                %detail,
+                %rate,
                 expires_in = %humantime::format_duration(Duration::from_secs(left / 1_000_000_000)),
                 "source banned"
             );

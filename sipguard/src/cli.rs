@@ -49,6 +49,11 @@ pub enum Command {
         #[command(subcommand)]
         op: LimitsOp,
     },
+    /// List, add or delete scanner signatures (header tokens).
+    Signatures {
+        #[command(subcommand)]
+        op: SigOp,
+    },
     /// Switch enforcement on (drop) or off (monitor mode: count would-drop).
     Enforce {
         #[arg(value_enum)]
@@ -183,6 +188,36 @@ pub enum LimitsOp {
         /// ban.for, ipv6.prefix, enforce. Rates: N/s, N/m, N/h, 0 = unlimited.
         #[arg(required = true)]
         settings: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SigOp {
+    /// List signatures with their tier and hits.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Add signatures: single tokens of letters, digits, '-' and '_',
+    /// matched without case in User-Agent, From, To, Contact and the
+    /// Request-URI.
+    Add {
+        #[arg(required = true)]
+        tokens: Vec<String>,
+        /// ban: drop and ban the source; count: only count hits.
+        #[arg(long, default_value = "ban", value_parser = ["ban", "count"])]
+        tier: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete signatures.
+    Del {
+        #[arg(required = true)]
+        tokens: Vec<String>,
         #[command(flatten)]
         target: Target,
     },

@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sipguard_common::{
     Policy,
-    policy::{Bucket, Limit, POLICY_ENFORCE, prefix_mask},
+    policy::{BUCKETS, Bucket, Limit, POLICY_ENFORCE, POLICY_MALFORMED, POLICY_SCAN, prefix_mask},
 };
 
 const NS_PER_SEC: u64 = 1_000_000_000;
@@ -27,6 +27,8 @@ pub struct Config {
     pub sip: SipPorts,
     pub limits: Limits,
     pub ban: BanConfig,
+    pub scanner: ScannerConfig,
+    pub malformed: MalformedConfig,
     /// Sources that are never limited, banned or dropped (trunks, peers,
     /// your own networks). CIDR or address, IPv4 or IPv6.
     pub allow: Vec<IpNet>,
@@ -52,6 +54,8 @@ pub struct Limits {
     /// Every other request (OPTIONS, SUBSCRIBE, in-dialog ACK/BYE, ...) and
     /// responses.
     pub other: RateLimit,
+    /// TCP connection attempts (SYN) to SIP ports.
+    pub syn: RateLimit,
     pub global: GlobalLimits,
 }
 
@@ -61,6 +65,54 @@ pub struct GlobalLimits {
     pub invite: RateLimit,
     pub register: RateLimit,
     pub other: RateLimit,
+    pub syn: RateLimit,
+}
+
+/// Scanner defence: signatures in request headers, and enumeration
+/// (one source asking for many distinct targets, whatever its User-Agent).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScannerConfig {
+    /// Match User-Agent, From, To, Contact and Request-URI tokens against
+    /// the signature set (`sipguard signatures`).
+    pub signatures: bool,
+    /// Distinct Request-URI/To targets one source may ask for within
+    /// `enumeration_window` before it is banned; 0 disables the rule.
+    pub enumeration_after: u32,
+    #[serde(with = "humantime_serde")]
+    pub enumeration_window: Duration,
+}
+
+/// Malformed SIP on SIP ports: not SIP at all, a request missing Via, From,
+/// To, Call-ID or CSeq, a header section that never ends, or a datagram over
+/// `max_message_bytes`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MalformedConfig {
+    pub drop: bool,
+    pub max_message_bytes: u32,
+}
+
+impl Default for ScannerConfig {
+    fn default() -> Self {
+        ScannerConfig {
+            signatures: true,
+            // svwar/svmap ask for hundreds of targets a second; a phone
+            // calling or registering to 16 different targets in 10 s is not
+            // a phone.
+            enumeration_after: 16,
+            enumeration_window: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for MalformedConfig {
+    fn default() -> Self {
+        MalformedConfig {
+            drop: true,
+            max_message_bytes: 8192,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
@@ -169,6 +221,8 @@ impl Limits {
             "global.invite" => &mut self.global.invite,
             "global.register" => &mut self.global.register,
             "global.other" => &mut self.global.other,
+            "syn" => &mut self.syn,
+            "global.syn" => &mut self.global.syn,
             _ => return None,
         })
     }
@@ -224,6 +278,8 @@ impl Default for Limits {
             // OPTIONS keepalives, SUBSCRIBE/NOTIFY, in-dialog requests and
             // responses to the server's own requests.
             other: RateLimit::new(50, 100),
+            // A UA opens one TCP/TLS connection and keeps it.
+            syn: RateLimit::new(5, 20),
             global: GlobalLimits::default(),
         }
     }
@@ -237,6 +293,7 @@ impl Default for GlobalLimits {
             invite: RateLimit::new(1000, 2000),
             register: RateLimit::new(2000, 4000),
             other: RateLimit::new(10000, 20000),
+            syn: RateLimit::new(1000, 2000),
         }
     }
 }
@@ -268,6 +325,8 @@ impl Default for Config {
             sip: SipPorts::default(),
             limits: Limits::default(),
             ban: BanConfig::default(),
+            scanner: ScannerConfig::default(),
+            malformed: MalformedConfig::default(),
             allow: Vec::new(),
             block: Vec::new(),
         }
@@ -330,45 +389,68 @@ impl Config {
                 bail!("{key}.rate: {} is above one packet per nanosecond", l.rate);
             }
         }
+        if self.scanner.enumeration_after > 128 {
+            bail!(
+                "scanner.enumeration_after: {} is above 128, the most distinct targets the \
+                 kernel counts",
+                self.scanner.enumeration_after
+            );
+        }
         if self.ban.after > 0 && self.ban.window.is_zero() {
             bail!("ban.window: must be longer than 0s when ban.after is set");
         }
         Ok(())
     }
 
-    fn limit_entries(&self) -> [(&'static str, RateLimit); 6] {
+    fn limit_entries(&self) -> [(&'static str, RateLimit); 8] {
         let l = &self.limits;
         [
             ("invite", l.invite),
             ("register", l.register),
             ("other", l.other),
+            ("syn", l.syn),
             ("global.invite", l.global.invite),
             ("global.register", l.global.register),
             ("global.other", l.global.other),
+            ("global.syn", l.global.syn),
         ]
     }
 
     /// The kernel's policy record for this configuration.
     pub fn policy(&self) -> Policy {
         let l = &self.limits;
-        let mut source = [Limit::UNLIMITED; 3];
-        let mut global = [Limit::UNLIMITED; 3];
+        let mut source = [Limit::UNLIMITED; BUCKETS];
+        let mut global = [Limit::UNLIMITED; BUCKETS];
         for (b, src, glob) in [
             (Bucket::Invite, l.invite, l.global.invite),
             (Bucket::Register, l.register, l.global.register),
             (Bucket::Other, l.other, l.global.other),
+            (Bucket::Syn, l.syn, l.global.syn),
         ] {
             source[b as usize] = src.to_limit();
             global[b as usize] = glob.to_limit();
         }
+        let mut flags = 0;
+        for (on, bit) in [
+            (self.enforce, POLICY_ENFORCE),
+            (self.scanner.signatures, POLICY_SCAN),
+            (self.malformed.drop, POLICY_MALFORMED),
+        ] {
+            if on {
+                flags |= bit;
+            }
+        }
         Policy {
-            flags: if self.enforce { POLICY_ENFORCE } else { 0 },
+            flags,
             ban_after: self.ban.after,
             ban_window_ns: self.ban.window.as_nanos() as u64,
             ban_for_ns: self.ban.duration.as_nanos() as u64,
             v6_mask: prefix_mask(u32::from(self.ipv6_prefix)),
             source,
             global,
+            enum_after: self.scanner.enumeration_after,
+            max_message_bytes: self.malformed.max_message_bytes,
+            enum_window_ns: self.scanner.enumeration_window.as_nanos() as u64,
         }
     }
 
@@ -384,16 +466,27 @@ impl Config {
                 invite: rl(&s[Bucket::Invite as usize]),
                 register: rl(&s[Bucket::Register as usize]),
                 other: rl(&s[Bucket::Other as usize]),
+                syn: rl(&s[Bucket::Syn as usize]),
                 global: GlobalLimits {
                     invite: rl(&g[Bucket::Invite as usize]),
                     register: rl(&g[Bucket::Register as usize]),
                     other: rl(&g[Bucket::Other as usize]),
+                    syn: rl(&g[Bucket::Syn as usize]),
                 },
             },
             ban: BanConfig {
                 after: p.ban_after,
                 window: Duration::from_nanos(p.ban_window_ns),
                 duration: Duration::from_nanos(p.ban_for_ns),
+            },
+            scanner: ScannerConfig {
+                signatures: p.flags & POLICY_SCAN != 0,
+                enumeration_after: p.enum_after,
+                enumeration_window: Duration::from_nanos(p.enum_window_ns),
+            },
+            malformed: MalformedConfig {
+                drop: p.flags & POLICY_MALFORMED != 0,
+                max_message_bytes: p.max_message_bytes,
             },
             ..Config::default()
         }
@@ -413,12 +506,15 @@ impl Config {
             "ban.window" => self.ban.window = parse_duration(key, value)?,
             "ban.for" => self.ban.duration = parse_duration(key, value)?,
             "ipv6.prefix" => self.ipv6_prefix = parse_num(key, value)?,
-            "enforce" => {
-                self.enforce = match value {
-                    "on" | "true" => true,
-                    "off" | "false" => false,
-                    _ => bail!("enforce: '{value}' is not on or off"),
-                }
+            "enforce" => self.enforce = parse_switch(key, value)?,
+            "scanner.signatures" => self.scanner.signatures = parse_switch(key, value)?,
+            "scanner.enumeration_after" => self.scanner.enumeration_after = parse_num(key, value)?,
+            "scanner.enumeration_window" => {
+                self.scanner.enumeration_window = parse_duration(key, value)?
+            }
+            "malformed.drop" => self.malformed.drop = parse_switch(key, value)?,
+            "malformed.max_message_bytes" => {
+                self.malformed.max_message_bytes = parse_num(key, value)?
             }
             _ => {
                 let unknown = || anyhow::anyhow!("unknown key '{key}'; keys: {}", KEYS.join(", "));
@@ -436,25 +532,42 @@ impl Config {
 }
 
 /// Keys `limits set` accepts.
-pub const KEYS: [&str; 17] = [
+pub const KEYS: [&str; 26] = [
     "invite.rate",
     "invite.burst",
     "register.rate",
     "register.burst",
     "other.rate",
     "other.burst",
+    "syn.rate",
+    "syn.burst",
     "global.invite.rate",
     "global.invite.burst",
     "global.register.rate",
     "global.register.burst",
     "global.other.rate",
     "global.other.burst",
+    "global.syn.rate",
+    "global.syn.burst",
     "ban.after",
     "ban.window",
     "ban.for",
     "ipv6.prefix",
     "enforce",
+    "scanner.signatures",
+    "scanner.enumeration_after",
+    "scanner.enumeration_window",
+    "malformed.drop",
+    "malformed.max_message_bytes",
 ];
+
+fn parse_switch(key: &str, value: &str) -> Result<bool> {
+    match value {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => bail!("{key}: '{value}' is not on or off"),
+    }
+}
 
 fn parse_num<T: FromStr>(key: &str, value: &str) -> Result<T> {
     value

@@ -16,7 +16,7 @@ use sipguard::{
 };
 use sipguard_common::source::{Ban, BanReason, SrcKey};
 
-use crate::cli::{BansOp, BlockOp, Entries, LimitsOp, ListOp, OnOff, Target};
+use crate::cli::{BansOp, BlockOp, Entries, LimitsOp, ListOp, OnOff, SigOp, Target};
 
 fn open(target: &Target) -> Result<Maps> {
     preflight::require_root("this command")?;
@@ -136,7 +136,8 @@ pub fn block(op: BlockOp) -> Result<()> {
 struct BanRow {
     source: String,
     reason: &'static str,
-    bucket: &'static str,
+    /// The limit exceeded (flood, enumeration) or the signature (scanner).
+    detail: String,
     since: String,
     expires: String,
     remaining: String,
@@ -167,9 +168,7 @@ pub fn bans(op: BansOp) -> Result<()> {
                 .map(|(k, b)| BanRow {
                     source: addr::show_src(&k, prefix),
                     reason: BanReason::name(b.reason),
-                    bucket: sipguard_common::policy::Bucket::ALL
-                        .get(b.bucket as usize)
-                        .map_or("-", |x| x.name()),
+                    detail: maps.ban_detail(b.reason, b.bucket),
                     since: wall_clock(b.since_ns),
                     expires: wall_clock(b.expires_ns),
                     remaining: remaining(b.expires_ns),
@@ -182,13 +181,13 @@ pub fn bans(op: BansOp) -> Result<()> {
                 println!("no active bans");
             } else {
                 println!(
-                    "{:<28} {:<8} {:<9} {:>10} {:>12}  expires",
-                    "SOURCE", "REASON", "LIMIT", "DROPPED", "REMAINING"
+                    "{:<28} {:<11} {:<18} {:>10} {:>12}  expires",
+                    "SOURCE", "REASON", "DETAIL", "DROPPED", "REMAINING"
                 );
                 for r in rows {
                     println!(
-                        "{:<28} {:<8} {:<9} {:>10} {:>12}  {}",
-                        r.source, r.reason, r.bucket, r.dropped, r.remaining, r.expires
+                        "{:<28} {:<11} {:<18} {:>10} {:>12}  {}",
+                        r.source, r.reason, r.detail, r.dropped, r.remaining, r.expires
                     );
                 }
             }
@@ -261,6 +260,8 @@ struct LimitsView<'a> {
     ipv6_prefix: u8,
     limits: &'a sipguard::config::Limits,
     ban: &'a sipguard::config::BanConfig,
+    scanner: &'a sipguard::config::ScannerConfig,
+    malformed: &'a sipguard::config::MalformedConfig,
 }
 
 fn print_limits(cfg: &Config, json: bool) -> Result<()> {
@@ -269,11 +270,43 @@ fn print_limits(cfg: &Config, json: bool) -> Result<()> {
         ipv6_prefix: cfg.ipv6_prefix,
         limits: &cfg.limits,
         ban: &cfg.ban,
+        scanner: &cfg.scanner,
+        malformed: &cfg.malformed,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&view)?);
     } else {
         print!("{}", toml::to_string(&view)?);
+    }
+    Ok(())
+}
+
+pub fn signatures(op: SigOp) -> Result<()> {
+    match op {
+        SigOp::List { json, target } => {
+            let rows = open(&target)?.signatures()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{:<24} {:<6} {:>12}", "TOKEN", "TIER", "HITS");
+                for r in rows {
+                    println!("{:<24} {:<6} {:>12}", r.token, r.tier, r.hits);
+                }
+            }
+        }
+        SigOp::Add {
+            tokens,
+            tier,
+            target,
+        } => {
+            let tier = sipguard::signatures::parse_tier(&tier)?;
+            let n = open(&target)?.signatures_add(&tokens, tier)?;
+            println!("added {n} signatures");
+        }
+        SigOp::Del { tokens, target } => {
+            let n = open(&target)?.signatures_del(&tokens)?;
+            println!("deleted {n} of {} signatures", tokens.len());
+        }
     }
     Ok(())
 }

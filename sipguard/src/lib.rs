@@ -7,4 +7,5 @@ pub mod config;
 pub mod loader;
 pub mod maps;
 pub mod preflight;
+pub mod signatures;
 pub mod stats;

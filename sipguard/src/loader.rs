@@ -4,9 +4,10 @@
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
+    maps::{MapData, ProgramArray},
     programs::{ProgramError, Xdp},
 };
-use sipguard_common::maps::PROG_XDP;
+use sipguard_common::maps::{MAP_PROGS, PROG_SIP, PROG_SLOT_SIP, PROG_XDP};
 
 /// The XDP object built from `sipguard-ebpf` by build.rs.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sipguard"));
@@ -45,11 +46,24 @@ pub fn load(log: KernelLog) -> Result<Ebpf> {
         .override_global(aya_log::LEVEL, &level, true)
         .load(OBJECT)
         .context("loading the sipguard eBPF object")?;
-    let prog: &mut Xdp = ebpf
-        .program_mut(PROG_XDP)
-        .ok_or_else(|| anyhow!("program {PROG_XDP} missing from the eBPF object"))?
+    for name in [PROG_SIP, PROG_XDP] {
+        let prog: &mut Xdp = ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+            .try_into()?;
+        prog.load().map_err(|e| verifier_error(name, e))?;
+    }
+    // Install the second stage in the tail-call table.
+    let sip = ebpf
+        .program(PROG_SIP)
+        .ok_or_else(|| anyhow!("program {PROG_SIP} missing"))?
+        .fd()?
+        .try_clone()?;
+    let mut progs: ProgramArray<&mut MapData> = ebpf
+        .map_mut(MAP_PROGS)
+        .ok_or_else(|| anyhow!("map {MAP_PROGS} missing from the eBPF object"))?
         .try_into()?;
-    prog.load().map_err(verifier_error)?;
+    progs.set(PROG_SLOT_SIP, &sip, 0)?;
     Ok(ebpf)
 }
 
@@ -57,7 +71,7 @@ pub fn load(log: KernelLog) -> Result<Ebpf> {
 /// and the full log can run to a million lines.
 const VERIFIER_TAIL_LINES: usize = 30;
 
-fn verifier_error(err: ProgramError) -> anyhow::Error {
+fn verifier_error(name: &str, err: ProgramError) -> anyhow::Error {
     match err {
         ProgramError::LoadError {
             io_error,
@@ -71,11 +85,11 @@ fn verifier_error(err: ProgramError) -> anyhow::Error {
             let lines: Vec<&str> = log.lines().collect();
             let tail = lines[lines.len().saturating_sub(VERIFIER_TAIL_LINES)..].join("\n");
             anyhow!(
-                "the kernel verifier rejected the sipguard XDP program ({io_error}). Last lines \
-                 of its log:\n{tail}\nThis is a sipguard bug or an unsupported kernel: report it \
-                 with `uname -r` and this log."
+                "the kernel verifier rejected the sipguard XDP program {name} ({io_error}). Last \
+                 lines of its log:\n{tail}\nThis is a sipguard bug or an unsupported kernel: \
+                 report it with `uname -r` and this log."
             )
         }
-        other => anyhow::Error::new(other).context("loading the sipguard XDP program"),
+        other => anyhow::Error::new(other).context(format!("loading the XDP program {name}")),
     }
 }

@@ -14,10 +14,11 @@ use sipguard_common::{
     Counter, Policy,
     maps::{
         MAP_ALLOW, MAP_BAN_EVENTS, MAP_BANS, MAP_BLOCK, MAP_CLASS_STATS, MAP_GLOBAL_STATE,
-        MAP_POLICY, MAP_REASON_STATS, MAP_SIP_PORTS, MAP_SRC_STATE, MAP_TABLE_STATS, PORT_TCP,
-        PORT_UDP,
+        MAP_POLICY, MAP_PROGS, MAP_REASON_STATS, MAP_SIG_BLOOM, MAP_SIG_HITS, MAP_SIG_NAMES,
+        MAP_SIGNATURES, MAP_SIP_PORTS, MAP_SRC_STATE, MAP_TABLE_STATS, PORT_TCP, PORT_UDP,
     },
     policy::POLICY_ENFORCE,
+    signature::{Bloom, SIG_NAME_MAX, SigEntry},
     source::{Ban, BlockEntry, SrcKey, SrcState},
 };
 
@@ -34,10 +35,19 @@ pub struct Maps {
     pub reason_stats: PerCpuArray<MapData, Counter>,
     pub class_stats: PerCpuArray<MapData, Counter>,
     pub table_stats: PerCpuArray<MapData, u64>,
+    pub signatures: HashMap<MapData, u64, SigEntry>,
+    pub sig_bloom: Array<MapData, Bloom>,
+    pub sig_names: Array<MapData, [u8; SIG_NAME_MAX]>,
+    pub sig_hits: PerCpuArray<MapData, u64>,
 }
 
 /// Every map the agent pins, by name. `BAN_EVENTS` is read only by the agent.
-pub const ALL: [&str; 11] = [
+pub const ALL: [&str; 16] = [
+    MAP_SIGNATURES,
+    MAP_SIG_BLOOM,
+    MAP_SIG_NAMES,
+    MAP_SIG_HITS,
+    MAP_PROGS,
     MAP_SIP_PORTS,
     MAP_POLICY,
     MAP_ALLOW,
@@ -91,6 +101,10 @@ impl Maps {
             reason_stats: take(MAP_REASON_STATS)?.try_into()?,
             class_stats: take(MAP_CLASS_STATS)?.try_into()?,
             table_stats: take(MAP_TABLE_STATS)?.try_into()?,
+            signatures: take(MAP_SIGNATURES)?.try_into()?,
+            sig_bloom: take(MAP_SIG_BLOOM)?.try_into()?,
+            sig_names: take(MAP_SIG_NAMES)?.try_into()?,
+            sig_hits: take(MAP_SIG_HITS)?.try_into()?,
         })
     }
 
@@ -117,6 +131,10 @@ impl Maps {
             reason_stats: Map::PerCpuArray(open(MAP_REASON_STATS)?).try_into()?,
             class_stats: Map::PerCpuArray(open(MAP_CLASS_STATS)?).try_into()?,
             table_stats: Map::PerCpuArray(open(MAP_TABLE_STATS)?).try_into()?,
+            signatures: Map::HashMap(open(MAP_SIGNATURES)?).try_into()?,
+            sig_bloom: Map::Array(open(MAP_SIG_BLOOM)?).try_into()?,
+            sig_names: Map::Array(open(MAP_SIG_NAMES)?).try_into()?,
+            sig_hits: Map::PerCpuArray(open(MAP_SIG_HITS)?).try_into()?,
         })
     }
 
@@ -164,6 +182,7 @@ impl Maps {
         self.set_policy(&cfg.policy())?;
         self.allow_add(&cfg.allow)?;
         self.block_add(&cfg.block, 0)?;
+        self.signatures_defaults()?;
         Ok(())
     }
 

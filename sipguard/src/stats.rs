@@ -62,6 +62,8 @@ pub struct Snapshot {
     pub total: ByVerdict,
     /// How full each table is, and what happened to it.
     pub tables: Tables,
+    /// Hits per scanner signature token.
+    pub signatures: BTreeMap<String, u64>,
 }
 
 /// Table fill and events, so an operator sees when a table is too small.
@@ -134,6 +136,11 @@ impl Snapshot {
             }
         }
         snap.tables = Tables::read(maps)?;
+        snap.signatures = maps
+            .signatures()?
+            .into_iter()
+            .map(|r| (r.token, r.hits))
+            .collect();
         Ok(snap)
     }
 
