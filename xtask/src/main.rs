@@ -1,1 +1,80 @@
-fn main() {}
+//! sipguard's developer tasks, run as `cargo xtask COMMAND` (an alias in
+//! .cargo/config.toml). Written in Rust so a fresh machine needs only cargo.
+
+mod cmd;
+mod install;
+mod lint;
+mod setup;
+mod tasks;
+
+use std::ffi::OsString;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "sipguard's developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what the build needs (pinned nightly + rust-src, bpf-linker);
+    /// skips whatever is already there.
+    Setup {
+        /// Also install what the tests drive: Debian packages (sipp, kamailio,
+        /// hping3, tshark, bpftool, iproute2, socat), PyPI sipvicious and
+        /// scapy, and mount bpffs. Needs root.
+        #[arg(long)]
+        test_deps: bool,
+    },
+    /// Setup, then build sipguard (with its embedded XDP object).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, then run sipguard with ARGS (as root), e.g.
+    /// `cargo xtask run -- run --iface eth0`.
+    Run {
+        #[arg(long)]
+        release: bool,
+        /// Arguments for sipguard.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Setup with test deps, then every host test, one test at a time per
+    /// binary (end-to-end tests must not overlap). Needs root.
+    Test {
+        /// Passed to the test binaries (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Setup, then the benchmarks (release build); they print their figures.
+    Bench {
+        /// Passed to sipguard-bench.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// rustfmt check, clippy on the host crates and on the XDP program.
+    Lint,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Task::Setup { test_deps } => setup::setup(test_deps).map(|()| 0),
+        Task::Build { release } => tasks::build(release).map(|()| 0),
+        Task::Run { release, args } => tasks::run(release, args).map(|()| 0),
+        Task::Test { args } => tasks::test(args),
+        Task::Bench { args } => tasks::bench(args),
+        Task::Lint => lint::lint().map(|()| 0),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! `cargo xtask setup [--test-deps]`: install what building and testing
+//! sipguard needs, checking first so a machine that has it all is done in well
+//! under a second.
+
+use std::{fs, process::Command};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{cmd, install};
+
+/// The nightly that builds the eBPF object. Must equal `EBPF_TOOLCHAIN` in
+/// sipguard/build.rs, which builds with it (bpf-linker 0.10.0 links its LLVM 22).
+pub const EBPF_TOOLCHAIN: &str = "nightly-2026-07-20";
+
+/// bpf-linker 0.11+ needs LLVM 23 and does not build here.
+const BPF_LINKER_VERSION: &str = "0.10.0";
+
+/// Debian packages the tests drive: sipp, a real SIP server, raw floods,
+/// captures, BPF inspection, namespaces and veths, UDP plumbing.
+const APT_PACKAGES: [&str; 7] = [
+    "sip-tester",
+    "kamailio",
+    "hping3",
+    "tshark",
+    "bpftool",
+    "iproute2",
+    "socat",
+];
+
+/// PyPI packages the tests drive (scanner traffic, hand-built packets), and
+/// the Python modules that show they are installed.
+const PIP_PACKAGES: [&str; 2] = ["sipvicious", "scapy"];
+const PIP_IMPORT_CHECK: &str = "import sipvicious, scapy";
+
+const BPFFS: &str = "/sys/fs/bpf";
+
+/// Print one line for a step that needed nothing, or that installed.
+fn report(step: &str, what: &str) {
+    eprintln!("setup: {step}: {what}");
+}
+
+pub fn setup(test_deps: bool) -> Result<()> {
+    ebpf_toolchain(&["rust-src"])?;
+    bpf_linker()?;
+    if test_deps {
+        apt_packages()?;
+        pip_packages()?;
+        bpffs()?;
+    }
+    Ok(())
+}
+
+fn installed_components(toolchain: &str) -> Option<String> {
+    cmd::probe(
+        "rustup",
+        &["component", "list", "--installed", "--toolchain", toolchain],
+    )
+}
+
+/// The pinned nightly with `components` (rust-src to build core for the BPF
+/// target; clippy for `lint`).
+pub fn ebpf_toolchain(components: &[&str]) -> Result<()> {
+    let step = format!("{EBPF_TOOLCHAIN} with {}", components.join(", "));
+    let have = installed_components(EBPF_TOOLCHAIN).unwrap_or_default();
+    let missing: Vec<&str> = components
+        .iter()
+        .copied()
+        .filter(|c| {
+            !have
+                .lines()
+                .any(|l| l.starts_with(&format!("{c}-")) || l == *c)
+        })
+        .collect();
+    if !have.is_empty() && missing.is_empty() {
+        report(&step, "present");
+        return Ok(());
+    }
+    if cmd::probe("rustup", &["--version"]).is_none() {
+        bail!("rustup is not on PATH; install Rust with rustup (https://rustup.rs) and retry");
+    }
+    let mut c = Command::new("rustup");
+    c.args([
+        "toolchain",
+        "install",
+        EBPF_TOOLCHAIN,
+        "--profile",
+        "minimal",
+        "--no-self-update",
+    ]);
+    for comp in components {
+        c.args(["--component", comp]);
+    }
+    let took = install::run(
+        &step,
+        "rustup",
+        c,
+        "check the network and disk space, then rerun `cargo xtask setup`",
+    )?;
+    report(&step, &format!("installed in {}s", took.as_secs()));
+    Ok(())
+}
+
+/// bpf-linker, the linker aya-build uses for the BPF target.
+fn bpf_linker() -> Result<()> {
+    let step = format!("bpf-linker {BPF_LINKER_VERSION}");
+    let found = cmd::probe("bpf-linker", &["--version"]);
+    let version = found
+        .as_deref()
+        .and_then(|v| v.split_whitespace().nth(1))
+        .map(str::to_owned);
+    if version.as_deref() == Some(BPF_LINKER_VERSION) {
+        report(&step, "present");
+        return Ok(());
+    }
+    if let Some(v) = &version {
+        eprintln!("setup: {step}: found bpf-linker {v}, replacing it");
+    }
+    let mut c = cmd::cargo();
+    c.args([
+        "install",
+        &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+        "--locked",
+        "--force",
+    ]);
+    let took = install::run(
+        &step,
+        "cargo-install-bpf-linker",
+        c,
+        "check the network and disk space, then rerun `cargo xtask setup`",
+    )?;
+    if cmd::probe("bpf-linker", &["--version"]).is_none() {
+        bail!(
+            "bpf-linker was installed but is not on PATH: add cargo's bin directory \
+             (usually ~/.cargo/bin) to PATH and retry"
+        );
+    }
+    report(&step, &format!("installed in {}s", took.as_secs()));
+    Ok(())
+}
+
+/// The APT packages that dpkg does not report as installed.
+fn missing_apt_packages() -> Vec<&'static str> {
+    let mut args = vec!["-W", "-f=${Package} ${Status}\n"];
+    args.extend(APT_PACKAGES);
+    let listed = cmd::probe_stdout("dpkg-query", &args).unwrap_or_default();
+    APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|pkg| {
+            !listed
+                .lines()
+                .any(|l| l.starts_with(&format!("{pkg} ")) && l.ends_with("install ok installed"))
+        })
+        .collect()
+}
+
+fn apt_command(args: &[&str]) -> Command {
+    let mut c = Command::new("apt-get");
+    c.args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        // Keep a changed config file rather than ask which one to keep.
+        .args([
+            "-o",
+            "Dpkg::Options::=--force-confdef",
+            "-o",
+            "Dpkg::Options::=--force-confold",
+        ]);
+    c
+}
+
+fn apt_packages() -> Result<()> {
+    let step = "Debian packages";
+    let missing = missing_apt_packages();
+    if missing.is_empty() {
+        report(step, &format!("present ({})", APT_PACKAGES.join(" ")));
+        return Ok(());
+    }
+    require_root(step)?;
+    if missing.contains(&"tshark") {
+        preseed_tshark()?;
+    }
+    let hint = "check the network and `apt-get` (is another apt running?), then rerun \
+                `cargo xtask setup --test-deps`";
+    let updated = install::run(
+        "apt-get update",
+        "apt",
+        apt_command(&["update", "-q"]),
+        hint,
+    )?;
+    let mut c = apt_command(&["install", "-y", "-q", "--no-install-recommends"]);
+    c.args(&missing);
+    let took = install::run(
+        &format!("apt-get install {}", missing.join(" ")),
+        "apt",
+        c,
+        hint,
+    )?;
+    let still = missing_apt_packages();
+    if !still.is_empty() {
+        bail!(
+            "apt-get reported success but {} are still not installed; see target/xtask/apt.log",
+            still.join(" ")
+        );
+    }
+    report(
+        step,
+        &format!(
+            "installed {} in {}s",
+            missing.join(" "),
+            (updated + took).as_secs()
+        ),
+    );
+    Ok(())
+}
+
+/// tshark's package asks whether non-root users may capture; answer "no"
+/// up front so the install never stops at that question.
+fn preseed_tshark() -> Result<()> {
+    use std::io::Write as _;
+    let mut child = match Command::new("debconf-set-selections")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        // No debconf: nothing would ask the question either.
+        Err(_) => return Ok(()),
+    };
+    child
+        .stdin
+        .take()
+        .context("debconf-set-selections stdin")?
+        .write_all(b"wireshark-common wireshark-common/install-setuid boolean false\n")?;
+    child.wait()?;
+    Ok(())
+}
+
+fn pip_packages() -> Result<()> {
+    let step = format!("PyPI {}", PIP_PACKAGES.join(", "));
+    if cmd::probe("python3", &["-c", PIP_IMPORT_CHECK]).is_some() {
+        report(&step, "present");
+        return Ok(());
+    }
+    let mut c = Command::new("python3");
+    c.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--root-user-action=ignore",
+    ])
+    .args(PIP_PACKAGES);
+    let took = install::run(
+        &step,
+        "pip",
+        c,
+        "check the network and that `python3 -m pip` works, then rerun \
+         `cargo xtask setup --test-deps`",
+    )?;
+    // pyenv only puts new console scripts (sipvicious_svmap...) on PATH after
+    // a rehash; harmless elsewhere.
+    let _ = cmd::probe("pyenv", &["rehash"]);
+    if cmd::probe("python3", &["-c", PIP_IMPORT_CHECK]).is_none() {
+        bail!(
+            "pip installed {} but `python3 -c '{PIP_IMPORT_CHECK}'` still fails: is `python3` \
+             the interpreter pip installed into?",
+            PIP_PACKAGES.join(", ")
+        );
+    }
+    report(&step, &format!("installed in {}s", took.as_secs()));
+    Ok(())
+}
+
+/// sipguard pins its maps on bpffs; the tests read them there.
+fn bpffs() -> Result<()> {
+    let step = format!("bpffs at {BPFFS}");
+    let mounts = fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
+    let mounted = mounts.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        let (_src, dir, fstype) = (f.next(), f.next(), f.next());
+        dir == Some(BPFFS) && fstype == Some("bpf")
+    });
+    if mounted {
+        report(&step, "mounted");
+        return Ok(());
+    }
+    require_root(&step)?;
+    fs::create_dir_all(BPFFS).with_context(|| format!("creating {BPFFS}"))?;
+    cmd::run(Command::new("mount").args(["-t", "bpf", "bpffs", BPFFS]))
+        .with_context(|| format!("mounting bpffs; try `mount -t bpf bpffs {BPFFS}` as root"))?;
+    report(&step, "mounted it now");
+    Ok(())
+}
+
+fn require_root(step: &str) -> Result<()> {
+    let uid = cmd::probe("id", &["-u"]).unwrap_or_default();
+    if uid.trim() != "0" {
+        bail!("{step}: installing needs root; rerun as root (e.g. `sudo -E cargo xtask ...`)");
+    }
+    Ok(())
+}

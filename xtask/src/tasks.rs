@@ -1,0 +1,64 @@
+//! `build`, `run`, `test` and `bench`: each makes sure the toolchain is there
+//! (setup), then hands over to cargo or to the built binary.
+
+use std::{ffi::OsString, os::unix::process::CommandExt as _, process::Command};
+
+use anyhow::{Context as _, Result};
+
+use crate::{cmd, setup};
+
+fn profile_args(release: bool) -> &'static [&'static str] {
+    if release { &["--release"] } else { &[] }
+}
+
+pub fn build(release: bool) -> Result<()> {
+    setup::setup(false)?;
+    cmd::run(
+        cmd::cargo()
+            .args(["build", "-p", "sipguard"])
+            .args(profile_args(release)),
+    )
+}
+
+/// Build, then become the sipguard binary (exec), so Ctrl-C and SIGTERM reach
+/// the agent directly and it can detach and clean up its pins.
+pub fn run(release: bool, args: Vec<OsString>) -> Result<()> {
+    build(release)?;
+    let bin = cmd::target_dir()
+        .join(if release { "release" } else { "debug" })
+        .join("sipguard");
+    let mut c = Command::new(&bin);
+    c.args(&args);
+    cmd::echo(&c);
+    let err = c.exec();
+    Err(err).with_context(|| format!("could not start {}", bin.display()))
+}
+
+/// All host tests. One test thread per binary: the end-to-end tests push
+/// real traffic through namespaces and must not overlap on a small machine.
+/// Returns the exit code of `cargo test`.
+pub fn test(args: Vec<OsString>) -> Result<i32> {
+    setup::setup(true)?;
+    let mut c = cmd::cargo();
+    c.args(["test", "--workspace", "--exclude", "sipguard-ebpf"])
+        .args(["--", "--test-threads=1"])
+        .args(&args);
+    Ok(cmd::exit_code(cmd::status(&mut c)?))
+}
+
+/// The benchmark binary (tests/src/bin/sipguard-bench), in release mode.
+pub fn bench(args: Vec<OsString>) -> Result<i32> {
+    setup::setup(false)?;
+    let mut c = cmd::cargo();
+    c.args([
+        "run",
+        "--release",
+        "-p",
+        "sipguard-tests",
+        "--bin",
+        "sipguard-bench",
+        "--",
+    ])
+    .args(&args);
+    Ok(cmd::exit_code(cmd::status(&mut c)?))
+}
