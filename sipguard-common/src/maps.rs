@@ -24,6 +24,12 @@ pub const MAP_SIGNATURES: &str = "SIGNATURES";
 pub const MAP_SIG_BLOOM: &str = "SIG_BLOOM";
 pub const MAP_SIG_NAMES: &str = "SIG_NAMES";
 pub const MAP_SIG_HITS: &str = "SIG_HITS";
+/// Per-CPU working state of the programs (see sipguard-ebpf/src/maps.rs).
+pub const MAP_PENDING: &str = "PENDING";
+pub const MAP_SCAN_STATE: &str = "SCAN_STATE";
+pub const MAP_SCAN_BUF: &str = "SCAN_BUF";
+pub const MAP_TOKENIZE: &str = "TOKENIZE";
+pub const MAP_SCRATCH: &str = "SCRATCH";
 
 /// Allowlist capacity: trunks, peers and the operator's own networks.
 pub const ALLOW_MAX: u32 = 16 * 1024;

@@ -1,22 +1,19 @@
 //! `sipguard run`: load, configure, attach, pin, wait for a signal, clean up.
 
-use std::{
-    fs::{self, File, OpenOptions},
-    io::{Read as _, Seek as _, Write as _},
-    os::fd::AsRawFd,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{fs, path::PathBuf, time::Duration};
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, anyhow};
 use aya::{
     maps::{MapData, RingBuf},
     programs::{
         ProgramError, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
+        xdp::XdpLink,
     },
 };
-use sipguard::{addr, bpffs, config::Config, loader, maps, maps::Maps, preflight, stats::Snapshot};
+use sipguard::{
+    addr, bpffs, config::Config, loader, lock::IfaceLock, maps::Maps, preflight, stats::Snapshot,
+};
 use sipguard_common::{
     maps::{MAP_BAN_EVENTS, PROG_XDP},
     source::{BanEvent, BanReason},
@@ -25,14 +22,9 @@ use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
 };
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::cli::{Mode, RunArgs};
-
-/// Name of the pinned XDP link inside the interface's pin directory.
-const LINK_PIN: &str = "link";
-/// Lock files that stop two agents from claiming one interface.
-const LOCK_DIR: &str = "/run/sipguard";
 
 pub async fn run(args: RunArgs) -> Result<()> {
     preflight::require_root("sipguard run")?;
@@ -45,24 +37,31 @@ pub async fn run(args: RunArgs) -> Result<()> {
         cfg.enforce = false;
     }
 
-    let lock = lock_iface(&args.iface)?;
+    let lock = IfaceLock::acquire(&args.iface)?;
     bpffs::ensure_mounted()?;
     let dir = bpffs::iface_dir(&args.iface);
-    if dir.exists() {
-        warn!(
-            "found state pinned by an earlier agent on {} that did not clean up; replacing it",
-            args.iface
-        );
-        remove_pins(&dir)?;
-    }
-
-    let mut ebpf = loader::load(args.log_level)?;
-    let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
-
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let guard = PinGuard(dir.clone());
-    maps::pin_all(&ebpf, &dir)?;
+    let link_pin = dir.join(bpffs::LINK_PIN);
+    // State pinned by an agent that died (crash, kill -9, upgrade): its XDP
+    // link is still attached and filtering with the last policy. Adopt it.
+    let adopting = link_pin.exists();
+
+    // Maps are opened from their pins when present (bans, lists, counters
+    // survive), created and pinned otherwise.
+    let mut ebpf = loader::load_pinned(args.log_level, &dir)?;
+    let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
+    // Until attached, a failure removes what this agent pinned, but never
+    // the state of a previous agent whose filter is still running.
+    let mut guard = PinGuard((!adopting).then(|| dir.clone()));
     let mut live = Maps::from_ebpf(&mut ebpf)?;
+    if adopting {
+        let kept = live.bans_list().map(|b| b.len()).unwrap_or(0);
+        info!(
+            bans = kept,
+            "adopting the state pinned by the previous agent on {}", args.iface
+        );
+        log_config_drift(&live, &cfg);
+    }
     live.apply(&cfg)?;
     let ban_events: RingBuf<MapData> = ebpf
         .take_map(MAP_BAN_EVENTS)
@@ -73,21 +72,35 @@ pub async fn run(args: RunArgs) -> Result<()> {
         .program_mut(PROG_XDP)
         .ok_or_else(|| anyhow!("program {PROG_XDP} missing"))?
         .try_into()?;
-    let xdp_mode = match args.mode {
-        Mode::Auto => XdpMode::Default,
-        Mode::Native => XdpMode::Driver,
-        Mode::Skb => XdpMode::Skb,
+    let link = if adopting {
+        // Swap the program inside the existing link (bpf_link_update): the
+        // interface is never without a filter, not even for a packet.
+        let old: FdLink = PinnedLink::from_pin(&link_pin)
+            .context("opening the pinned XDP link")?
+            .into();
+        let old = XdpLink::try_from(old)
+            .map_err(|e| anyhow!("the pinned link is not an XDP link: {e}"))?;
+        let id = prog
+            .attach_to_link(old)
+            .context("replacing the program in the pinned XDP link")?;
+        info!("replaced the running XDP program atomically");
+        FdLink::try_from(prog.take_link(id)?)
+            .map_err(|_| anyhow!("XDP link without a bpf_link (needs Linux 5.9 or newer)"))?
+    } else {
+        let xdp_mode = match args.mode {
+            Mode::Auto => XdpMode::Default,
+            Mode::Native => XdpMode::Driver,
+            Mode::Skb => XdpMode::Skb,
+        };
+        let link_id = prog
+            .attach_to_if_index(ifindex, xdp_mode)
+            .map_err(|e| attach_error(e, &args.iface, args.mode))?;
+        let fd_link = FdLink::try_from(prog.take_link(link_id)?).map_err(|_| {
+            anyhow!("this kernel attached XDP without a bpf_link (needs Linux 5.9 or newer)")
+        })?;
+        let pinned = fd_link.pin(&link_pin).context("pinning the XDP link")?;
+        FdLink::from(pinned)
     };
-    let link_id = prog
-        .attach_to_if_index(ifindex, xdp_mode)
-        .map_err(|e| attach_error(e, &args.iface, args.mode))?;
-    let link = prog.take_link(link_id)?;
-    let fd_link: FdLink = link.try_into().map_err(|_| {
-        anyhow!("this kernel attached XDP without a bpf_link (needs Linux 5.9 or newer)")
-    })?;
-    let pinned = fd_link
-        .pin(dir.join(LINK_PIN))
-        .context("pinning the XDP link")?;
 
     info!(
         iface = %args.iface,
@@ -98,16 +111,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         pins = %dir.display(),
         "sipguard attached"
     );
-    if !cfg.enforce {
-        warn!("monitor mode: nothing is dropped; matches are counted as would_drop");
-    }
-    if live.allow_list()?.is_empty() {
-        warn!(
-            "the allowlist is empty: SIP trunks and peers are rate-limited and can be banned \
-             like anyone else. Allowlist them with `sipguard allow add CIDR` or `allow = [...]` \
-             in the config file"
-        );
-    }
+    warn_about(&live, &cfg)?;
 
     let v6_prefix = cfg.ipv6_prefix;
     let log_task = logger.map(|logger| tokio::spawn(pump_kernel_logs(logger)));
@@ -116,11 +120,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     loop {
         tokio::select! {
             _ = sigint.recv() => { info!("SIGINT received"); break; }
             _ = sigterm.recv() => { info!("SIGTERM received"); break; }
+            _ = sighup.recv() => reload(&mut live, &args, &mut cfg),
             _ = sweep.tick() => sweep_expired(&mut live),
         }
     }
@@ -130,8 +136,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
     ban_task.abort();
     let total = Snapshot::read(&live).map(|s| s.total).ok();
-    detach(pinned)?;
-    drop(guard);
+    // A clean stop removes everything: the link pin first (with our fd
+    // closed right after, that detaches the program), then the maps.
+    guard.0 = None;
+    fs::remove_file(&link_pin).context("removing the XDP link pin")?;
+    drop(link);
+    bpffs::remove_pins(&dir)?;
     lock.release();
     if let Some(t) = total {
         info!(
@@ -211,6 +221,124 @@ async fn log_ban_events(ring: RingBuf<MapData>, v6_prefix: u8, maps: Maps) {
     }
 }
 
+/// Warnings an operator must see at start and after a reload.
+fn warn_about(live: &Maps, cfg: &Config) -> Result<()> {
+    if !cfg.enforce {
+        warn!("monitor mode: nothing is dropped; matches are counted as would_drop");
+    }
+    if live.allow_list()?.is_empty() {
+        warn!(
+            "the allowlist is empty: SIP trunks and peers are rate-limited and can be banned \
+             like anyone else. Allowlist them with `sipguard allow add CIDR` or `allow = [...]` \
+             in the config file"
+        );
+    }
+    Ok(())
+}
+
+/// The config file is the source of truth when the agent starts or reloads:
+/// settings changed live (`limits set`, `enforce`) since then are replaced by
+/// the file's, and each one is logged so nothing changes silently. Lists are
+/// additive: the file's entries are added; live entries stay.
+fn log_config_drift(live: &Maps, cfg: &Config) {
+    let Ok(current) = live.policy() else { return };
+    let current = Config::from_policy(&current);
+    let want = Config::from_policy(&cfg.policy());
+    let (Ok(a), Ok(b)) = (
+        toml::Value::try_from(&current),
+        toml::Value::try_from(&want),
+    ) else {
+        return;
+    };
+    for (key, was, now) in diff_values("", &a, &b) {
+        warn!(setting = %key, live = %was, file = %now, "the config file replaces a live change");
+    }
+}
+
+fn diff_values(prefix: &str, a: &toml::Value, b: &toml::Value) -> Vec<(String, String, String)> {
+    match (a, b) {
+        (toml::Value::Table(ta), toml::Value::Table(tb)) => ta
+            .iter()
+            .flat_map(|(k, va)| {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match tb.get(k) {
+                    Some(vb) => diff_values(&key, va, vb),
+                    None => Vec::new(),
+                }
+            })
+            .collect(),
+        _ if a != b => vec![(prefix.to_string(), a.to_string(), b.to_string())],
+        _ => Vec::new(),
+    }
+}
+
+/// SIGHUP / `sipguard reload`: re-read the config file. A bad file is refused
+/// and the running policy kept.
+fn reload(live: &mut Maps, args: &RunArgs, cfg: &mut Config) {
+    let Some(path) = &args.config else {
+        warn!("reload requested, but the agent runs without --config: nothing to re-read");
+        return;
+    };
+    let mut new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("reload refused, the running policy is kept: {e:#}");
+            RELOAD.record(false);
+            return;
+        }
+    };
+    if args.monitor {
+        new.enforce = false;
+    }
+    if new.sip != cfg.sip {
+        info!(udp_ports = ?new.sip.udp_ports, tcp_ports = ?new.sip.tcp_ports, "SIP ports changed");
+    }
+    log_config_drift(live, &new);
+    match live.apply(&new) {
+        Ok(()) => {
+            *cfg = new;
+            RELOAD.record(true);
+            info!(config = %path.display(), "configuration reloaded");
+            let _ = warn_about(live, cfg);
+        }
+        Err(e) => {
+            RELOAD.record(false);
+            error!("reload failed while writing the maps: {e:#}");
+        }
+    }
+}
+
+/// Outcome of the last reload, for metrics.
+pub static RELOAD: ReloadStatus = ReloadStatus::new();
+
+pub struct ReloadStatus {
+    ok: std::sync::atomic::AtomicBool,
+    at_secs: std::sync::atomic::AtomicU64,
+}
+
+impl ReloadStatus {
+    const fn new() -> Self {
+        ReloadStatus {
+            ok: std::sync::atomic::AtomicBool::new(true),
+            at_secs: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self, ok: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.ok.store(ok, Relaxed);
+        self.at_secs.store(now, Relaxed);
+    }
+}
+
 async fn pump_kernel_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
     // SAFETY: the logger owns its ring buffer fd and keeps it open for as long
     // as the AsyncFd holds the logger.
@@ -228,41 +356,19 @@ async fn pump_kernel_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
     }
 }
 
-fn detach(pinned: PinnedLink) -> Result<()> {
-    // Unpinning gives the link back to this process; dropping it detaches.
-    let link = pinned.unpin().context("unpinning the XDP link")?;
-    drop(link);
-    Ok(())
-}
-
-/// Removes the interface's pin directory when the agent stops (also on an
-/// error path after the pins were made).
-struct PinGuard(PathBuf);
+/// Removes the interface's pin directory when the agent stops cleanly or
+/// fails while starting. Not on a crash: then the pins keep the filter
+/// running, and the next agent adopts them.
+struct PinGuard(Option<PathBuf>);
 
 impl Drop for PinGuard {
     fn drop(&mut self) {
-        if let Err(e) = remove_pins(&self.0) {
-            warn!("could not remove {}: {e:#}", self.0.display());
+        if let Some(dir) = &self.0
+            && let Err(e) = bpffs::remove_pins(dir)
+        {
+            warn!("could not remove {}: {e:#}", dir.display());
         }
     }
-}
-
-fn remove_pins(dir: &Path) -> Result<()> {
-    if !dir.exists() {
-        return Ok(());
-    }
-    // The link first: removing its pin (with no process holding it) detaches
-    // the program.
-    let link = dir.join(LINK_PIN);
-    if link.exists() {
-        fs::remove_file(&link).with_context(|| format!("removing {}", link.display()))?;
-    }
-    for entry in fs::read_dir(dir)? {
-        let path = entry?.path();
-        fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-    }
-    fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))?;
-    Ok(())
 }
 
 fn attach_error(err: ProgramError, iface: &str, mode: Mode) -> anyhow::Error {
@@ -281,45 +387,4 @@ fn attach_error(err: ProgramError, iface: &str, mode: Mode) -> anyhow::Error {
         ),
         _ => anyhow::Error::new(err).context(format!("attaching XDP to {iface}")),
     }
-}
-
-/// The agent's claim on an interface.
-struct IfaceLock {
-    path: PathBuf,
-    _file: File,
-}
-
-impl IfaceLock {
-    /// Remove the lock file on a clean exit (still holding the lock, so no
-    /// other agent can have taken it).
-    fn release(self) {
-        let _ = fs::remove_file(&self.path);
-    }
-}
-
-/// One agent per interface: an exclusive, non-blocking flock on
-/// /run/sipguard/IFACE.lock, holding the owner's PID for the error message.
-fn lock_iface(iface: &str) -> Result<IfaceLock> {
-    fs::create_dir_all(LOCK_DIR).with_context(|| format!("creating {LOCK_DIR}"))?;
-    let path = Path::new(LOCK_DIR).join(format!("{iface}.lock"));
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let mut pid = String::new();
-        let _ = file.read_to_string(&mut pid);
-        bail!(
-            "another sipguard agent (pid {}) is already running on {iface}; stop it first, or \
-             use `sipguard stats --iface {iface}` to watch it",
-            pid.trim()
-        );
-    }
-    file.set_len(0)?;
-    file.rewind()?;
-    write!(file, "{}", std::process::id())?;
-    Ok(IfaceLock { path, _file: file })
 }

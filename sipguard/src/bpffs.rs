@@ -107,3 +107,26 @@ pub fn find_agent(iface: Option<&str>) -> Result<PathBuf> {
         ),
     }
 }
+
+/// Name of the pinned XDP link inside an interface's pin directory.
+pub const LINK_PIN: &str = "link";
+
+/// Remove an interface's pins: the link first (detaching the program when no
+/// process holds it), then the maps.
+pub fn remove_pins(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    // The link first: removing its pin (with no process holding it) detaches
+    // the program.
+    let link = dir.join(LINK_PIN);
+    if link.exists() {
+        fs::remove_file(&link).with_context(|| format!("removing {}", link.display()))?;
+    }
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))?;
+    Ok(())
+}

@@ -61,6 +61,18 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Ask the running agent to re-read its config file (same as SIGHUP). A
+    /// bad file is refused and the running policy kept.
+    Reload {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove sipguard from an interface: stop its agent if one runs, detach
+    /// the XDP program and delete the pinned state (bans, lists, counters).
+    Detach {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Validate a configuration file without touching the kernel.
     CheckConfig {
         /// The TOML file to check.

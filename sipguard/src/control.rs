@@ -321,3 +321,61 @@ pub fn enforce(state: OnOff, target: Target) -> Result<()> {
     }
     Ok(())
 }
+
+/// The interface a command acts on: `--iface`, or the only one with pins.
+fn target_iface(target: &Target) -> Result<String> {
+    let dir = bpffs::find_agent(target.iface.as_deref())?;
+    Ok(dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string())
+}
+
+pub fn reload(target: Target) -> Result<()> {
+    preflight::require_root("sipguard reload")?;
+    let iface = target_iface(&target)?;
+    let Some(pid) = sipguard::lock::running_agent(&iface) else {
+        bail!(
+            "no agent process runs on {iface} (its pinned filter may still be active after a \
+             crash); start one with `sipguard run --iface {iface} --config FILE`"
+        );
+    };
+    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        bail!(
+            "could not signal the agent (pid {pid}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    println!(
+        "asked the agent on {iface} (pid {pid}) to reload; its log says whether the file was \
+         accepted"
+    );
+    Ok(())
+}
+
+/// How long `detach` waits for a running agent to stop.
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
+pub fn detach(target: Target) -> Result<()> {
+    preflight::require_root("sipguard detach")?;
+    let iface = target_iface(&target)?;
+    if let Some(pid) = sipguard::lock::running_agent(&iface) {
+        // The agent detaches and cleans up itself on SIGTERM.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + STOP_WAIT;
+        while sipguard::lock::running_agent(&iface).is_some() {
+            if std::time::Instant::now() > deadline {
+                bail!("the agent (pid {pid}) did not stop within {STOP_WAIT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        println!("stopped the agent on {iface} (pid {pid})");
+    }
+    let dir = bpffs::iface_dir(&iface);
+    if dir.exists() {
+        bpffs::remove_pins(&dir)?;
+    }
+    println!("sipguard detached from {iface}; pinned state removed");
+    Ok(())
+}

@@ -1,6 +1,8 @@
 //! The embedded XDP object: loading it (with the kernel log level chosen at
 //! load time) and turning verifier rejections into readable errors.
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
@@ -39,13 +41,33 @@ impl KernelLog {
     }
 }
 
-/// Load the object and the XDP program into the kernel (not attached).
+/// Load the object and the XDP programs into the kernel (not attached),
+/// with fresh maps.
 pub fn load(log: KernelLog) -> Result<Ebpf> {
+    load_with(log, None)
+}
+
+/// Like `load`, but every map in `maps::ALL` lives at `dir/NAME`: opened
+/// from its pin if one is there (an earlier agent's bans, lists and counters
+/// carry over), created and pinned otherwise.
+pub fn load_pinned(log: KernelLog, dir: &Path) -> Result<Ebpf> {
+    load_with(log, Some(dir))
+}
+
+fn load_with(log: KernelLog, pins: Option<&Path>) -> Result<Ebpf> {
     let level = log.level();
-    let mut ebpf = EbpfLoader::new()
-        .override_global(aya_log::LEVEL, &level, true)
-        .load(OBJECT)
-        .context("loading the sipguard eBPF object")?;
+    let mut loader = EbpfLoader::new();
+    loader.override_global(aya_log::LEVEL, &level, true);
+    let paths: Vec<(&str, PathBuf)> = pins
+        .map(|dir| crate::maps::ALL.iter().map(|n| (*n, dir.join(n))).collect())
+        .unwrap_or_default();
+    for (name, path) in &paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let mut ebpf = loader.load(OBJECT).context(
+        "loading the sipguard eBPF object (if maps were pinned by a different sipguard version, \
+         run `sipguard detach` first)",
+    )?;
     for name in [PROG_SIP, PROG_XDP] {
         let prog: &mut Xdp = ebpf
             .program_mut(name)

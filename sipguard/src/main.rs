@@ -46,6 +46,8 @@ async fn dispatch(cmd: Command) -> Result<()> {
         Command::Limits { op } => control::limits(op),
         Command::Signatures { op } => control::signatures(op),
         Command::Enforce { state, target } => control::enforce(state, target),
+        Command::Reload { target } => control::reload(target),
+        Command::Detach { target } => control::detach(target),
         Command::CheckConfig { file } => {
             Config::load(&file)?;
             println!("{}: ok", file.display());

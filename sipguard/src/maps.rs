@@ -14,8 +14,9 @@ use sipguard_common::{
     Counter, Policy,
     maps::{
         MAP_ALLOW, MAP_BAN_EVENTS, MAP_BANS, MAP_BLOCK, MAP_CLASS_STATS, MAP_GLOBAL_STATE,
-        MAP_POLICY, MAP_PROGS, MAP_REASON_STATS, MAP_SIG_BLOOM, MAP_SIG_HITS, MAP_SIG_NAMES,
-        MAP_SIGNATURES, MAP_SIP_PORTS, MAP_SRC_STATE, MAP_TABLE_STATS, PORT_TCP, PORT_UDP,
+        MAP_PENDING, MAP_POLICY, MAP_PROGS, MAP_REASON_STATS, MAP_SCAN_BUF, MAP_SCAN_STATE,
+        MAP_SCRATCH, MAP_SIG_BLOOM, MAP_SIG_HITS, MAP_SIG_NAMES, MAP_SIGNATURES, MAP_SIP_PORTS,
+        MAP_SRC_STATE, MAP_TABLE_STATS, MAP_TOKENIZE, PORT_TCP, PORT_UDP,
     },
     policy::POLICY_ENFORCE,
     signature::{Bloom, SIG_NAME_MAX, SigEntry},
@@ -41,8 +42,16 @@ pub struct Maps {
     pub sig_hits: PerCpuArray<MapData, u64>,
 }
 
-/// Every map the agent pins, by name. `BAN_EVENTS` is read only by the agent.
-pub const ALL: [&str; 16] = [
+/// Every map the agent pins, by name: all state the programs share, so a
+/// restarted or upgraded agent (same `LAYOUT_VERSION`) takes it over and the
+/// old and new programs use the same maps while the link is swapped.
+/// `BAN_EVENTS` is read only by the agent.
+pub const ALL: [&str; 21] = [
+    MAP_PENDING,
+    MAP_SCAN_STATE,
+    MAP_SCAN_BUF,
+    MAP_TOKENIZE,
+    MAP_SCRATCH,
     MAP_SIGNATURES,
     MAP_SIG_BLOOM,
     MAP_SIG_NAMES,
