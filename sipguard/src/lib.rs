@@ -5,6 +5,7 @@ pub mod addr;
 pub mod bpffs;
 pub mod config;
 pub mod loader;
+pub mod lock;
 pub mod maps;
 pub mod preflight;
 pub mod signatures;
