@@ -30,6 +30,12 @@ pub const MAP_SCAN_STATE: &str = "SCAN_STATE";
 pub const MAP_SCAN_BUF: &str = "SCAN_BUF";
 pub const MAP_TOKENIZE: &str = "TOKENIZE";
 pub const MAP_SCRATCH: &str = "SCRATCH";
+pub const MAP_TRUSTED: &str = "TRUSTED";
+pub const MAP_PENDING_RESP: &str = "PENDING_RESP";
+
+/// Trusted sources. LRU: losing a trust entry only sends that source back to
+/// the shared budgets until its next 2xx; trust is never a reason to drop.
+pub const TRUSTED_MAX: u32 = 64 * 1024;
 
 /// Allowlist capacity: trunks, peers and the operator's own networks.
 pub const ALLOW_MAX: u32 = 16 * 1024;
@@ -60,16 +66,28 @@ pub enum TableStat {
     BanExpired = 4,
     /// A ban event was lost: the ring buffer was full.
     BanEventLost = 5,
+    /// A server response to a SIP port's client was read (TC egress).
+    ResponseSeen = 6,
+    /// A client earned or renewed trust (2xx to REGISTER/INVITE).
+    TrustEarned = 7,
+    /// An authentication failure answer was counted against a client.
+    AuthFailure = 8,
+    /// A trusted source skipped the global budget.
+    TrustedPass = 9,
 }
 
 impl TableStat {
-    pub const ALL: [TableStat; 6] = [
+    pub const ALL: [TableStat; 10] = [
         TableStat::SrcStateNew,
         TableStat::SrcStateFull,
         TableStat::BanAdded,
         TableStat::BanTableFull,
         TableStat::BanExpired,
         TableStat::BanEventLost,
+        TableStat::ResponseSeen,
+        TableStat::TrustEarned,
+        TableStat::AuthFailure,
+        TableStat::TrustedPass,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -80,6 +98,10 @@ impl TableStat {
             TableStat::BanTableFull => "ban_table_full",
             TableStat::BanExpired => "ban_expired",
             TableStat::BanEventLost => "ban_event_lost",
+            TableStat::ResponseSeen => "response_seen",
+            TableStat::TrustEarned => "trust_earned",
+            TableStat::AuthFailure => "auth_failure",
+            TableStat::TrustedPass => "trusted_pass",
         }
     }
 }
@@ -90,10 +112,16 @@ pub const TABLE_STAT_SLOTS: u32 = 16;
 pub const PROG_XDP: &str = "sipguard_xdp";
 /// The second-stage program (header scan), reached by tail call.
 pub const PROG_SIP: &str = "sipguard_sip";
-/// Tail-call table and the slot `PROG_SIP` sits in.
+/// The TC egress program reading the server's responses, and its second
+/// stage (reached by tail call).
+pub const PROG_EGRESS: &str = "sipguard_egress";
+pub const PROG_RESP: &str = "sipguard_resp";
+/// Tail-call table and the slots `PROG_SIP` and `PROG_RESP` sit in.
 pub const MAP_PROGS: &str = "PROGS";
-pub const PROG_SLOTS: u32 = 1;
+pub const MAP_PROGS_TC: &str = "PROGS_TC";
+pub const PROG_SLOTS: u32 = 2;
 pub const PROG_SLOT_SIP: u32 = 0;
+pub const PROG_SLOT_RESP: u32 = 0;
 
 /// `SIP_PORTS` is indexed directly by destination port.
 pub const SIP_PORTS_LEN: u32 = 65536;

@@ -9,6 +9,9 @@ pub const POLICY_SCAN: u32 = 1 << 1;
 /// Drop malformed SIP on SIP ports: not SIP, missing mandatory headers,
 /// truncated, oversized.
 pub const POLICY_MALFORMED: u32 = 1 << 2;
+/// Earned trust: sources the server answered with a 2xx to REGISTER or
+/// INVITE skip the global budgets (see `Policy::trusted`).
+pub const POLICY_TRUST: u32 = 1 << 3;
 
 /// Which rate-limit bucket a request is charged to.
 #[repr(u32)]
@@ -113,6 +116,15 @@ pub struct Policy {
     /// Largest UDP SIP payload accepted when `POLICY_MALFORMED` is set.
     pub max_message_bytes: u32,
     pub enum_window_ns: u64,
+    /// How long a 2xx to REGISTER/INVITE keeps a client trusted.
+    pub trust_for_ns: u64,
+    /// Per-source limits for trusted sources (they skip the global ones).
+    pub trusted: [Limit; BUCKETS],
+    /// 401/403/407 answers (and 404 to REGISTER) to one client within
+    /// `auth_fail_window_ns` that ban it; 0 disables the rule.
+    pub auth_fail_after: u32,
+    pub _pad1: u32,
+    pub auth_fail_window_ns: u64,
 }
 
 impl Policy {

@@ -50,6 +50,9 @@ pub enum BanReason {
     Scanner = 3,
     /// Asked for too many distinct targets (enumeration / sweep).
     Enumeration = 4,
+    /// Collected too many 401/403/407 (or 404 to REGISTER) answers: password
+    /// guessing or extension probing.
+    AuthFailure = 5,
 }
 
 impl BanReason {
@@ -59,6 +62,7 @@ impl BanReason {
             2 => "manual",
             3 => "scanner",
             4 => "enumeration",
+            5 => "auth-failure",
             _ => "unknown",
         }
     }
@@ -83,6 +87,22 @@ pub struct SrcState {
     /// linear-counting bitmap (bit = target hash mod 128).
     pub targets: [u64; 2],
     pub targets_start_ns: u64,
+    /// Authentication failures the server answered this source with, since
+    /// `auth_start_ns`.
+    pub auth_fails: u64,
+    pub auth_start_ns: u64,
+}
+
+/// A trusted source (`TRUSTED` map), learned from the server's 2xx answers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Trust {
+    /// CLOCK_MONOTONIC ns when the trust lapses unless renewed.
+    pub expires_ns: u64,
+    /// When it was first earned (kept across renewals).
+    pub since_ns: u64,
+    /// 2xx answers that earned or renewed it.
+    pub renewals: u64,
 }
 
 /// Sent on the `BAN_EVENTS` ring buffer each time the program bans a source.
@@ -108,4 +128,5 @@ mod pod {
     unsafe impl aya::Pod for Ban {}
     unsafe impl aya::Pod for SrcState {}
     unsafe impl aya::Pod for BanEvent {}
+    unsafe impl aya::Pod for Trust {}
 }

@@ -162,3 +162,19 @@ fn is_extension_request(w0: u64, w1: u64) -> bool {
     let tel = scheme(0) == b't' && scheme(1) == b'e' && scheme(2) == b'l' && at(3) == b':';
     sip_uri || tel
 }
+
+/// The status code of a SIP response starting at `at` ("SIP/2.0 NNN "), or
+/// `None` if the payload is not one. For the egress program, which only
+/// needs responses.
+#[inline(always)]
+pub fn status_code(at: usize, end: usize) -> Option<u32> {
+    if at + PEEK > end {
+        return None;
+    }
+    let w = unsafe { core::ptr::read_unaligned(at as *const [u64; 2]) };
+    if w[0] != SIP_VERSION.w0 || !is_status_code(w[0], w[1]) {
+        return None;
+    }
+    let d = |i: usize| (byte(w[0], w[1], i) - b'0') as u32;
+    Some(d(8) * 100 + d(9) * 10 + d(10))
+}

@@ -19,13 +19,23 @@ mod parse;
 mod policy;
 mod scan;
 mod stats;
+mod trust;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, xdp_action},
+    helpers::bpf_ktime_get_ns,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 use aya_log_ebpf::debug;
-use sipguard_common::{Class, Reason, Verdict, maps::PROG_SLOT_SIP};
+use sipguard_common::{
+    Class, Reason, Verdict,
+    maps::{PROG_SLOT_RESP, PROG_SLOT_SIP, TableStat},
+    policy::POLICY_TRUST,
+};
 
 use crate::{
-    maps::{PENDING, PROGS},
+    maps::{PENDING, PENDING_RESP, PROGS, PROGS_TC},
     parse::Transport,
     policy::Step,
 };
@@ -51,7 +61,7 @@ fn finish(ctx: &XdpContext, verdict: Verdict, reason: Reason, class: Option<u32>
 #[xdp]
 pub fn sipguard_xdp(ctx: XdpContext) -> u32 {
     let end = ctx.data_end();
-    let flow = match parse::parse(ctx.data(), end) {
+    let flow = match parse::parse(ctx.data(), end, false) {
         Ok(flow) => flow,
         Err(reason) => return finish(&ctx, Verdict::Pass, reason, None),
     };
@@ -105,6 +115,72 @@ pub fn sipguard_sip(ctx: XdpContext) -> u32 {
     let p = *p;
     let (verdict, reason) = policy::second(ctx.ctx, policy, &p);
     finish(&ctx, verdict, reason, Some(p.class))
+}
+
+/// TC egress on the protected interface: the server's responses. Never
+/// changes what the server sends (always `TC_ACT_OK`); it only learns from
+/// the relevant answers (2xx, 401/403/407, 404), which continue by tail call
+/// in `sipguard_resp`.
+#[classifier]
+pub fn sipguard_egress(ctx: TcContext) -> i32 {
+    egress(&ctx);
+    TC_ACT_OK
+}
+
+#[inline(always)]
+fn egress(ctx: &TcContext) {
+    let Some(policy) = maps::POLICY.get(0) else {
+        return;
+    };
+    if policy.flags & POLICY_TRUST == 0 && policy.auth_fail_after == 0 {
+        return;
+    }
+    let end = ctx.data_end();
+    let Ok(flow) = parse::parse(ctx.data(), end, true) else {
+        return;
+    };
+    if flow.transport != Transport::Udp {
+        return;
+    }
+    let Some(status) = classify::status_code(flow.payload, end) else {
+        return;
+    };
+    stats::table(TableStat::ResponseSeen);
+    let relevant = (200..300).contains(&status)
+        || status == 401
+        || status == 403
+        || status == 404
+        || status == 407;
+    if !relevant {
+        return;
+    }
+    if let Some(p) = PENDING_RESP.get_ptr_mut(0) {
+        // SAFETY: per-CPU map value, owned by this CPU during the program.
+        unsafe {
+            *p = maps::PendingResp {
+                client: policy::group(&flow, policy),
+                status,
+                _pad: 0,
+                payload_off: flow.payload_off as u64,
+                payload_len: flow.payload_len as u64,
+            };
+            PROGS_TC.tail_call(ctx, PROG_SLOT_RESP);
+        }
+    }
+}
+
+/// Second stage of the egress path: read the response's CSeq method and
+/// learn trust or authentication failures from it (trust.rs).
+#[classifier]
+pub fn sipguard_resp(ctx: TcContext) -> i32 {
+    if let (Some(p), Some(policy)) = (PENDING_RESP.get(0), maps::POLICY.get(0)) {
+        let p = *p;
+        if let Some(sc) = scan::run_skb(ctx.skb.skb, p.payload_off, p.payload_off + p.payload_len) {
+            let now = unsafe { bpf_ktime_get_ns() };
+            trust::learn(policy, &p.client, p.status, sc.cseq_method, now);
+        }
+    }
+    TC_ACT_OK
 }
 
 #[cfg(not(test))]

@@ -10,11 +10,11 @@ use sipguard_common::{
     class::CLASS_SLOTS,
     maps::{
         ALLOW_MAX, BAN_EVENTS_BYTES, BANS_MAX, BLOCK_MAX, PROG_SLOTS, SIP_PORTS_LEN, SRC_STATE_MAX,
-        TABLE_STAT_SLOTS, VERDICT_SLOTS,
+        TABLE_STAT_SLOTS, TRUSTED_MAX, VERDICT_SLOTS,
     },
     policy::BUCKETS,
     signature::{Bloom, SIG_NAME_MAX, SIGNATURES_MAX, SigEntry},
-    source::{Ban, BlockEntry, SrcKey, SrcState},
+    source::{Ban, BlockEntry, SrcKey, SrcState, Trust},
     verdict::REASON_SLOTS,
 };
 
@@ -111,6 +111,11 @@ pub static SCAN_STATE: PerCpuArray<crate::scan::Scan> = PerCpuArray::with_max_en
 #[map]
 pub static PROGS: ProgramArray = ProgramArray::with_max_entries(PROG_SLOTS, 0);
 
+/// The same for the TC egress path (`PROG_SLOT_RESP` holds `sipguard_resp`):
+/// a program array serves one program type only.
+#[map]
+pub static PROGS_TC: ProgramArray = ProgramArray::with_max_entries(PROG_SLOTS, 0);
+
 /// A request handed from `sipguard_xdp` to `sipguard_sip` across the tail
 /// call (per CPU: the tail call runs on the same CPU, at once).
 #[repr(C)]
@@ -135,3 +140,23 @@ pub static PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
 /// for the same reason as `SCAN_STATE`.
 #[map]
 pub static TOKENIZE: PerCpuArray<crate::scan::Tokenize> = PerCpuArray::with_max_entries(1, 0);
+
+/// Trusted clients (see trust.rs), keyed like bans. LRU: an evicted entry only
+/// sends that client back to the shared budgets until its next 2xx.
+#[map]
+pub static TRUSTED: LruHashMap<SrcKey, Trust> = LruHashMap::with_max_entries(TRUSTED_MAX, 0);
+
+/// A response handed from `sipguard_egress` to `sipguard_resp`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingResp {
+    /// The client (destination of the response), grouped like bans.
+    pub client: SrcKey,
+    pub status: u32,
+    pub _pad: u32,
+    pub payload_off: u64,
+    pub payload_len: u64,
+}
+
+#[map]
+pub static PENDING_RESP: PerCpuArray<PendingResp> = PerCpuArray::with_max_entries(1, 0);

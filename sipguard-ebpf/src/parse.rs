@@ -40,10 +40,11 @@ pub enum Transport {
     Tcp,
 }
 
-/// A packet to a SIP port.
+/// A packet to a SIP port (ingress) or from one (egress).
 pub struct Flow {
-    /// Source address; IPv4 as an IPv4-mapped IPv6 address (::ffff:a.b.c.d)
-    /// so one key type serves both families.
+    /// The peer's address: the source on ingress, the destination (the
+    /// client being answered) on egress. IPv4 as an IPv4-mapped IPv6 address
+    /// (::ffff:a.b.c.d) so one key type serves both families.
     pub src: [u8; 16],
     pub is_v6: bool,
     pub transport: Transport,
@@ -61,9 +62,10 @@ pub struct Flow {
     pub payload_len: usize,
 }
 
-/// Parse the headers between `data` and `end`.
+/// Parse the headers between `data` and `end`. `egress`: a packet the server
+/// sends, matched on its source port and keyed by its destination.
 #[inline(always)]
-pub fn parse(data: usize, end: usize) -> Result<Flow, Reason> {
+pub fn parse(data: usize, end: usize, egress: bool) -> Result<Flow, Reason> {
     let mut c = Cursor::new(data, end);
     let eth: *const EthHdr = c.take().ok_or(Reason::Malformed)?;
     let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
@@ -79,8 +81,8 @@ pub fn parse(data: usize, end: usize) -> Result<Flow, Reason> {
     let mut src = [0u8; 16];
     let mut fragmented = false;
     let (proto, is_v6) = match ether_type {
-        ETH_P_IP => (ipv4(&mut c, &mut src, &mut fragmented)?, false),
-        ETH_P_IPV6 => (ipv6(&mut c, &mut src, &mut fragmented)?, true),
+        ETH_P_IP => (ipv4(&mut c, &mut src, &mut fragmented, egress)?, false),
+        ETH_P_IPV6 => (ipv6(&mut c, &mut src, &mut fragmented, egress)?, true),
         _ => return Err(Reason::NotSipPort),
     };
 
@@ -91,7 +93,11 @@ pub fn parse(data: usize, end: usize) -> Result<Flow, Reason> {
             if udp_len < 8 {
                 return Err(Reason::Malformed);
             }
-            let dport = u16::from_be_bytes(unsafe { (*udp).dst });
+            let dport = if egress {
+                u16::from_be_bytes(unsafe { (*udp).src })
+            } else {
+                u16::from_be_bytes(unsafe { (*udp).dst })
+            };
             let in_frame = c.remaining();
             let stated = udp_len - 8;
             let len = if stated < in_frame { stated } else { in_frame };
@@ -130,7 +136,12 @@ pub fn parse(data: usize, end: usize) -> Result<Flow, Reason> {
 
 /// IPv4: skip options, refuse non-first fragments, return the protocol.
 #[inline(always)]
-fn ipv4(c: &mut Cursor, src: &mut [u8; 16], fragmented: &mut bool) -> Result<u8, Reason> {
+fn ipv4(
+    c: &mut Cursor,
+    src: &mut [u8; 16],
+    fragmented: &mut bool,
+    egress: bool,
+) -> Result<u8, Reason> {
     let ip: *const Ipv4Hdr = c.take().ok_or(Reason::Malformed)?;
     let vihl = unsafe { (*ip).vihl };
     let ihl = ((vihl & 0x0f) as usize) * 4;
@@ -145,16 +156,30 @@ fn ipv4(c: &mut Cursor, src: &mut [u8; 16], fragmented: &mut bool) -> Result<u8,
     *fragmented = frags & 0x2000 != 0;
     src[10] = 0xff;
     src[11] = 0xff;
-    src[12..16].copy_from_slice(unsafe { &(*ip).src_addr });
+    let peer = if egress {
+        unsafe { &(*ip).dst_addr }
+    } else {
+        unsafe { &(*ip).src_addr }
+    };
+    src[12..16].copy_from_slice(peer);
     Ok(unsafe { (*ip).proto })
 }
 
 /// IPv6: walk the extension headers we know, refuse non-first fragments,
 /// return the upper-layer protocol.
 #[inline(always)]
-fn ipv6(c: &mut Cursor, src: &mut [u8; 16], fragmented: &mut bool) -> Result<u8, Reason> {
+fn ipv6(
+    c: &mut Cursor,
+    src: &mut [u8; 16],
+    fragmented: &mut bool,
+    egress: bool,
+) -> Result<u8, Reason> {
     let ip: *const Ipv6Hdr = c.take().ok_or(Reason::Malformed)?;
-    *src = unsafe { (*ip).src_addr };
+    *src = if egress {
+        unsafe { (*ip).dst_addr }
+    } else {
+        unsafe { (*ip).src_addr }
+    };
     let mut next = unsafe { (*ip).next_hdr };
     for _ in 0..MAX_IPV6_EXT_HDRS {
         match next {

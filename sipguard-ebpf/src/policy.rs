@@ -8,7 +8,7 @@ use aya_ebpf::{bindings::xdp_md, helpers::bpf_ktime_get_ns, maps::lpm_trie::Key}
 use sipguard_common::{
     Class, Policy, Reason, Verdict,
     maps::TableStat,
-    policy::{Bucket, POLICY_MALFORMED, POLICY_SCAN},
+    policy::{Bucket, Limit, POLICY_MALFORMED, POLICY_SCAN, POLICY_TRUST},
     signature::TIER_BAN,
     source::{Ban, BanEvent, BanReason, SrcKey, SrcState},
 };
@@ -18,7 +18,7 @@ use crate::{
     maps::Pending,
     maps::{ALLOW, BAN_EVENTS, BANS, BLOCK, GLOBAL_STATE, POLICY, SRC_STATE},
     parse::{Flow, Transport},
-    scan, stats,
+    scan, stats, trust,
 };
 
 /// A rule matched: drop when enforcing, count as would-drop otherwise.
@@ -60,7 +60,7 @@ fn opens_target(class: u32) -> bool {
 /// The key bans and rate state use: IPv4 as is, IPv6 cut to the grouping
 /// prefix.
 #[inline(always)]
-fn group(flow: &Flow, policy: &Policy) -> SrcKey {
+pub fn group(flow: &Flow, policy: &Policy) -> SrcKey {
     let mut key = SrcKey { addr: flow.src };
     if flow.is_v6 {
         for i in 0..16 {
@@ -198,8 +198,22 @@ fn deep(xdp: *mut xdp_md, policy: &Policy, p: &Pending, now: u64) -> Option<(Ver
 /// Per-source limit, then the global one, for `bucket`.
 #[inline(always)]
 pub fn limits(policy: &Policy, src: &SrcKey, bucket: u32, now: u64) -> (Verdict, Reason) {
-    if !per_source(policy, src, bucket, now) {
+    // A source the server has recently answered with a 2xx to REGISTER or
+    // INVITE has proved it receives the server's packets (a spoofed source
+    // never sees the 2xx): it gets its own, higher per-source limits and
+    // skips the global budgets, which are then spent only on unknown sources.
+    let trusted = policy.flags & POLICY_TRUST != 0 && trust::is_trusted(src, now);
+    let own = if trusted {
+        &policy.trusted[bucket as usize & 3]
+    } else {
+        &policy.source[bucket as usize & 3]
+    };
+    if !per_source(policy, own, src, bucket, now) {
         return deny(policy, Reason::RateSource);
+    }
+    if trusted {
+        stats::table(TableStat::TrustedPass);
+        return (Verdict::Pass, Reason::Accepted);
     }
     let global = &policy.global[bucket as usize & 3];
     if !global.unlimited()
@@ -213,7 +227,7 @@ pub fn limits(policy: &Policy, src: &SrcKey, bucket: u32, now: u64) -> (Verdict,
 
 /// The source's rate state, created on first sight.
 #[inline(always)]
-fn src_state(src: &SrcKey, now: u64) -> Option<&'static mut SrcState> {
+pub fn src_state(src: &SrcKey, now: u64) -> Option<&'static mut SrcState> {
     if let Some(s) = SRC_STATE.get_ptr_mut(src) {
         // SAFETY: valid map value pointer for the rest of this program run.
         return Some(unsafe { &mut *s });
@@ -252,8 +266,7 @@ fn enumerating(policy: &Policy, st: &mut SrcState, target: u64, now: u64) -> boo
 /// Charge the packet to the source's bucket; count violations and ban the
 /// source once it reaches `ban_after` of them within the window.
 #[inline(always)]
-fn per_source(policy: &Policy, src: &SrcKey, bucket: u32, now: u64) -> bool {
-    let limit = &policy.source[bucket as usize & 3];
+fn per_source(policy: &Policy, limit: &Limit, src: &SrcKey, bucket: u32, now: u64) -> bool {
     if limit.unlimited() {
         return true;
     }
@@ -280,7 +293,7 @@ fn per_source(policy: &Policy, src: &SrcKey, bucket: u32, now: u64) -> bool {
 /// Ban `src` for `ban_for_ns` and tell the agent. `detail` is the bucket
 /// (rate and enumeration bans) or the signature id (scanner bans).
 #[inline(always)]
-fn ban(
+pub fn ban(
     policy: &Policy,
     src: &SrcKey,
     reason: BanReason,

@@ -10,8 +10,8 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::xdp_md,
-    helpers::generated::{bpf_loop, bpf_xdp_load_bytes},
+    bindings::{__sk_buff, xdp_md},
+    helpers::generated::{bpf_loop, bpf_skb_load_bytes, bpf_xdp_load_bytes},
 };
 use sipguard_common::signature::{
     BLOOM_BITS, FNV_OFFSET, FNV_PRIME, SigEntry, TIER_BAN, is_token_byte,
@@ -72,12 +72,17 @@ pub struct Scan {
     first: u32,
     /// The next window continues a long line (not a header start).
     continued: u32,
+    _pad: u32,
+    /// FNV-1a of the CSeq method (lower-cased), e.g. to tell a 200 to
+    /// REGISTER from a 200 to OPTIONS.
+    pub cseq_method: u64,
 }
 
-/// What the callback gets: only the packet context.
+/// What the callback gets: only the packet context (an `xdp_md` or, for
+/// the TC egress program, an `__sk_buff`).
 #[repr(C)]
 struct Ctx {
-    xdp: *mut xdp_md,
+    ctx: *mut c_void,
 }
 
 /// Scan the SIP request whose payload spans `[start, limit)` (offsets from
@@ -87,6 +92,19 @@ struct Ctx {
 /// state whatever path the parser took, so the verifier checks it once.
 #[inline(always)]
 pub fn run(xdp: *mut xdp_md, start: u64, limit: u64) -> Option<Scan> {
+    run_on::<false>(xdp as *mut c_void, start, limit)
+}
+
+/// The same on a socket buffer (the TC egress program).
+#[inline(always)]
+pub fn run_skb(skb: *mut __sk_buff, start: u64, limit: u64) -> Option<Scan> {
+    run_on::<true>(skb as *mut c_void, start, limit)
+}
+
+/// `SKB` picks the load helper at compile time: a helper the program type
+/// does not have is refused by the verifier even on a dead branch.
+#[inline(always)]
+fn run_on<const SKB: bool>(ctx: *mut c_void, start: u64, limit: u64) -> Option<Scan> {
     let st = SCAN_STATE.get_ptr_mut(0)?;
     // SAFETY: per-CPU map value, owned by this CPU during the program.
     unsafe {
@@ -100,13 +118,15 @@ pub fn run(xdp: *mut xdp_md, start: u64, limit: u64) -> Option<Scan> {
             complete: 0,
             first: 1,
             continued: 0,
+            _pad: 0,
+            cseq_method: 0,
         };
     }
-    let mut ctx = Ctx { xdp };
+    let mut ctx = Ctx { ctx };
     unsafe {
         bpf_loop(
             MAX_LINES,
-            scan_line as *mut c_void,
+            scan_line::<SKB> as *mut c_void,
             &mut ctx as *mut Ctx as *mut c_void,
             0,
         );
@@ -144,7 +164,8 @@ const TOKENIZE_KINDS: u64 = 1 << kind::USER_AGENT
     | 1 << kind::FROM
     | 1 << kind::TO
     | 1 << kind::CONTACT
-    | 1 << kind::REQUEST_URI;
+    | 1 << kind::REQUEST_URI
+    | 1 << kind::CSEQ;
 /// Kinds that feed the enumeration target hash.
 const TARGET_KINDS: u64 = 1 << kind::TO | 1 << kind::REQUEST_URI;
 
@@ -222,8 +243,8 @@ fn word(buf: &[u8; BUF], i: usize) -> u64 {
     ])
 }
 
-extern "C" fn scan_line(_index: u64, ctx: *mut c_void) -> i64 {
-    let xdp = unsafe { (*(ctx as *mut Ctx)).xdp };
+extern "C" fn scan_line<const SKB: bool>(_index: u64, ctx: *mut c_void) -> i64 {
+    let pkt = unsafe { (*(ctx as *mut Ctx)).ctx };
     let Some(st) = SCAN_STATE.get_ptr_mut(0) else {
         return STOP;
     };
@@ -243,7 +264,18 @@ extern "C" fn scan_line(_index: u64, ctx: *mut c_void) -> i64 {
     };
     // SAFETY: a per-CPU map value of WINDOW bytes, owned by this CPU for the
     // duration of the program.
-    let rc = unsafe { bpf_xdp_load_bytes(xdp, pos as u32, buf as *mut c_void, n as u32) };
+    let rc = unsafe {
+        if SKB {
+            bpf_skb_load_bytes(
+                pkt as *const c_void,
+                pos as u32,
+                buf as *mut c_void,
+                n as u32,
+            )
+        } else {
+            bpf_xdp_load_bytes(pkt as *mut xdp_md, pos as u32, buf as *mut c_void, n as u32)
+        }
+    };
     if rc != 0 {
         return STOP;
     }
@@ -299,8 +331,11 @@ extern "C" fn scan_line(_index: u64, ctx: *mut c_void) -> i64 {
     let value = opaque::launder(value as u64, 0) as usize & WINDOW_MASK;
     s.seen |= SEEN_BY_KIND[k as usize];
     if (TOKENIZE_KINDS >> k) & 1 != 0 && value < nl {
-        let t = tokenize(s, value, nl, k);
+        let (t, last) = tokenize(s, value, nl, k);
         s.target ^= t & ((TARGET_KINDS >> k) & 1).wrapping_neg();
+        // The method is CSeq's last token ("CSeq: 1 REGISTER").
+        let is_cseq = ((1u64 << kind::CSEQ >> k) & 1).wrapping_neg();
+        s.cseq_method = (last & is_cseq) | (s.cseq_method & !is_cseq);
     }
     CONTINUE
 }
@@ -364,16 +399,16 @@ fn nonzero(x: u64) -> u64 {
 }
 
 /// Hash the tokens of `buf[from..to]` and check them against the signatures;
-/// return the target hash kind `k` asks for.
+/// return the target hash kind `k` asks for, and the last token's hash.
 ///
 /// The bytes are walked by a nested `bpf_loop`, eight bytes per iteration,
 /// with the running state in `TOKENIZE` (map memory): the verifier checks
 /// the eight-byte step once. Inside the step every per-byte decision is
 /// arithmetic on 0/1 masks (the BPF backend turns compares into branches).
 #[inline(always)]
-fn tokenize(s: &mut Scan, from: usize, to: usize, k: u64) -> u64 {
+fn tokenize(s: &mut Scan, from: usize, to: usize, k: u64) -> (u64, u64) {
     let Some(t) = TOKENIZE.get_ptr_mut(0) else {
-        return 0;
+        return (0, 0);
     };
     // SAFETY: per-CPU map value, owned by this CPU during the program.
     let t = unsafe { &mut *t };
@@ -403,13 +438,14 @@ fn tokenize(s: &mut Scan, from: usize, to: usize, k: u64) -> u64 {
     // A token running to the end of the value.
     t.tokens[t.n as usize & (TOKENS - 1)] = t.h;
     let n = t.n + t.prev;
+    let last = t.tokens[(n.wrapping_sub(1)) as usize & (TOKENS - 1)];
     for j in 0..TOKENS {
         if j as u64 >= n {
             break;
         }
         check_token(s, t.tokens[j]);
     }
-    t.target
+    (t.target, last)
 }
 
 /// Running state of `tokenize` (per CPU, see there).

@@ -44,6 +44,12 @@ pub enum Command {
         #[command(subcommand)]
         op: BansOp,
     },
+    /// List or withdraw earned trust (clients the server answered with a 2xx
+    /// to REGISTER or INVITE).
+    Trusted {
+        #[command(subcommand)]
+        op: TrustedOp,
+    },
     /// Show or change rate limits and ban settings of the running agent.
     Limits {
         #[command(subcommand)]
@@ -177,6 +183,28 @@ pub enum BansOp {
         target: Target,
     },
     /// Lift every ban.
+    Clear {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TrustedOp {
+    /// List trusted sources.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Withdraw trust from sources (IPv6: the whole grouping prefix).
+    Del {
+        addrs: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Withdraw all trust.
     Clear {
         #[command(flatten)]
         target: Target,

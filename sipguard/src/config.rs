@@ -11,7 +11,10 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sipguard_common::{
     Policy,
-    policy::{BUCKETS, Bucket, Limit, POLICY_ENFORCE, POLICY_MALFORMED, POLICY_SCAN, prefix_mask},
+    policy::{
+        BUCKETS, Bucket, Limit, POLICY_ENFORCE, POLICY_MALFORMED, POLICY_SCAN, POLICY_TRUST,
+        prefix_mask,
+    },
 };
 
 const NS_PER_SEC: u64 = 1_000_000_000;
@@ -29,6 +32,8 @@ pub struct Config {
     pub ban: BanConfig,
     pub scanner: ScannerConfig,
     pub malformed: MalformedConfig,
+    pub trust: TrustConfig,
+    pub auth_fail: AuthFailConfig,
     /// Sources that are never limited, banned or dropped (trunks, peers,
     /// your own networks). CIDR or address, IPv4 or IPv6.
     pub allow: Vec<IpNet>,
@@ -91,6 +96,58 @@ pub struct ScannerConfig {
 pub struct MalformedConfig {
     pub drop: bool,
     pub max_message_bytes: u32,
+}
+
+/// Earned trust: a client the server answered with a 2xx to REGISTER or
+/// INVITE is trusted for `for`: it skips the global budgets and gets these
+/// higher per-source limits. A spoofed source never receives the 2xx, so it
+/// cannot earn trust.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustConfig {
+    pub enabled: bool,
+    #[serde(rename = "for", with = "humantime_serde")]
+    pub duration: Duration,
+    pub invite: RateLimit,
+    pub register: RateLimit,
+    pub other: RateLimit,
+    pub syn: RateLimit,
+}
+
+/// Credential attacks: 401/403/407 answers (and 404 to REGISTER) to one
+/// client within `window`; `after` of them ban it (0 = off). A 2xx clears
+/// the count.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthFailConfig {
+    pub after: u32,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
+
+impl Default for TrustConfig {
+    fn default() -> Self {
+        TrustConfig {
+            enabled: true,
+            // Registrations refresh every few minutes to an hour.
+            duration: Duration::from_secs(3600),
+            invite: RateLimit::new(50, 100),
+            register: RateLimit::new(20, 50),
+            other: RateLimit::new(200, 400),
+            syn: RateLimit::new(20, 40),
+        }
+    }
+}
+
+impl Default for AuthFailConfig {
+    fn default() -> Self {
+        AuthFailConfig {
+            // One 401 is the normal digest challenge; a mistyped password adds
+            // one or two more before the 2xx clears the count.
+            after: 6,
+            window: Duration::from_secs(60),
+        }
+    }
 }
 
 impl Default for ScannerConfig {
@@ -228,6 +285,18 @@ impl Limits {
     }
 }
 
+impl TrustConfig {
+    fn by_name(&mut self, name: &str) -> Option<&mut RateLimit> {
+        Some(match name {
+            "invite" => &mut self.invite,
+            "register" => &mut self.register,
+            "other" => &mut self.other,
+            "syn" => &mut self.syn,
+            _ => return None,
+        })
+    }
+}
+
 impl RateLimit {
     /// Read a kernel limit back; the unit is the smallest of s, m, h that
     /// expresses the rate in whole packets.
@@ -327,6 +396,8 @@ impl Default for Config {
             ban: BanConfig::default(),
             scanner: ScannerConfig::default(),
             malformed: MalformedConfig::default(),
+            trust: TrustConfig::default(),
+            auth_fail: AuthFailConfig::default(),
             allow: Vec::new(),
             block: Vec::new(),
         }
@@ -396,15 +467,26 @@ impl Config {
                 self.scanner.enumeration_after
             );
         }
+        if self.auth_fail.after > 0 && self.auth_fail.window.is_zero() {
+            bail!("auth_fail.window: must be longer than 0s when auth_fail.after is set");
+        }
+        if self.trust.enabled && self.trust.duration.is_zero() {
+            bail!("trust.for: must be longer than 0s when trust is enabled");
+        }
         if self.ban.after > 0 && self.ban.window.is_zero() {
             bail!("ban.window: must be longer than 0s when ban.after is set");
         }
         Ok(())
     }
 
-    fn limit_entries(&self) -> [(&'static str, RateLimit); 8] {
+    fn limit_entries(&self) -> [(&'static str, RateLimit); 12] {
         let l = &self.limits;
+        let t = &self.trust;
         [
+            ("trust.invite", t.invite),
+            ("trust.register", t.register),
+            ("trust.other", t.other),
+            ("trust.syn", t.syn),
             ("invite", l.invite),
             ("register", l.register),
             ("other", l.other),
@@ -435,6 +517,7 @@ impl Config {
             (self.enforce, POLICY_ENFORCE),
             (self.scanner.signatures, POLICY_SCAN),
             (self.malformed.drop, POLICY_MALFORMED),
+            (self.trust.enabled, POLICY_TRUST),
         ] {
             if on {
                 flags |= bit;
@@ -451,6 +534,23 @@ impl Config {
             enum_after: self.scanner.enumeration_after,
             max_message_bytes: self.malformed.max_message_bytes,
             enum_window_ns: self.scanner.enumeration_window.as_nanos() as u64,
+            trust_for_ns: self.trust.duration.as_nanos() as u64,
+            trusted: {
+                let t = &self.trust;
+                let mut lim = [Limit::UNLIMITED; BUCKETS];
+                for (b, rl) in [
+                    (Bucket::Invite, t.invite),
+                    (Bucket::Register, t.register),
+                    (Bucket::Other, t.other),
+                    (Bucket::Syn, t.syn),
+                ] {
+                    lim[b as usize] = rl.to_limit();
+                }
+                lim
+            },
+            auth_fail_after: self.auth_fail.after,
+            _pad1: 0,
+            auth_fail_window_ns: self.auth_fail.window.as_nanos() as u64,
         }
     }
 
@@ -488,6 +588,18 @@ impl Config {
                 drop: p.flags & POLICY_MALFORMED != 0,
                 max_message_bytes: p.max_message_bytes,
             },
+            trust: TrustConfig {
+                enabled: p.flags & POLICY_TRUST != 0,
+                duration: Duration::from_nanos(p.trust_for_ns),
+                invite: rl(&p.trusted[Bucket::Invite as usize]),
+                register: rl(&p.trusted[Bucket::Register as usize]),
+                other: rl(&p.trusted[Bucket::Other as usize]),
+                syn: rl(&p.trusted[Bucket::Syn as usize]),
+            },
+            auth_fail: AuthFailConfig {
+                after: p.auth_fail_after,
+                window: Duration::from_nanos(p.auth_fail_window_ns),
+            },
             ..Config::default()
         }
     }
@@ -513,13 +625,21 @@ impl Config {
                 self.scanner.enumeration_window = parse_duration(key, value)?
             }
             "malformed.drop" => self.malformed.drop = parse_switch(key, value)?,
+            "trust.enabled" => self.trust.enabled = parse_switch(key, value)?,
+            "trust.for" => self.trust.duration = parse_duration(key, value)?,
+            "auth_fail.after" => self.auth_fail.after = parse_num(key, value)?,
+            "auth_fail.window" => self.auth_fail.window = parse_duration(key, value)?,
             "malformed.max_message_bytes" => {
                 self.malformed.max_message_bytes = parse_num(key, value)?
             }
             _ => {
                 let unknown = || anyhow::anyhow!("unknown key '{key}'; keys: {}", KEYS.join(", "));
                 let (name, field) = key.rsplit_once('.').ok_or_else(unknown)?;
-                let rl = self.limits.by_name(name).ok_or_else(unknown)?;
+                let rl = match name.strip_prefix("trust.") {
+                    Some(bucket) => self.trust.by_name(bucket),
+                    None => self.limits.by_name(name),
+                }
+                .ok_or_else(unknown)?;
                 match field {
                     "rate" => rl.rate = value.parse().with_context(|| key.to_string())?,
                     "burst" => rl.burst = parse_num(key, value)?,
@@ -532,7 +652,19 @@ impl Config {
 }
 
 /// Keys `limits set` accepts.
-pub const KEYS: [&str; 26] = [
+pub const KEYS: [&str; 38] = [
+    "trust.enabled",
+    "trust.for",
+    "trust.invite.rate",
+    "trust.invite.burst",
+    "trust.register.rate",
+    "trust.register.burst",
+    "trust.other.rate",
+    "trust.other.burst",
+    "trust.syn.rate",
+    "trust.syn.burst",
+    "auth_fail.after",
+    "auth_fail.window",
     "invite.rate",
     "invite.burst",
     "register.rate",

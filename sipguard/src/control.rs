@@ -16,7 +16,7 @@ use sipguard::{
 };
 use sipguard_common::source::{Ban, BanReason, SrcKey};
 
-use crate::cli::{BansOp, BlockOp, Entries, LimitsOp, ListOp, OnOff, SigOp, Target};
+use crate::cli::{BansOp, BlockOp, Entries, LimitsOp, ListOp, OnOff, SigOp, Target, TrustedOp};
 
 fn open(target: &Target) -> Result<Maps> {
     preflight::require_root("this command")?;
@@ -255,6 +255,67 @@ pub fn limits(op: LimitsOp) -> Result<()> {
 }
 
 #[derive(Serialize)]
+struct TrustRow {
+    source: String,
+    since: String,
+    expires: String,
+    remaining: String,
+    renewals: u64,
+}
+
+pub fn trusted(op: TrustedOp) -> Result<()> {
+    match op {
+        TrustedOp::List { json, target } => {
+            let maps = open(&target)?;
+            let prefix = addr::mask_len(&maps.policy()?.v6_mask);
+            let now = addr::monotonic_ns();
+            let rows: Vec<TrustRow> = maps
+                .trusted_list()?
+                .into_iter()
+                .filter(|(_, t)| t.expires_ns > now)
+                .map(|(k, t)| TrustRow {
+                    source: addr::show_src(&k, prefix),
+                    since: wall_clock(t.since_ns),
+                    expires: wall_clock(t.expires_ns),
+                    remaining: remaining(t.expires_ns),
+                    renewals: t.renewals,
+                })
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if rows.is_empty() {
+                println!("no trusted sources");
+            } else {
+                println!(
+                    "{:<28} {:>9} {:>12}  expires",
+                    "SOURCE", "RENEWALS", "REMAINING"
+                );
+                for r in rows {
+                    println!(
+                        "{:<28} {:>9} {:>12}  {}",
+                        r.source, r.renewals, r.remaining, r.expires
+                    );
+                }
+            }
+        }
+        TrustedOp::Del { addrs, target } => {
+            let mut maps = open(&target)?;
+            let keys = ban_keys(&maps, &addrs)?;
+            let c = maps.trusted_del(&keys)?;
+            println!(
+                "withdrew trust from {} sources ({} were not trusted)",
+                c.applied, c.missing
+            );
+        }
+        TrustedOp::Clear { target } => {
+            let n = open(&target)?.trusted_clear()?;
+            println!("withdrew trust from {n} sources");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
 struct LimitsView<'a> {
     enforce: bool,
     ipv6_prefix: u8,
@@ -262,6 +323,8 @@ struct LimitsView<'a> {
     ban: &'a sipguard::config::BanConfig,
     scanner: &'a sipguard::config::ScannerConfig,
     malformed: &'a sipguard::config::MalformedConfig,
+    trust: &'a sipguard::config::TrustConfig,
+    auth_fail: &'a sipguard::config::AuthFailConfig,
 }
 
 fn print_limits(cfg: &Config, json: bool) -> Result<()> {
@@ -272,6 +335,8 @@ fn print_limits(cfg: &Config, json: bool) -> Result<()> {
         ban: &cfg.ban,
         scanner: &cfg.scanner,
         malformed: &cfg.malformed,
+        trust: &cfg.trust,
+        auth_fail: &cfg.auth_fail,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&view)?);

@@ -7,9 +7,12 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, ProgramArray},
-    programs::{ProgramError, Xdp},
+    programs::{ProgramError, SchedClassifier, Xdp},
 };
-use sipguard_common::maps::{MAP_PROGS, PROG_SIP, PROG_SLOT_SIP, PROG_XDP};
+use sipguard_common::maps::{
+    MAP_PROGS, MAP_PROGS_TC, PROG_EGRESS, PROG_RESP, PROG_SIP, PROG_SLOT_RESP, PROG_SLOT_SIP,
+    PROG_XDP,
+};
 
 /// The XDP object built from `sipguard-ebpf` by build.rs.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sipguard"));
@@ -75,17 +78,29 @@ fn load_with(log: KernelLog, pins: Option<&Path>) -> Result<Ebpf> {
             .try_into()?;
         prog.load().map_err(|e| verifier_error(name, e))?;
     }
-    // Install the second stage in the tail-call table.
-    let sip = ebpf
-        .program(PROG_SIP)
-        .ok_or_else(|| anyhow!("program {PROG_SIP} missing"))?
-        .fd()?
-        .try_clone()?;
-    let mut progs: ProgramArray<&mut MapData> = ebpf
-        .map_mut(MAP_PROGS)
-        .ok_or_else(|| anyhow!("map {MAP_PROGS} missing from the eBPF object"))?
-        .try_into()?;
-    progs.set(PROG_SLOT_SIP, &sip, 0)?;
+    for name in [PROG_RESP, PROG_EGRESS] {
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+            .try_into()?;
+        prog.load().map_err(|e| verifier_error(name, e))?;
+    }
+    // Install the second stages in the tail-call table.
+    for (map, slot, name) in [
+        (MAP_PROGS, PROG_SLOT_SIP, PROG_SIP),
+        (MAP_PROGS_TC, PROG_SLOT_RESP, PROG_RESP),
+    ] {
+        let fd = ebpf
+            .program(name)
+            .ok_or_else(|| anyhow!("program {name} missing"))?
+            .fd()?
+            .try_clone()?;
+        let mut progs: ProgramArray<&mut MapData> = ebpf
+            .map_mut(map)
+            .ok_or_else(|| anyhow!("map {map} missing from the eBPF object"))?
+            .try_into()?;
+        progs.set(slot, &fd, 0)?;
+    }
     Ok(ebpf)
 }
 

@@ -44,6 +44,7 @@ async fn dispatch(cmd: Command) -> Result<()> {
         Command::Block { op } => control::block(op),
         Command::Bans { op } => control::bans(op),
         Command::Limits { op } => control::limits(op),
+        Command::Trusted { op } => control::trusted(op),
         Command::Signatures { op } => control::signatures(op),
         Command::Enforce { state, target } => control::enforce(state, target),
         Command::Reload { target } => control::reload(target),

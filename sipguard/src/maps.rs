@@ -14,13 +14,14 @@ use sipguard_common::{
     Counter, Policy,
     maps::{
         MAP_ALLOW, MAP_BAN_EVENTS, MAP_BANS, MAP_BLOCK, MAP_CLASS_STATS, MAP_GLOBAL_STATE,
-        MAP_PENDING, MAP_POLICY, MAP_PROGS, MAP_REASON_STATS, MAP_SCAN_BUF, MAP_SCAN_STATE,
-        MAP_SCRATCH, MAP_SIG_BLOOM, MAP_SIG_HITS, MAP_SIG_NAMES, MAP_SIGNATURES, MAP_SIP_PORTS,
-        MAP_SRC_STATE, MAP_TABLE_STATS, MAP_TOKENIZE, PORT_TCP, PORT_UDP,
+        MAP_PENDING, MAP_PENDING_RESP, MAP_POLICY, MAP_PROGS, MAP_PROGS_TC, MAP_REASON_STATS,
+        MAP_SCAN_BUF, MAP_SCAN_STATE, MAP_SCRATCH, MAP_SIG_BLOOM, MAP_SIG_HITS, MAP_SIG_NAMES,
+        MAP_SIGNATURES, MAP_SIP_PORTS, MAP_SRC_STATE, MAP_TABLE_STATS, MAP_TOKENIZE, MAP_TRUSTED,
+        PORT_TCP, PORT_UDP,
     },
     policy::POLICY_ENFORCE,
     signature::{Bloom, SIG_NAME_MAX, SigEntry},
-    source::{Ban, BlockEntry, SrcKey, SrcState},
+    source::{Ban, BlockEntry, SrcKey, SrcState, Trust},
 };
 
 use crate::{addr, config::Config};
@@ -40,13 +41,17 @@ pub struct Maps {
     pub sig_bloom: Array<MapData, Bloom>,
     pub sig_names: Array<MapData, [u8; SIG_NAME_MAX]>,
     pub sig_hits: PerCpuArray<MapData, u64>,
+    pub trusted: HashMap<MapData, SrcKey, Trust>,
 }
 
 /// Every map the agent pins, by name: all state the programs share, so a
 /// restarted or upgraded agent (same `LAYOUT_VERSION`) takes it over and the
 /// old and new programs use the same maps while the link is swapped.
 /// `BAN_EVENTS` is read only by the agent.
-pub const ALL: [&str; 21] = [
+pub const ALL: [&str; 24] = [
+    MAP_PROGS_TC,
+    MAP_TRUSTED,
+    MAP_PENDING_RESP,
     MAP_PENDING,
     MAP_SCAN_STATE,
     MAP_SCAN_BUF,
@@ -114,6 +119,7 @@ impl Maps {
             sig_bloom: take(MAP_SIG_BLOOM)?.try_into()?,
             sig_names: take(MAP_SIG_NAMES)?.try_into()?,
             sig_hits: take(MAP_SIG_HITS)?.try_into()?,
+            trusted: take(MAP_TRUSTED)?.try_into()?,
         })
     }
 
@@ -144,6 +150,7 @@ impl Maps {
             sig_bloom: Map::Array(open(MAP_SIG_BLOOM)?).try_into()?,
             sig_names: Map::Array(open(MAP_SIG_NAMES)?).try_into()?,
             sig_hits: Map::PerCpuArray(open(MAP_SIG_HITS)?).try_into()?,
+            trusted: Map::LruHashMap(open(MAP_TRUSTED)?).try_into()?,
         })
     }
 
@@ -281,6 +288,30 @@ impl Maps {
             let _ = self.src_state.remove(key);
         }
         Ok(changed)
+    }
+
+    pub fn trusted_list(&self) -> Result<Vec<(SrcKey, Trust)>> {
+        let mut out: Vec<(SrcKey, Trust)> = self.trusted.iter().collect::<Result<_, _>>()?;
+        out.sort_by_key(|(k, _)| *k);
+        Ok(out)
+    }
+
+    /// Withdraw trust now; the source earns it back with its next 2xx.
+    pub fn trusted_del(&mut self, keys: &[SrcKey]) -> Result<Changed> {
+        let mut changed = Changed::default();
+        for key in keys {
+            match self.trusted.remove(key) {
+                Ok(()) => changed.applied += 1,
+                Err(MapError::KeyNotFound) => changed.missing += 1,
+                Err(e) => return Err(e).context("removing a trusted source"),
+            }
+        }
+        Ok(changed)
+    }
+
+    pub fn trusted_clear(&mut self) -> Result<usize> {
+        let keys: Vec<SrcKey> = self.trusted.keys().collect::<Result<_, _>>()?;
+        Ok(self.trusted_del(&keys)?.applied)
     }
 
     pub fn bans_clear(&mut self) -> Result<usize> {

@@ -245,6 +245,9 @@ impl Maps {
                 .map(|n| name_of(&n))
                 .unwrap_or_else(|_| format!("signature #{detail}"));
         }
+        if reason != BanReason::Flood as u32 && reason != BanReason::Enumeration as u32 {
+            return "-".to_string();
+        }
         Bucket::ALL
             .get(detail as usize)
             .map_or("-", |b| b.name())

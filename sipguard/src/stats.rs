@@ -8,7 +8,7 @@ use serde::Serialize;
 use sipguard_common::{
     Class, Counter, Reason, Verdict,
     class::CLASS_SLOTS,
-    maps::{ALLOW_MAX, BANS_MAX, BLOCK_MAX, SRC_STATE_MAX, TableStat},
+    maps::{ALLOW_MAX, BANS_MAX, BLOCK_MAX, SRC_STATE_MAX, TRUSTED_MAX, TableStat},
     verdict::REASON_SLOTS,
 };
 
@@ -74,6 +74,8 @@ pub struct Tables {
     pub bans: Fill,
     /// Sources with rate state (LRU: when full, the oldest are recycled).
     pub sources: Fill,
+    /// Sources holding earned trust (LRU).
+    pub trusted: Fill,
     /// Counters from the program: `src_state_new`, `ban_added`,
     /// `ban_table_full`, ...
     pub events: BTreeMap<&'static str, u64>,
@@ -105,6 +107,10 @@ impl Tables {
             block: count(maps.block.keys().filter(|k| k.is_ok()).count(), BLOCK_MAX),
             bans: count(maps.bans.keys().filter(|k| k.is_ok()).count(), BANS_MAX),
             sources: count(sources, SRC_STATE_MAX),
+            trusted: count(
+                maps.trusted.keys().filter(|k| k.is_ok()).count(),
+                TRUSTED_MAX,
+            ),
             sources_evicted: new.saturating_sub(sources as u64),
             events,
         })
@@ -199,6 +205,7 @@ impl Snapshot {
             ("block", tb.block),
             ("bans", tb.bans),
             ("sources", tb.sources),
+            ("trusted", tb.trusted),
         ] {
             let _ = writeln!(out, "{name:<18} {:>12} {:>12}", f.entries, f.capacity);
         }

@@ -1,0 +1,85 @@
+//! Earned trust and credential-attack defence, from the server's own
+//! responses (the TC egress programs). A 2xx to a client's REGISTER or
+//! INVITE makes it trusted for `trust_for_ns`; 401/403/407 answers (and 404
+//! to REGISTER: extension probing) count against it, and too many within the
+//! window ban it. A 2xx clears the count: digest authentication always
+//! starts with one 401, and a user who mistypes once then succeeds is fine.
+
+use sipguard_common::{
+    Policy,
+    maps::TableStat,
+    policy::POLICY_TRUST,
+    signature::token_hash,
+    source::{BanReason, SrcKey, Trust},
+};
+
+use crate::{maps::TRUSTED, policy, stats};
+
+const INVITE: u64 = token_hash(b"invite");
+const REGISTER: u64 = token_hash(b"register");
+
+/// Whether `src` holds unexpired trust.
+#[inline(always)]
+pub fn is_trusted(src: &SrcKey, now: u64) -> bool {
+    match TRUSTED.get_ptr(src) {
+        // SAFETY: valid map value pointer for this program run.
+        Some(t) => unsafe { (*t).expires_ns > now },
+        None => false,
+    }
+}
+
+/// Learn from one response with `status` to a request whose CSeq method
+/// hashes to `method`, sent to `client`.
+#[inline(always)]
+pub fn learn(policy: &Policy, client: &SrcKey, status: u32, method: u64, now: u64) {
+    let for_us = method == INVITE || method == REGISTER;
+    if (200..300).contains(&status) && for_us {
+        if policy.flags & POLICY_TRUST != 0 {
+            earn(policy, client, now);
+        }
+        if let Some(st) = crate::maps::SRC_STATE.get_ptr_mut(client) {
+            // SAFETY: valid map value pointer for this program run.
+            unsafe { (*st).auth_fails = 0 };
+        }
+        return;
+    }
+    let auth_fail =
+        status == 401 || status == 403 || status == 407 || (status == 404 && method == REGISTER);
+    if !auth_fail || policy.auth_fail_after == 0 {
+        return;
+    }
+    stats::table(TableStat::AuthFailure);
+    let Some(st) = policy::src_state(client, now) else {
+        return;
+    };
+    if now - st.auth_start_ns > policy.auth_fail_window_ns {
+        st.auth_start_ns = now;
+        st.auth_fails = 0;
+    }
+    st.auth_fails += 1;
+    if st.auth_fails >= policy.auth_fail_after as u64 {
+        st.auth_fails = 0;
+        let _ = TRUSTED.remove(client);
+        policy::ban(policy, client, BanReason::AuthFailure, 0, now, None);
+    }
+}
+
+#[inline(always)]
+fn earn(policy: &Policy, client: &SrcKey, now: u64) {
+    let expires_ns = now + policy.trust_for_ns;
+    if let Some(t) = TRUSTED.get_ptr_mut(client) {
+        // SAFETY: valid map value pointer for this program run.
+        unsafe {
+            (*t).expires_ns = expires_ns;
+            (*t).renewals += 1;
+        }
+    } else {
+        let fresh = Trust {
+            expires_ns,
+            since_ns: now,
+            renewals: 1,
+        };
+        let _ = TRUSTED.insert(client, fresh, 0);
+    }
+    stats::table(TableStat::TrustEarned);
+}
