@@ -61,7 +61,11 @@ const METHODS: [(Prefix, Class); 14] = [
     (prefix(b"PUBLISH "), Class::Publish),
 ];
 
-const SIP_VERSION: Prefix = prefix(b"SIP/2.0 ");
+/// "SIP/2.0 " as a word, lower-cased: RFC 3261 §7.1 makes the version
+/// case-insensitive, so the first three bytes are folded before comparing.
+const SIP_VERSION: Prefix = prefix(b"sip/2.0 ");
+/// Sets bit 5 of bytes 0-2 ("SIP" -> "sip"; '/' '2' '.' untouched).
+const VERSION_FOLD: u64 = 0x0020_2020;
 
 /// Classify the UDP payload of `len` bytes at `at` (`off` from the frame
 /// start). `end` is the end of the frame, checked before the load.
@@ -106,7 +110,7 @@ fn byte(w0: u64, w1: u64, i: usize) -> u8 {
 
 #[inline(always)]
 fn classify_words(w0: u64, w1: u64) -> Class {
-    if w0 == SIP_VERSION.w0 {
+    if w0 | VERSION_FOLD == SIP_VERSION.w0 {
         return if is_status_code(w0, w1) {
             Class::Response
         } else {
@@ -172,7 +176,7 @@ pub fn status_code(at: usize, end: usize) -> Option<u32> {
         return None;
     }
     let w = unsafe { core::ptr::read_unaligned(at as *const [u64; 2]) };
-    if w[0] != SIP_VERSION.w0 || !is_status_code(w[0], w[1]) {
+    if w[0] | VERSION_FOLD != SIP_VERSION.w0 || !is_status_code(w[0], w[1]) {
         return None;
     }
     let d = |i: usize| (byte(w[0], w[1], i) - b'0') as u32;

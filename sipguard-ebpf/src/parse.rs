@@ -80,9 +80,18 @@ pub fn parse(data: usize, end: usize, egress: bool) -> Result<Flow, Reason> {
 
     let mut src = [0u8; 16];
     let mut fragmented = false;
+    // Where the IP packet ends by its own length field: a short frame is
+    // padded to 60 bytes, and the padding is neither IP nor UDP payload.
+    let mut l3_end = end;
     let (proto, is_v6) = match ether_type {
-        ETH_P_IP => (ipv4(&mut c, &mut src, &mut fragmented, egress)?, false),
-        ETH_P_IPV6 => (ipv6(&mut c, &mut src, &mut fragmented, egress)?, true),
+        ETH_P_IP => (
+            ipv4(&mut c, &mut src, &mut fragmented, &mut l3_end, egress)?,
+            false,
+        ),
+        ETH_P_IPV6 => (
+            ipv6(&mut c, &mut src, &mut fragmented, &mut l3_end, egress)?,
+            true,
+        ),
         _ => return Err(Reason::NotSipPort),
     };
 
@@ -99,8 +108,10 @@ pub fn parse(data: usize, end: usize, egress: bool) -> Result<Flow, Reason> {
                 u16::from_be_bytes(unsafe { (*udp).dst })
             };
             let in_frame = c.remaining();
+            let in_ip = l3_end.saturating_sub(c.pos);
             let stated = udp_len - 8;
             let len = if stated < in_frame { stated } else { in_frame };
+            let len = if in_ip < len { in_ip } else { len };
             (Transport::Udp, dport, false, len)
         }
         IPPROTO_TCP => {
@@ -140,9 +151,16 @@ fn ipv4(
     c: &mut Cursor,
     src: &mut [u8; 16],
     fragmented: &mut bool,
+    l3_end: &mut usize,
     egress: bool,
 ) -> Result<u8, Reason> {
+    let start = c.pos;
     let ip: *const Ipv4Hdr = c.take().ok_or(Reason::Malformed)?;
+    let total = u16::from_be_bytes(unsafe { (*ip).tot_len }) as usize;
+    // 0 is what segmentation offload leaves: no limit then.
+    if total != 0 {
+        *l3_end = start + total;
+    }
     let vihl = unsafe { (*ip).vihl };
     let ihl = ((vihl & 0x0f) as usize) * 4;
     if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
@@ -172,9 +190,15 @@ fn ipv6(
     c: &mut Cursor,
     src: &mut [u8; 16],
     fragmented: &mut bool,
+    l3_end: &mut usize,
     egress: bool,
 ) -> Result<u8, Reason> {
     let ip: *const Ipv6Hdr = c.take().ok_or(Reason::Malformed)?;
+    let payload = u16::from_be_bytes(unsafe { (*ip).payload_len }) as usize;
+    // 0 means a jumbogram (hop-by-hop option): no limit then.
+    if payload != 0 {
+        *l3_end = c.pos + payload;
+    }
     *src = if egress {
         unsafe { (*ip).dst_addr }
     } else {

@@ -476,27 +476,35 @@ extern "C" fn tokenize_word(index: u64, _ctx: *mut c_void) -> i64 {
     if base >= to {
         return STOP;
     }
+    // Work on locals and write back once: the state lives in map memory.
+    let (mut h, mut target, mut prev, mut n) = (t.h, t.target, t.prev, t.n);
+    let (mut alive, mut in_target) = (t.alive, t.in_target);
+    let (stop_space, stop_semi) = (t.stop_space, t.stop_semi);
+    let mut tokens = t.tokens;
     for b in 0..8u64 {
         let i = base + b;
         // 1 while i < to (both far below 2^63).
         let valid = i.wrapping_sub(to) >> 63;
         let c = buf[i as usize & BUF_MASK] as u64;
-        t.alive &= valid & (1 ^ (t.stop_space & (1 ^ nonzero(c ^ b' ' as u64))));
-        t.in_target &= t.alive & (1 ^ (t.stop_semi & (1 ^ nonzero(c ^ b';' as u64))));
-        let tok = (TOKEN_BITS[(c >> 6) as usize & 3] >> (c & 63)) & 1 & t.alive;
+        alive &= valid & (1 ^ (stop_space & (1 ^ nonzero(c ^ b' ' as u64))));
+        in_target &= alive & (1 ^ (stop_semi & (1 ^ nonzero(c ^ b';' as u64))));
+        let tok = (TOKEN_BITS[(c >> 6) as usize & 3] >> (c & 63)) & 1 & alive;
         // Lower-case letters: set bit 5 of A-Z only.
         let upper = (c.wrapping_sub(b'A' as u64) >> 63 ^ 1) & (c.wrapping_sub(b'[' as u64) >> 63);
         let lc = c | (upper << 5);
         let m = tok.wrapping_neg();
-        let hashed = (t.h ^ lc).wrapping_mul(FNV_PRIME);
+        let hashed = (h ^ lc).wrapping_mul(FNV_PRIME);
         // A token just ended: keep its hash.
-        t.tokens[t.n as usize & (TOKENS - 1)] = t.h;
-        t.n += t.prev & (tok ^ 1);
-        t.h = (hashed & m) | (FNV_OFFSET & !m);
-        t.prev = tok;
-        let tm = (t.in_target & nonzero(c ^ b'\r' as u64)).wrapping_neg();
-        t.target = ((t.target ^ c).wrapping_mul(FNV_PRIME) & tm) | (t.target & !tm);
+        tokens[n as usize & (TOKENS - 1)] = h;
+        n += prev & (tok ^ 1);
+        h = (hashed & m) | (FNV_OFFSET & !m);
+        prev = tok;
+        let tm = (in_target & nonzero(c ^ b'\r' as u64)).wrapping_neg();
+        target = ((target ^ c).wrapping_mul(FNV_PRIME) & tm) | (target & !tm);
     }
+    (t.h, t.target, t.prev, t.n) = (h, target, prev, n);
+    (t.alive, t.in_target) = (alive, in_target);
+    t.tokens = tokens;
     CONTINUE
 }
 
