@@ -1,0 +1,290 @@
+//! sipguard-bench: what the XDP program costs per packet, as the kernel
+//! measures it with BPF_PROG_TEST_RUN (`repeat` runs per call, the kernel's
+//! average per run; median and minimum of several calls). This is the
+//! program alone on one CPU: no NIC, driver or DMA cost.
+//!
+//! Each case also checks that the program took the path the case names
+//! (its verdict, reason and class counters), so a figure is never for the
+//! wrong code path.
+//!
+//! Usage: sipguard-bench [--repeat N] [--runs N] [CASE-NAME-FILTER]
+//! Needs root: `cargo xtask bench` or
+//! `sudo cargo run --release -p sipguard-tests --bin sipguard-bench`.
+
+use std::{fs, process::ExitCode, time::Duration};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use sipguard::config::{Config, Rate, RateLimit};
+use sipguard_common::{Class, Reason, Verdict};
+use sipguard_tests::{
+    harness::{Delta, Harness, is_root},
+    packet::{CLIENT_V4, CLIENT_V6, Pkt, SERVER_V4, SERVER_V6, sip::Sip},
+};
+
+const DEFAULT_REPEAT: u32 = 200_000;
+const MIN_REPEAT: u32 = 100_000;
+const DEFAULT_RUNS: usize = 5;
+
+/// One benchmarked packet and the path it must take through the program.
+struct Case {
+    name: &'static str,
+    packet: Vec<u8>,
+    verdict: Verdict,
+    reason: Reason,
+    class: Option<Class>,
+    /// Runs on a fresh harness before timing: configure maps so the packet
+    /// takes the intended path (e.g. ban its source).
+    setup: fn(&mut Harness) -> Result<()>,
+}
+
+fn no_setup(_: &mut Harness) -> Result<()> {
+    Ok(())
+}
+
+/// The default configuration with rate limits checked on every packet but
+/// never reached (1 ns interval, a burst of a million), so an accepted case
+/// times the whole policy path instead of tripping the default limits and
+/// timing the ban path.
+fn config_limits_never_reached() -> Config {
+    let huge = RateLimit {
+        rate: Rate::per_sec(1_000_000_000),
+        burst: 1_000_000,
+    };
+    let mut cfg = Config::default();
+    let l = &mut cfg.limits;
+    for limit in [
+        &mut l.invite,
+        &mut l.register,
+        &mut l.other,
+        &mut l.global.invite,
+        &mut l.global.register,
+        &mut l.global.other,
+    ] {
+        *limit = huge;
+    }
+    cfg
+}
+
+fn limits_never_reached(h: &mut Harness) -> Result<()> {
+    h.maps_mut().apply(&config_limits_never_reached())
+}
+
+/// As `limits_never_reached`, with the request header scan off (no
+/// signatures, no malformed-SIP checks, no enumeration): isolates its cost.
+fn no_header_scan(h: &mut Harness) -> Result<()> {
+    let mut cfg = config_limits_never_reached();
+    cfg.scanner.signatures = false;
+    cfg.scanner.enumeration_after = 0;
+    cfg.malformed.drop = false;
+    h.maps_mut().apply(&cfg)
+}
+
+/// The benchmarked cases. Add one per interesting path through the program.
+fn cases() -> Vec<Case> {
+    let invite = Sip::invite_with_sdp().build();
+    vec![
+        Case {
+            name: "udp/53 not SIP (port lookup only)",
+            packet: Pkt::udp_v4(CLIENT_V4, SERVER_V4, 53, vec![0u8; 64]).build(),
+            verdict: Verdict::Pass,
+            reason: Reason::NotSipPort,
+            class: None,
+            setup: no_setup,
+        },
+        Case {
+            name: "INVITE+SDP ipv4",
+            packet: Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, invite.clone()).build(),
+            verdict: Verdict::Pass,
+            reason: Reason::Accepted,
+            class: Some(Class::Invite),
+            setup: limits_never_reached,
+        },
+        Case {
+            name: "INVITE+SDP ipv4, header scan off",
+            packet: Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, invite.clone()).build(),
+            verdict: Verdict::Pass,
+            reason: Reason::Accepted,
+            class: Some(Class::Invite),
+            setup: no_header_scan,
+        },
+        Case {
+            name: "INVITE+SDP ipv6 802.1Q",
+            packet: Pkt::udp_v6(CLIENT_V6, SERVER_V6, 5060, invite)
+                .vlan(100)
+                .build(),
+            verdict: Verdict::Pass,
+            reason: Reason::Accepted,
+            class: Some(Class::Invite),
+            setup: limits_never_reached,
+        },
+        Case {
+            name: "200 OK ipv4 (responses are not scanned)",
+            packet: Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, Sip::response(200, "OK").build())
+                .build(),
+            verdict: Verdict::Pass,
+            reason: Reason::Accepted,
+            class: Some(Class::Response),
+            setup: limits_never_reached,
+        },
+        Case {
+            name: "OPTIONS ipv4",
+            packet: Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, Sip::request("OPTIONS").build())
+                .build(),
+            verdict: Verdict::Pass,
+            reason: Reason::Accepted,
+            class: Some(Class::Options),
+            setup: limits_never_reached,
+        },
+    ]
+}
+
+struct Args {
+    repeat: u32,
+    runs: usize,
+    filter: Option<String>,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        repeat: DEFAULT_REPEAT,
+        runs: DEFAULT_RUNS,
+        filter: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = |flag: &str| it.next().with_context(|| format!("{flag} needs a number"));
+        match a.as_str() {
+            "--repeat" => args.repeat = value("--repeat")?.parse()?,
+            "--runs" => args.runs = value("--runs")?.parse()?,
+            "-h" | "--help" => {
+                println!("usage: sipguard-bench [--repeat N] [--runs N] [CASE-NAME-FILTER]");
+                std::process::exit(0);
+            }
+            f if f.starts_with('-') => bail!("unknown option {f}; try --help"),
+            f => args.filter = Some(f.to_string()),
+        }
+    }
+    ensure!(
+        args.repeat >= MIN_REPEAT,
+        "--repeat must be at least {MIN_REPEAT}: fewer runs give the kernel's clock too little to average"
+    );
+    ensure!(args.runs >= 1, "--runs must be at least 1");
+    Ok(args)
+}
+
+fn machine() -> String {
+    let read = |p: &str| {
+        fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "?".into())
+    };
+    let cpuinfo = read("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(str::trim)
+        .unwrap_or("?");
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!(
+        "kernel {}, CPU {model} ({cpus} CPUs), bpf_jit_enable={}",
+        read("/proc/sys/kernel/osrelease"),
+        read("/proc/sys/net/core/bpf_jit_enable"),
+    )
+}
+
+struct Figures {
+    median: Duration,
+    min: Duration,
+}
+
+fn measure(case: &Case, args: &Args) -> Result<Figures> {
+    let mut h = Harness::new()?;
+    (case.setup)(&mut h).with_context(|| format!("setting up case {:?}", case.name))?;
+    let before = h.snapshot()?;
+    // One untimed call first: warms caches and the JIT image.
+    let calls = args.runs + 1;
+    let mut times = Vec::with_capacity(args.runs);
+    for i in 0..calls {
+        let (_, per_run) = h.run_repeat(&case.packet, args.repeat)?;
+        if i > 0 {
+            times.push(per_run);
+        }
+    }
+    let got = Delta::between(&before, &h.snapshot()?);
+    let want = Delta::one(case.verdict, case.reason, case.class, case.packet.len())
+        .times(calls as u64 * args.repeat as u64);
+    ensure!(
+        got == want,
+        "case {:?} took another path than it names:\n  got  {got:?}\n  want {want:?}",
+        case.name
+    );
+    times.sort();
+    Ok(Figures {
+        median: times[times.len() / 2],
+        min: times[0],
+    })
+}
+
+fn path(case: &Case) -> String {
+    let class = case.class.map_or("-", |c| c.name());
+    format!("{}/{}/{class}", case.verdict.name(), case.reason.name())
+}
+
+fn run() -> Result<()> {
+    let args = parse_args()?;
+    if !is_root() {
+        bail!(
+            "sipguard-bench must run as root (it loads the XDP program and uses \
+             BPF_PROG_TEST_RUN): use `cargo xtask bench` or \
+             `sudo cargo run --release -p sipguard-tests --bin sipguard-bench`"
+        );
+    }
+    println!("machine: {}", machine());
+    println!(
+        "BPF_PROG_TEST_RUN, repeat {} per call, median and min of {} calls; ns per packet",
+        args.repeat, args.runs
+    );
+    println!();
+    println!(
+        "{:<42} {:>6} {:<32} {:>9} {:>9} {:>10}",
+        "case", "bytes", "verdict/reason/class", "median_ns", "min_ns", "Mpps/core"
+    );
+    let cases: Vec<Case> = cases()
+        .into_iter()
+        .filter(|c| args.filter.as_deref().is_none_or(|f| c.name.contains(f)))
+        .collect();
+    ensure!(
+        !cases.is_empty(),
+        "no case matches the filter; run without one to list all"
+    );
+    for case in &cases {
+        let f = measure(case, &args)?;
+        let median_ns = f.median.as_nanos();
+        let mpps = if median_ns > 0 {
+            format!("{:.1}", 1_000.0 / median_ns as f64)
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:<42} {:>6} {:<32} {:>9} {:>9} {:>10}",
+            case.name,
+            case.packet.len(),
+            path(case),
+            median_ns,
+            f.min.as_nanos(),
+            mpps
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sipguard-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
