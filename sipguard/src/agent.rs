@@ -13,7 +13,14 @@ use aya::{
     },
 };
 use sipguard::{
-    addr, bpffs, config::Config, loader, lock::IfaceLock, maps::Maps, preflight, stats::Snapshot,
+    addr, bpffs,
+    config::Config,
+    loader,
+    lock::IfaceLock,
+    maps::Maps,
+    metrics::{self, AgentInfo},
+    preflight,
+    stats::Snapshot,
 };
 use sipguard_common::{
     maps::{MAP_BAN_EVENTS, PROG_EGRESS, PROG_XDP},
@@ -115,6 +122,36 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let egress_link = attach_egress(&mut ebpf, &args.iface, &dir)?;
     warn_about(&live, &cfg)?;
 
+    let mode = xdp_mode_name(ifindex).unwrap_or("auto");
+    let metrics_info = AgentInfo::new(&args.iface, mode);
+    let (metrics_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_task = if args.metrics == "off" {
+        None
+    } else {
+        let addr: std::net::SocketAddr = args.metrics.parse().with_context(|| {
+            format!(
+                "--metrics {}: not an address like 127.0.0.1:9464 (or off)",
+                args.metrics
+            )
+        })?;
+        // Filtering matters more than its metrics: a port that cannot be
+        // bound is a loud error, not a reason to leave the interface open.
+        match metrics::bind(addr).await {
+            Ok(listener) => Some(tokio::spawn(metrics::serve_on(
+                listener,
+                dir.clone(),
+                metrics_info.clone(),
+                async move {
+                    let _ = stopped.await;
+                },
+            ))),
+            Err(e) => {
+                error!("metrics are off: {e:#}");
+                None
+            }
+        }
+    };
+
     let v6_prefix = cfg.ipv6_prefix;
     let log_task = logger.map(|logger| tokio::spawn(pump_kernel_logs(logger)));
     let names = Maps::from_pins(&dir)?;
@@ -128,8 +165,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         tokio::select! {
             _ = sigint.recv() => { info!("SIGINT received"); break; }
             _ = sigterm.recv() => { info!("SIGTERM received"); break; }
-            _ = sighup.recv() => reload(&mut live, &args, &mut cfg),
-            _ = sweep.tick() => sweep_expired(&mut live),
+            _ = sighup.recv() => reload(&mut live, &args, &mut cfg, &metrics_info),
+            _ = sweep.tick() => sweep_expired(&mut live, &metrics_info),
         }
     }
 
@@ -137,6 +174,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         task.abort();
     }
     ban_task.abort();
+    let _ = metrics_stop.send(());
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     let total = Snapshot::read(&live).map(|s| s.total).ok();
     // A clean stop removes everything: the link pin first (with our fd
     // closed right after, that detaches the program), then the maps.
@@ -163,13 +204,16 @@ pub async fn run(args: RunArgs) -> Result<()> {
 /// How often expired bans and blocklist entries are removed from the maps.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
-fn sweep_expired(maps: &mut Maps) {
+fn sweep_expired(maps: &mut Maps, metrics: &AgentInfo) {
     let prefix = maps
         .policy()
         .map(|p| addr::mask_len(&p.v6_mask))
         .unwrap_or(128);
     match maps.sweep_expired(addr::monotonic_ns()) {
         Ok((bans, blocks)) => {
+            metrics
+                .bans_swept
+                .fetch_add(bans.len() as u64, std::sync::atomic::Ordering::Relaxed);
             for (key, ban) in bans {
                 info!(
                     source = %addr::show_src(&key, prefix),
@@ -223,6 +267,25 @@ async fn log_ban_events(ring: RingBuf<MapData>, v6_prefix: u8, maps: Maps) {
             );
         }
         guard.clear_ready();
+    }
+}
+
+/// The XDP mode the kernel reports for the interface (for metrics).
+fn xdp_mode_name(ifindex: u32) -> Option<&'static str> {
+    let out = std::process::Command::new("ip")
+        .args(["-d", "-j", "link", "show"])
+        .output()
+        .ok()?;
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let link = links
+        .as_array()?
+        .iter()
+        .find(|l| l["ifindex"].as_u64() == Some(u64::from(ifindex)))?;
+    match link["xdp"]["mode"].as_u64()? {
+        1 => Some("native"),
+        2 => Some("skb"),
+        3 => Some("hw"),
+        _ => None,
     }
 }
 
@@ -335,7 +398,7 @@ fn diff_values(prefix: &str, a: &toml::Value, b: &toml::Value) -> Vec<(String, S
 
 /// SIGHUP / `sipguard reload`: re-read the config file. A bad file is refused
 /// and the running policy kept.
-fn reload(live: &mut Maps, args: &RunArgs, cfg: &mut Config) {
+fn reload(live: &mut Maps, args: &RunArgs, cfg: &mut Config, metrics: &AgentInfo) {
     let Some(path) = &args.config else {
         warn!("reload requested, but the agent runs without --config: nothing to re-read");
         return;
@@ -344,7 +407,7 @@ fn reload(live: &mut Maps, args: &RunArgs, cfg: &mut Config) {
         Ok(c) => c,
         Err(e) => {
             error!("reload refused, the running policy is kept: {e:#}");
-            RELOAD.record(false);
+            metrics.reload.record(false);
             return;
         }
     };
@@ -358,41 +421,14 @@ fn reload(live: &mut Maps, args: &RunArgs, cfg: &mut Config) {
     match live.apply(&new) {
         Ok(()) => {
             *cfg = new;
-            RELOAD.record(true);
+            metrics.reload.record(true);
             info!(config = %path.display(), "configuration reloaded");
             let _ = warn_about(live, cfg);
         }
         Err(e) => {
-            RELOAD.record(false);
+            metrics.reload.record(false);
             error!("reload failed while writing the maps: {e:#}");
         }
-    }
-}
-
-/// Outcome of the last reload, for metrics.
-pub static RELOAD: ReloadStatus = ReloadStatus::new();
-
-pub struct ReloadStatus {
-    ok: std::sync::atomic::AtomicBool,
-    at_secs: std::sync::atomic::AtomicU64,
-}
-
-impl ReloadStatus {
-    const fn new() -> Self {
-        ReloadStatus {
-            ok: std::sync::atomic::AtomicBool::new(true),
-            at_secs: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    fn record(&self, ok: bool) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        self.ok.store(ok, Relaxed);
-        self.at_secs.store(now, Relaxed);
     }
 }
 

@@ -288,6 +288,9 @@ pub struct RunArgs {
     /// debug and trace.
     #[arg(long, value_enum, default_value_t = KernelLog::Warn)]
     pub log_level: KernelLog,
+    /// Serve Prometheus metrics at http://ADDR/metrics ("off" to disable).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

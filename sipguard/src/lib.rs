@@ -7,6 +7,7 @@ pub mod config;
 pub mod loader;
 pub mod lock;
 pub mod maps;
+pub mod metrics;
 pub mod preflight;
 pub mod signatures;
 pub mod stats;
