@@ -2,6 +2,7 @@
 //! .cargo/config.toml). Written in Rust so a fresh machine needs only cargo.
 
 mod cmd;
+mod dist;
 mod install;
 mod lint;
 mod setup;
@@ -58,6 +59,10 @@ enum Task {
     },
     /// rustfmt check, clippy on the host crates and on the XDP program.
     Lint,
+    /// Setup (plus cargo-deb), then the release binary and a Debian package
+    /// of it with the systemd unit and the default config; prints the .deb's
+    /// path on stdout.
+    Dist,
 }
 
 fn main() {
@@ -69,6 +74,7 @@ fn main() {
         Task::Test { args } => tasks::test(args),
         Task::Bench { args } => tasks::bench(args),
         Task::Lint => lint::lint().map(|()| 0),
+        Task::Dist => dist::dist().map(|()| 0),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -15,9 +15,16 @@ pub const EBPF_TOOLCHAIN: &str = "nightly-2026-07-20";
 /// bpf-linker 0.11+ needs LLVM 23 and does not build here.
 const BPF_LINKER_VERSION: &str = "0.10.0";
 
+/// cargo-deb, which `cargo xtask dist` packages the .deb with. 3.8.0 builds on
+/// the stable 1.95 host toolchain (it needs rustc >= 1.85).
+const CARGO_DEB_VERSION: &str = "3.8.0";
+
 /// Debian packages the tests drive: sipp, a real SIP server, raw floods,
-/// captures, BPF inspection, namespaces and veths, UDP plumbing.
-const APT_PACKAGES: [&str; 7] = [
+/// captures, BPF inspection, namespaces and veths, UDP plumbing, promtool
+/// (package prometheus) for the alert rules, curl.
+const APT_PACKAGES: [&str; 9] = [
+    "prometheus",
+    "curl",
     "sip-tester",
     "kamailio",
     "hping3",
@@ -131,6 +138,46 @@ fn bpf_linker() -> Result<()> {
     if cmd::probe("bpf-linker", &["--version"]).is_none() {
         bail!(
             "bpf-linker was installed but is not on PATH: add cargo's bin directory \
+             (usually ~/.cargo/bin) to PATH and retry"
+        );
+    }
+    report(&step, &format!("installed in {}s", took.as_secs()));
+    Ok(())
+}
+
+/// cargo-deb, for `cargo xtask dist` only (the .deb); not part of `setup`,
+/// so building and testing never wait for it.
+pub fn cargo_deb() -> Result<()> {
+    let step = format!("cargo-deb {CARGO_DEB_VERSION}");
+    // `cargo-deb --version` prints "cargo-deb 3.8.0" (older ones "3.8.0").
+    let found = cmd::probe("cargo-deb", &["--version"]);
+    let version = found
+        .as_deref()
+        .and_then(|v| v.split_whitespace().last())
+        .map(str::to_owned);
+    if version.as_deref() == Some(CARGO_DEB_VERSION) {
+        report(&step, "present");
+        return Ok(());
+    }
+    if let Some(v) = &version {
+        eprintln!("setup: {step}: found cargo-deb {v}, replacing it");
+    }
+    let mut c = cmd::cargo();
+    c.args([
+        "install",
+        &format!("cargo-deb@{CARGO_DEB_VERSION}"),
+        "--locked",
+        "--force",
+    ]);
+    let took = install::run(
+        &step,
+        "cargo-install-cargo-deb",
+        c,
+        "check the network and disk space, then rerun `cargo xtask dist`",
+    )?;
+    if cmd::probe("cargo-deb", &["--version"]).is_none() {
+        bail!(
+            "cargo-deb was installed but is not on PATH: add cargo's bin directory \
              (usually ~/.cargo/bin) to PATH and retry"
         );
     }
