@@ -1,6 +1,9 @@
 //! Shared test support for sipguard: packet builders, the BPF_PROG_TEST_RUN
 //! harness and network-namespace labs. Tests live in `tests/tests/`.
 
+pub mod flood;
 pub mod harness;
+pub mod kamailio;
 pub mod netns;
 pub mod packet;
+pub mod sipp;

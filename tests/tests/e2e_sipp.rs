@@ -11,17 +11,19 @@
 //! lab (unique namespace and interface names), so they can run in parallel.
 
 use std::{
-    collections::HashMap,
     net::{IpAddr, SocketAddr},
     process::ExitStatus,
     time::Duration,
 };
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
 use serde_json::Value;
-use sipguard_tests::netns::{
-    Lab, XdpAttach, group_packets, packets, pin_dir, run_bounded, sipguard_bin, sipguard_stats,
-    stderr, wait_until,
+use sipguard_tests::{
+    netns::{
+        Lab, XdpAttach, group_packets, packets, pin_dir, sipguard_bin, sipguard_stats, stderr,
+        wait_until,
+    },
+    sipp::{Calls, Uac, Uas},
 };
 
 const SIP_PORT: u16 = 5060;
@@ -32,7 +34,7 @@ const SIP_PORT: u16 = 5060;
 const CALLS: u64 = 40;
 const RATE: u64 = 8;
 /// sipp's own global timeout, and our harder bound around it.
-const SIPP_TIMEOUT: &str = "30s";
+const SIPP_TIMEOUT: Duration = Duration::from_secs(30);
 const SIPP_BOUND: Duration = Duration::from_secs(45);
 const SHORT: Duration = Duration::from_secs(10);
 
@@ -272,59 +274,34 @@ fn stats_without_agent_says_none_is_running() -> Result<()> {
     Ok(())
 }
 
-/// What sipp's UAC reports at the end of a run (`-trace_stat`, cumulative).
-#[derive(Debug, Default)]
-struct Calls {
-    outgoing: u64,
-    successful: u64,
-    failed: u64,
-    retransmissions: u64,
-}
-
-impl Calls {
-    fn plus(&self, o: &Calls) -> Calls {
-        Calls {
-            outgoing: self.outgoing + o.outgoing,
-            successful: self.successful + o.successful,
-            failed: self.failed + o.failed,
-            retransmissions: self.retransmissions + o.retransmissions,
-        }
-    }
-}
-
 /// Start sipp's built-in UAS on `addr`:5060 in the server namespace.
 fn start_uas(lab: &Lab, addr: IpAddr) -> Result<()> {
     let name = format!("uas-{}", if addr.is_ipv4() { "v4" } else { "v6" });
-    let addr = addr.to_string();
-    let port = SIP_PORT.to_string();
-    lab.spawn(
-        &lab.server,
-        &name,
-        "sipp",
-        ["-sn", "uas", "-i", &addr, "-p", &port, "-nostdin"],
-    )?;
-    lab.wait_udp_port(&lab.server, SIP_PORT, SHORT)
+    Uas::builtin(addr, SIP_PORT)
+        .start(lab, &lab.server, &name)
+        .map(drop)
 }
 
 /// Place `CALLS` calls from the client namespace to `server` and return
 /// sipp's final statistics. Fails unless every call succeeded.
 fn run_uac(lab: &Lab, server: IpAddr, local: IpAddr) -> Result<Calls> {
     let family = if server.is_ipv4() { "v4" } else { "v6" };
-    let csv = lab.dir().join(format!("uac-{family}.csv"));
-    let target = SocketAddr::new(server, SIP_PORT).to_string();
-    let mut cmd = lab.client.command("sipp");
-    cmd.current_dir(lab.dir())
-        .args(["-sn", "uac", &target, "-i", &local.to_string()])
-        .args(["-p", &SIP_PORT.to_string()])
-        .args(["-m", &CALLS.to_string(), "-r", &RATE.to_string()])
-        .args(["-timeout", SIPP_TIMEOUT, "-nostdin", "-trace_stat", "-stf"])
-        .arg(&csv);
-    let out = run_bounded(&mut cmd, SIPP_BOUND)?;
-    let calls = parse_trace_stat(&csv)
-        .with_context(|| format!("sipp wrote no usable statistics; stderr:\n{}", stderr(&out)))?;
-    eprintln!("sipp uac over {family}: exit {}, {calls:?}", out.status);
+    let uac = Uac {
+        target: SocketAddr::new(server, SIP_PORT),
+        local,
+        local_port: SIP_PORT,
+        calls: CALLS,
+        rate: RATE,
+        scenario: None,
+        timeout: SIPP_TIMEOUT,
+        recv_timeout: None,
+        bound: SIPP_BOUND,
+        name: format!("uac-{family}"),
+    };
+    let (status, calls) = uac.run(lab, &lab.client)?;
+    eprintln!("sipp uac over {family}: exit {status}, {calls:?}");
     // sipp exits 0 only when every call succeeded.
-    ensure_success(out.status, &calls)?;
+    ensure_success(status, &calls)?;
     Ok(calls)
 }
 
@@ -336,30 +313,6 @@ fn ensure_success(status: ExitStatus, calls: &Calls) -> Result<()> {
         calls.failed
     );
     Ok(())
-}
-
-/// The last (cumulative) row of sipp's `-trace_stat` CSV, by column name.
-fn parse_trace_stat(path: &std::path::Path) -> Result<Calls> {
-    let text = std::fs::read_to_string(path)?;
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let [header, .., last] = lines.as_slice() else {
-        bail!("{} has no header and data row:\n{text}", path.display());
-    };
-    let (header, last) = (header.split(';'), last.split(';'));
-    let row: HashMap<&str, &str> = header.into_iter().zip(last).collect();
-    let get = |col: &str| -> Result<u64> {
-        row.get(col)
-            .with_context(|| format!("column {col} missing"))?
-            .trim()
-            .parse()
-            .with_context(|| format!("column {col} is not a number"))
-    };
-    Ok(Calls {
-        outgoing: get("OutgoingCall(C)")?,
-        successful: get("SuccessfulCall(C)")?,
-        failed: get("FailedCall(C)")?,
-        retransmissions: get("Retransmissions(C)")?,
-    })
 }
 
 /// Every successful call's INVITE, ACK and BYE reached XDP and was passed;
