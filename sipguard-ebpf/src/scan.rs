@@ -108,19 +108,19 @@ fn run_on<const SKB: bool>(ctx: *mut c_void, start: u64, limit: u64) -> Option<S
     let st = SCAN_STATE.get_ptr_mut(0)?;
     // SAFETY: per-CPU map value, owned by this CPU during the program.
     unsafe {
-        *st = Scan {
-            pos: start,
-            limit,
-            target: 0,
-            seen: 0,
-            sig_tier: 0,
-            sig_id: 0,
-            complete: 0,
-            first: 1,
-            continued: 0,
-            _pad: 0,
-            cseq_method: 0,
-        };
+        use core::ptr::{addr_of_mut, write_volatile as w};
+        // Field by field: see `tokenize` (no byte-wise memset).
+        let st = &mut *st;
+        w(addr_of_mut!(st.pos), start);
+        w(addr_of_mut!(st.limit), limit);
+        w(addr_of_mut!(st.target), 0);
+        w(addr_of_mut!(st.seen), 0);
+        w(addr_of_mut!(st.sig_tier), 0);
+        w(addr_of_mut!(st.sig_id), 0);
+        w(addr_of_mut!(st.complete), 0);
+        w(addr_of_mut!(st.first), 1);
+        w(addr_of_mut!(st.continued), 0);
+        w(addr_of_mut!(st.cseq_method), 0);
     }
     let mut ctx = Ctx { ctx };
     unsafe {
@@ -381,33 +381,12 @@ const TOKENS: usize = 8;
 /// call, so fewer, longer steps are faster; the step is verified once.
 const STEP: usize = 32;
 
-/// `is_token_byte` as a 256-bit table, so the byte loop needs no branch.
-const TOKEN_BITS: [u64; 4] = {
-    let mut t = [0u64; 4];
-    let mut c = 0;
-    while c < 256 {
-        if is_token_byte(c as u8) {
-            t[c / 64] |= 1 << (c % 64);
-        }
-        c += 1;
-    }
-    t
-};
-
-/// 1 if `x != 0`, else 0, without a comparison (which the BPF backend
-/// would turn into a branch).
-#[inline(always)]
-fn nonzero(x: u64) -> u64 {
-    (x | x.wrapping_neg()) >> 63
-}
-
 /// Hash the tokens of `buf[from..to]` and check them against the signatures;
 /// return the target hash kind `k` asks for, and the last token's hash.
 ///
-/// The bytes are walked by a nested `bpf_loop`, eight bytes per iteration,
+/// The bytes are walked by a nested `bpf_loop`, `STEP` bytes per iteration,
 /// with the running state in `TOKENIZE` (map memory): the verifier checks
-/// the eight-byte step once. Inside the step every per-byte decision is
-/// arithmetic on 0/1 masks (the BPF backend turns compares into branches).
+/// the step once.
 #[inline(always)]
 fn tokenize(s: &mut Scan, from: usize, to: usize, k: u64) -> (u64, u64) {
     let Some(t) = TOKENIZE.get_ptr_mut(0) else {
@@ -417,19 +396,28 @@ fn tokenize(s: &mut Scan, from: usize, to: usize, k: u64) -> (u64, u64) {
     let t = unsafe { &mut *t };
     // The Request-URI ends at SP; the To target ends at the first ';' (the
     // address without its parameters). Shifts, not compares.
-    *t = Tokenize {
-        from: from as u64,
-        to: to as u64,
-        h: FNV_OFFSET,
-        target: FNV_OFFSET,
-        prev: 0,
-        n: 0,
-        alive: 1,
-        in_target: (TARGET_KINDS >> k) & 1,
-        stop_space: (1 << kind::REQUEST_URI >> k) & 1,
-        stop_semi: (1 << kind::TO >> k) & 1,
-        tokens: [0; TOKENS],
-    };
+    // Field by field with volatile stores: a struct literal of mostly zeros
+    // becomes a call to a byte-at-a-time `memset` on this target, which
+    // costs more than the tokenizing. `tokens` needs no clearing: only slots
+    // below `n` are read.
+    unsafe {
+        use core::ptr::{addr_of_mut, write_volatile as w};
+        w(addr_of_mut!(t.from), from as u64);
+        w(addr_of_mut!(t.to), to as u64);
+        w(addr_of_mut!(t.h), FNV_OFFSET);
+        w(addr_of_mut!(t.target), FNV_OFFSET);
+        w(addr_of_mut!(t.prev), 0);
+        w(addr_of_mut!(t.n), 0);
+        w(addr_of_mut!(t.alive), 1);
+        w(addr_of_mut!(t.in_target), (TARGET_KINDS >> k) & 1);
+        // The Request-URI ends at SP; the To target ends at the first ';'
+        // (the address without its parameters). Shifts, not compares.
+        w(
+            addr_of_mut!(t.stop_space),
+            (1 << kind::REQUEST_URI >> k) & 1,
+        );
+        w(addr_of_mut!(t.stop_semi), (1 << kind::TO >> k) & 1);
+    }
     unsafe {
         bpf_loop(
             (VALUE_MAX / STEP) as u32,
@@ -486,24 +474,32 @@ extern "C" fn tokenize_word(index: u64, _ctx: *mut c_void) -> i64 {
     let mut tokens = t.tokens;
     for b in 0..STEP as u64 {
         let i = base + b;
-        // 1 while i < to (both far below 2^63).
-        let valid = i.wrapping_sub(to) >> 63;
-        let c = buf[i as usize & BUF_MASK] as u64;
-        alive &= valid & (1 ^ (stop_space & (1 ^ nonzero(c ^ b' ' as u64))));
-        in_target &= alive & (1 ^ (stop_semi & (1 ^ nonzero(c ^ b';' as u64))));
-        let tok = (TOKEN_BITS[(c >> 6) as usize & 3] >> (c & 63)) & 1 & alive;
-        // Lower-case letters: set bit 5 of A-Z only.
-        let upper = (c.wrapping_sub(b'A' as u64) >> 63 ^ 1) & (c.wrapping_sub(b'[' as u64) >> 63);
-        let lc = c | (upper << 5);
-        let m = tok.wrapping_neg();
-        let hashed = (h ^ lc).wrapping_mul(FNV_PRIME);
-        // A token just ended: keep its hash.
-        tokens[n as usize & (TOKENS - 1)] = h;
-        n += prev & (tok ^ 1);
-        h = (hashed & m) | (FNV_OFFSET & !m);
-        prev = tok;
-        let tm = (in_target & nonzero(c ^ b'\r' as u64)).wrapping_neg();
-        target = ((target ^ c).wrapping_mul(FNV_PRIME) & tm) | (target & !tm);
+        if i >= to || alive == 0 {
+            break;
+        }
+        let c = buf[i as usize & BUF_MASK];
+        // Plain branches are fine here: the loop state comes from map
+        // memory, so the verifier holds no constants to split paths on,
+        // and a branch costs fewer instructions per byte than masks.
+        if stop_space != 0 && c == b' ' {
+            alive = 0;
+            break;
+        }
+        if stop_semi != 0 && c == b';' {
+            in_target = 0;
+        }
+        if in_target != 0 && c != b'\r' {
+            target = (target ^ c as u64).wrapping_mul(FNV_PRIME);
+        }
+        if is_token_byte(c) {
+            h = (h ^ c.to_ascii_lowercase() as u64).wrapping_mul(FNV_PRIME);
+            prev = 1;
+        } else if prev != 0 {
+            tokens[n as usize & (TOKENS - 1)] = h;
+            n += 1;
+            h = FNV_OFFSET;
+            prev = 0;
+        }
     }
     (t.h, t.target, t.prev, t.n) = (h, target, prev, n);
     (t.alive, t.in_target) = (alive, in_target);

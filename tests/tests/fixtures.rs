@@ -668,12 +668,10 @@ fn monitor_mode_passes_accepted_traffic_the_same() {
     check(&mut h, &rows);
 }
 
-/// Rows where the program disagrees with RFC 3261 or its own documentation.
-/// The expectations are the correct behaviour; run with `--ignored` to see
-/// them fail, and drop the `ignore` once the program is fixed.
+/// Rows that once found bugs: the UDP length trusted past the IP length, and
+/// a case-sensitive SIP-Version (RFC 3261 §7.1 makes it case-insensitive).
 #[test]
-#[ignore = "known bugs in sipguard-ebpf, reported to the lead"]
-fn known_bugs() {
+fn udp_length_past_ip_and_lower_case_version() {
     // The UDP length reaches past the IP datagram into the Ethernet padding:
     // the kernel drops this datagram, and the padding is not payload, but
     // the program trusts the UDP length alone and reads "INVITE sip:...".
