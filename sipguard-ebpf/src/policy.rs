@@ -152,18 +152,23 @@ pub fn front(flow: &Flow, class: u32) -> Step {
     }
 }
 
-/// Second stage, in `sipguard_sip`: for requests, scan the headers and
-/// apply signatures, malformed-request checks and enumeration; then the rate
-/// limits.
+/// Second stage, in `sipguard_sip`: the rate limits first, so a flood over
+/// its limits costs no header scan; then, for requests that pass, scan the
+/// headers and apply signatures, malformed-request checks and enumeration
+/// (a scanner's first packet is within any limit, so it is still caught).
 #[inline(always)]
 pub fn second(xdp: *mut xdp_md, policy: &Policy, p: &Pending) -> (Verdict, Reason) {
     let now = unsafe { bpf_ktime_get_ns() };
+    let limited = limits(policy, &p.src, p.bucket, now);
+    if limited.0 != Verdict::Pass {
+        return limited;
+    }
     if p.deep != 0
         && let Some(decided) = deep(xdp, policy, p, now)
     {
         return decided;
     }
-    limits(policy, &p.src, p.bucket, now)
+    limited
 }
 
 #[inline(always)]

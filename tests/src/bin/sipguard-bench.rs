@@ -80,9 +80,126 @@ fn no_header_scan(h: &mut Harness) -> Result<()> {
 }
 
 /// The benchmarked cases. Add one per interesting path through the program.
+/// The source of every benchmark packet, as the maps key it.
+fn client_key() -> sipguard_common::source::SrcKey {
+    sipguard::addr::src_key(std::net::IpAddr::V4(CLIENT_V4), &[0xff; 16])
+}
+
+fn banned_source(h: &mut Harness) -> Result<()> {
+    limits_never_reached(h)?;
+    let now = sipguard::addr::monotonic_ns();
+    h.maps_mut().ban_add(
+        client_key(),
+        sipguard_common::source::Ban {
+            expires_ns: now + 3_600_000_000_000,
+            since_ns: now,
+            reason: sipguard_common::source::BanReason::Manual as u32,
+            bucket: 0,
+            dropped: 0,
+        },
+    )
+}
+
+/// Per-source INVITE limit of one packet an hour, bans off, and the one packet
+/// spent here: every timed packet is over the limit.
+fn over_limit(h: &mut Harness) -> Result<()> {
+    let mut cfg = config_limits_never_reached();
+    // One packet an hour: nothing refills during the run.
+    cfg.limits.invite = RateLimit {
+        rate: Rate {
+            packets: 1,
+            per_ns: 3_600_000_000_000,
+        },
+        burst: 1,
+    };
+    cfg.ban.after = 0;
+    h.maps_mut().apply(&cfg)?;
+    let first = Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, Sip::invite_with_sdp().build()).build();
+    h.run(&first)?;
+    Ok(())
+}
+
+fn allowlisted(h: &mut Harness) -> Result<()> {
+    limits_never_reached(h)?;
+    h.maps_mut()
+        .allow_add(&[ipnet::IpNet::from(std::net::IpAddr::V4(CLIENT_V4))])?;
+    Ok(())
+}
+
+/// friendly-scanner as a count-tier signature: the whole header scan runs
+/// and the signature is hit, but the source is not banned, so every timed
+/// packet takes the same (full) path.
+fn scanner_counted(h: &mut Harness) -> Result<()> {
+    limits_never_reached(h)?;
+    h.maps_mut().signatures_add(
+        &["friendly-scanner".to_string()],
+        sipguard_common::signature::TIER_COUNT,
+    )?;
+    Ok(())
+}
+
+/// An INVITE of about 1400 bytes whose header section is long (filler
+/// headers) and whose User-Agent is the last header: the scan's worst case.
+fn worst_case_invite() -> Vec<u8> {
+    let mut sip = Sip::request("INVITE").user_agent(None);
+    for i in 0..13 {
+        sip = sip.header(
+            &format!("X-Filler-{i:02}"),
+            "abcdefghijklmnopqrstuvwxyz0123456789",
+        );
+    }
+    sip.header("User-Agent", "friendly-scanner")
+        .body_len(200)
+        .build()
+}
+
 fn cases() -> Vec<Case> {
     let invite = Sip::invite_with_sdp().build();
+    let scanner_options = Sip::request("OPTIONS")
+        .user_agent(Some("friendly-scanner"))
+        .from_user("sipvicious-free")
+        .build();
     vec![
+        Case {
+            name: "INVITE from a banned source",
+            packet: Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, invite.clone()).build(),
+            verdict: Verdict::Drop,
+            reason: Reason::Banned,
+            class: Some(Class::Invite),
+            setup: banned_source,
+        },
+        Case {
+            name: "INVITE over its per-source limit",
+            packet: Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, invite.clone()).build(),
+            verdict: Verdict::Drop,
+            reason: Reason::RateSource,
+            class: Some(Class::Invite),
+            setup: over_limit,
+        },
+        Case {
+            name: "INVITE from an allowlisted source",
+            packet: Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, invite.clone()).build(),
+            verdict: Verdict::Pass,
+            reason: Reason::Allowlisted,
+            class: Some(Class::Invite),
+            setup: allowlisted,
+        },
+        Case {
+            name: "scanner OPTIONS (full scan, signature hit)",
+            packet: Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, scanner_options).build(),
+            verdict: Verdict::Pass,
+            reason: Reason::Accepted,
+            class: Some(Class::Options),
+            setup: scanner_counted,
+        },
+        Case {
+            name: "1400-byte INVITE, User-Agent last (worst case)",
+            packet: Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, worst_case_invite()).build(),
+            verdict: Verdict::Pass,
+            reason: Reason::Accepted,
+            class: Some(Class::Invite),
+            setup: scanner_counted,
+        },
         Case {
             name: "udp/53 not SIP (port lookup only)",
             packet: Pkt::udp_v4(CLIENT_V4, SERVER_V4, 53, vec![0u8; 64]).build(),
