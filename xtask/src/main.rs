@@ -2,6 +2,7 @@
 //! .cargo/config.toml). Written in Rust so a fresh machine needs only cargo.
 
 mod cmd;
+mod demo;
 mod dist;
 mod install;
 mod lint;
@@ -30,6 +31,10 @@ enum Task {
         #[arg(long)]
         test_deps: bool,
     },
+    /// Setup with test deps, build, then watch sipguard defend a real SIP
+    /// server (Kamailio) from a SIPVicious scan and an INVITE flood in a
+    /// namespace lab, live (about a minute). Needs root.
+    Demo,
     /// Setup, then build sipguard (with its embedded XDP object).
     Build {
         #[arg(long)]
@@ -69,6 +74,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Task::Setup { test_deps } => setup::setup(test_deps).map(|()| 0),
+        Task::Demo => demo::demo().map(|()| 0),
         Task::Build { release } => tasks::build(release).map(|()| 0),
         Task::Run { release, args } => tasks::run(release, args).map(|()| 0),
         Task::Test { args } => tasks::test(args),

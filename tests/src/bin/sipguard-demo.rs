@@ -1,0 +1,457 @@
+//! `cargo xtask demo`: sipguard defending a real SIP server, live.
+//!
+//! Builds a namespace lab (server with Kamailio, a legitimate sipp client
+//! placing calls at 10/s, an attacker), starts `sipguard run` on the server's
+//! interface, then the attacker scans with SIPVicious svmap and floods
+//! INVITEs. Prints a status line every second and a summary at the end; the
+//! lab (namespaces, processes, pins) is removed on exit, on error, on panic
+//! and on Ctrl-C. Needs root; everything stays in 198.18.0.0/15.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, ensure};
+use serde_json::Value;
+use sipguard_tests::{
+    flood::{Ctl, SIP_PORT, Stream, isolate_server, spawn_send},
+    kamailio::Kamailio,
+    netns::{Bg, Lab, packets, stderr},
+    sipp::{Calls, Uas, parse_trace_stat, scenario},
+};
+
+const CALL_RATE: u64 = 10;
+/// 10 calls/s for 50 s: the calls span the scan, the flood and after.
+const CALLS: u64 = 500;
+/// Per-source INVITE limit: the default 10/s (burst 20) would leave a
+/// caller placing 10 calls/s no room for retransmissions.
+const LIMITS: [&str; 2] = ["invite.rate=20/s", "invite.burst=40"];
+const FLOOD: Duration = Duration::from_secs(20);
+const FLOOD_MAX_PACKETS: u64 = 2_000_000;
+const FLOOD_USER: &str = "4021555";
+/// The flood comes from a second address of the attacker (the first is
+/// already banned as a scanner by then).
+const FLOOD_SRC: Ipv4Addr = Ipv4Addr::new(198, 18, 7, 66);
+const BACKEND: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
+const UAS_PORT: u16 = 5070;
+/// Hard bound on the whole demo after setup.
+const DEMO_BOUND: Duration = Duration::from_secs(150);
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+unsafe extern "C" {
+    fn signal(signum: i32, handler: usize) -> usize;
+}
+
+extern "C" fn on_signal(_: i32) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+fn main() {
+    // SIGINT and SIGTERM only set a flag: the main loop sees it and returns,
+    // so every guard (agent, lab) is dropped and cleans up.
+    unsafe {
+        signal(2, on_signal as extern "C" fn(i32) as usize);
+        signal(15, on_signal as extern "C" fn(i32) as usize);
+    }
+    let start = Instant::now();
+    let code = match demo() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("sipguard-demo: error: {e:#}");
+            1
+        }
+    };
+    println!(
+        "lab removed; demo took {:.0} s{}",
+        start.elapsed().as_secs_f64(),
+        if interrupted() { " (interrupted)" } else { "" }
+    );
+    std::process::exit(code);
+}
+
+/// Is the process alive (not exited, not a zombie)?
+fn alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s
+            .rfind(')')
+            .and_then(|i| s[i + 2..].chars().next())
+            .is_some_and(|st| st != 'Z' && st != 'X'),
+        Err(_) => false,
+    }
+}
+
+fn svmap_command() -> Vec<String> {
+    let on_path = |name: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+    };
+    if on_path("sipvicious_svmap") {
+        vec!["sipvicious_svmap".into()]
+    } else {
+        vec!["python3".into(), "-m".into(), "sipvicious.svmap".into()]
+    }
+}
+
+fn drops_by_reason(stats: &Value) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    if let Some(reasons) = stats["reasons"].as_object() {
+        for name in reasons.keys() {
+            out.insert(name.clone(), packets(stats, "reasons", name, "drop"));
+        }
+    }
+    out
+}
+
+fn bans_by_reason(bans: &Value) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for row in bans.as_array().into_iter().flatten() {
+        out.entry(row["reason"].as_str().unwrap_or("?").to_string())
+            .or_default()
+            .push(match row["detail"].as_str() {
+                Some(d) if !d.is_empty() => {
+                    format!("{} ({d})", row["source"].as_str().unwrap_or("?"))
+                }
+                _ => row["source"].as_str().unwrap_or("?").to_string(),
+            });
+    }
+    out
+}
+
+fn fmt_bans(b: &BTreeMap<String, Vec<String>>) -> String {
+    if b.is_empty() {
+        return "none".into();
+    }
+    b.iter()
+        .map(|(r, s)| format!("{r}: {}", s.join(",")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[derive(PartialEq, Eq, Clone, Copy, Debug)]
+enum Phase {
+    Calls,
+    Scan,
+    Flood,
+    After,
+}
+
+fn demo() -> Result<()> {
+    ensure!(
+        unsafe { libc_geteuid() } == 0,
+        "run as root (namespaces, XDP)"
+    );
+    println!("== sipguard demo: Kamailio under a scan and an INVITE flood ==");
+    println!("setting up the lab: server (Kamailio -x tlsf), client (sipp), attacker …");
+    let lab = Lab::new("demo")?;
+    isolate_server(&lab)?;
+    let server = IpAddr::V4(lab.server.v4);
+    let out = lab.run(
+        &lab.server,
+        "ip",
+        ["addr", "add", &format!("{BACKEND}/32"), "dev", "lo"],
+        Duration::from_secs(10),
+    )?;
+    ensure!(out.status.success(), "adding {BACKEND}: {}", stderr(&out));
+    lab.add_addr(&lab.attacker, &format!("{FLOOD_SRC}/16"))?;
+    let backend = SocketAddr::new(IpAddr::V4(BACKEND), UAS_PORT);
+    Uas {
+        addr: backend.ip(),
+        port: UAS_PORT,
+        scenario: Some(scenario("uas_proxied.xml")),
+    }
+    .start(&lab, &lab.server, "uas")?;
+    let kamailio = Kamailio::start(&lab, &lab.server, server, backend)?;
+    println!(
+        "  server   {server}:5060  Kamailio proxy (user `service` -> sipp UAS {backend}, others 404)"
+    );
+    println!(
+        "  client   {}  sipp: {CALLS} calls at {CALL_RATE}/s",
+        lab.client.v4
+    );
+    println!(
+        "  attacker {} (svmap) and {FLOOD_SRC} (INVITE flood)",
+        lab.attacker.v4
+    );
+
+    let agent = lab.start_agent(&["--mode", "native"])?;
+    let ctl = Ctl::new(lab.iface());
+    ctl.limits_set(&LIMITS)?;
+    println!(
+        "sipguard run --iface {} --mode native: enforcing, defaults except {} (fits a 10 calls/s client with retransmissions)",
+        lab.iface(),
+        LIMITS.join(" ")
+    );
+    if interrupted() {
+        return Ok(());
+    }
+
+    // The legitimate client, writing its statistics every second.
+    let csv = lab.dir().join("uac.csv");
+    let sipp = lab.spawn(
+        &lab.client,
+        "uac",
+        "sipp",
+        [
+            "-sf".to_string(),
+            scenario("uac_proxied.xml").display().to_string(),
+            SocketAddr::new(server, SIP_PORT).to_string(),
+            "-i".into(),
+            lab.client.v4.to_string(),
+            "-p".into(),
+            SIP_PORT.to_string(),
+            "-m".into(),
+            CALLS.to_string(),
+            "-r".into(),
+            CALL_RATE.to_string(),
+            "-timeout".into(),
+            "80s".into(),
+            "-recv_timeout".into(),
+            "10000".into(),
+            "-nostdin".into(),
+            "-trace_stat".into(),
+            "-fd".into(),
+            "1".into(),
+            "-stf".into(),
+            csv.display().to_string(),
+        ],
+    )?;
+
+    let stats0 = ctl.stats()?;
+    let mut prev = stats0.clone();
+    let mut cpu_prev = kamailio.cpu_seconds()?;
+    let cpu0 = cpu_prev;
+    let t0 = Instant::now();
+    let mut last = t0;
+    let mut phase = Phase::Calls;
+    let mut svmap: Option<Bg> = None;
+    let mut flood = None;
+    let mut flood_started = t0;
+    let mut metrics_shown = false;
+    let mut calls = Calls::default();
+    let mut cpu_peak: f64 = 0.0;
+    let mut scan_bans = BTreeMap::new();
+
+    println!(
+        "\n  t | phase | dropped pkt/s by reason           | bans | legit calls ok/ended (ok %), placed | Kamailio CPU"
+    );
+    loop {
+        std::thread::sleep(Duration::from_millis(1000).saturating_sub(last.elapsed()));
+        let now = Instant::now();
+        let dt = now.duration_since(last).as_secs_f64();
+        last = now;
+        let t = now.duration_since(t0);
+        if interrupted() {
+            println!("interrupted: cleaning up");
+            return Ok(());
+        }
+        ensure!(t < DEMO_BOUND, "demo exceeded {DEMO_BOUND:?}");
+
+        // Phase changes.
+        match phase {
+            Phase::Calls if t >= Duration::from_secs(4) => {
+                let mut cmd = svmap_command();
+                cmd.push(lab.server.v4.to_string());
+                println!("--- phase 1: attacker scans with `{}`", cmd.join(" "));
+                svmap = Some(lab.spawn(&lab.attacker, "svmap", &cmd[0], &cmd[1..])?);
+                phase = Phase::Scan;
+            }
+            Phase::Scan => {
+                let bg = svmap.as_ref().unwrap();
+                if !alive(bg.pid) || t >= Duration::from_secs(30) {
+                    if alive(bg.pid) {
+                        lab.stop(bg)?;
+                    }
+                    let out = bg.output();
+                    let found: Vec<&str> = out
+                        .lines()
+                        .filter(|l| l.contains(&lab.server.v4.to_string()) && l.contains(':'))
+                        .filter(|l| l.trim_start().starts_with('|'))
+                        .collect();
+                    println!("--- svmap output:");
+                    for l in out.lines().filter(|l| !l.trim().is_empty()).take(12) {
+                        println!("    {l}");
+                    }
+                    if found.is_empty() {
+                        println!("    => svmap found no SIP device");
+                    } else {
+                        println!("    => svmap found: {found:?}");
+                    }
+                    scan_bans = bans_by_reason(&ctl.bans()?);
+                    println!("    bans now: {}", fmt_bans(&scan_bans));
+                    println!(
+                        "--- phase 2: INVITE flood from {FLOOD_SRC}, flat out, {}s (≤ {FLOOD_MAX_PACKETS} packets)",
+                        FLOOD.as_secs()
+                    );
+                    flood = Some(spawn_send(
+                        &lab,
+                        &lab.attacker,
+                        "flood",
+                        server,
+                        &[Stream::new(
+                            "flood",
+                            &[IpAddr::V4(FLOOD_SRC)],
+                            "INVITE",
+                            0,
+                            FLOOD_MAX_PACKETS,
+                        )
+                        .user(FLOOD_USER)],
+                        FLOOD,
+                    )?);
+                    flood_started = now;
+                    phase = Phase::Flood;
+                }
+            }
+            _ => {}
+        }
+
+        // Status line.
+        let stats = ctl.stats()?;
+        let d0 = drops_by_reason(&prev);
+        let d1 = drops_by_reason(&stats);
+        let mut rates: Vec<String> = d1
+            .iter()
+            .filter_map(|(r, n)| {
+                let d = n - d0.get(r).copied().unwrap_or(0);
+                (d > 0).then(|| format!("{r} {:.0}", d as f64 / dt))
+            })
+            .collect();
+        if rates.is_empty() {
+            rates.push("-".into());
+        }
+        prev = stats;
+        let bans = ctl.bans()?.as_array().map_or(0, Vec::len);
+        if let Ok(c) = parse_trace_stat(&csv) {
+            calls = c;
+        }
+        let cpu = kamailio.cpu_seconds()?;
+        let cpu_pct = 100.0 * (cpu - cpu_prev) / dt;
+        cpu_prev = cpu;
+        cpu_peak = cpu_peak.max(cpu_pct);
+        let done = calls.successful + calls.failed;
+        println!(
+            "{:>3} | {:<5} | {:<33} | {:>4} | {:>3}/{:<3} ({:>5.1} %), {:>3} placed        | {:>5.1} %",
+            t.as_secs(),
+            format!("{phase:?}").to_lowercase(),
+            rates.join(", "),
+            bans,
+            calls.successful,
+            done,
+            if done > 0 {
+                100.0 * calls.successful as f64 / done as f64
+            } else {
+                100.0
+            },
+            calls.outgoing,
+            cpu_pct
+        );
+
+        if phase == Phase::Flood {
+            let ft = now.duration_since(flood_started);
+            if !metrics_shown && ft >= Duration::from_secs(8) {
+                metrics_shown = true;
+                show_metrics(&lab)?;
+            }
+            if ft >= FLOOD {
+                let report = flood.take().unwrap().finish()?;
+                let s = report.stream("flood");
+                println!(
+                    "--- flood over: {} INVITEs sent at {:.0} pps",
+                    s.sent,
+                    s.pps()
+                );
+                phase = Phase::After;
+            }
+        }
+        if phase == Phase::After && !alive(sipp.pid) {
+            break;
+        }
+    }
+
+    // Summary.
+    if let Ok(c) = parse_trace_stat(&csv) {
+        calls = c;
+    }
+    let stats = ctl.stats()?;
+    let d0 = drops_by_reason(&stats0);
+    let d1 = drops_by_reason(&stats);
+    let bans = bans_by_reason(&ctl.bans()?);
+    let mut all_bans = scan_bans;
+    for (r, s) in bans {
+        let e = all_bans.entry(r).or_default();
+        for src in s {
+            if !e.contains(&src) {
+                e.push(src);
+            }
+        }
+    }
+    println!("\n== summary ==");
+    println!(
+        "legitimate calls: {}/{CALLS} completed ({:.1} %), {} failed, {} retransmissions",
+        calls.successful,
+        100.0 * calls.successful as f64 / CALLS as f64,
+        calls.failed,
+        calls.retransmissions
+    );
+    let total: u64 = d1
+        .iter()
+        .map(|(r, n)| n - d0.get(r).copied().unwrap_or(0))
+        .sum();
+    println!("packets dropped by sipguard: {total}");
+    for (r, n) in &d1 {
+        let d = n - d0.get(r).copied().unwrap_or(0);
+        if d > 0 {
+            println!("  {r:<16} {d:>10}");
+        }
+    }
+    println!("bans by reason: {}", fmt_bans(&all_bans));
+    println!(
+        "Kamailio CPU: {:.2} s over the run, peak {:.0} % of a core",
+        kamailio.cpu_seconds()? - cpu0,
+        cpu_peak
+    );
+    println!("cleaning up (agent detaches, namespaces removed) …");
+    drop(agent);
+    drop(lab);
+    Ok(())
+}
+
+fn show_metrics(lab: &Lab) -> Result<()> {
+    let out = lab.run(
+        &lab.server,
+        "curl",
+        ["-s", "--max-time", "5", "http://127.0.0.1:9464/metrics"],
+        Duration::from_secs(10),
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("--- curl -s 127.0.0.1:9464/metrics (in the server namespace), non-zero drops:");
+    let mut n = 0;
+    for l in text.lines() {
+        if l.starts_with("sipguard_packets_total{")
+            && l.contains("verdict=\"drop\"")
+            && !l.trim_end().ends_with(" 0")
+        {
+            println!("    {l}");
+            n += 1;
+        }
+    }
+    if n == 0 {
+        println!("    (none; curl exit {})", out.status);
+    }
+    Ok(())
+}
+
+unsafe fn libc_geteuid() -> u32 {
+    unsafe extern "C" {
+        fn geteuid() -> u32;
+    }
+    unsafe { geteuid() }
+}
