@@ -142,6 +142,11 @@ fn egress(ctx: &TcContext) {
     if flow.transport != Transport::Udp {
         return;
     }
+    // The status line is read 16 bytes at a time: a payload shorter than that
+    // (by its UDP or IP length) is not a response worth learning from.
+    if flow.payload_len < 16 {
+        return;
+    }
     let Some(status) = classify::status_code(flow.payload, end) else {
         return;
     };

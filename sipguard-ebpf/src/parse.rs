@@ -57,6 +57,9 @@ pub struct Flow {
     pub payload: usize,
     /// The same as an offset from the frame start.
     pub payload_off: usize,
+    /// UDP payload length as the UDP header states it: the whole datagram,
+    /// even when this frame is only its first fragment.
+    pub stated_len: usize,
     /// Payload length as the UDP header states it, clamped to the frame (a
     /// short Ethernet frame is padded; the padding is not payload).
     pub payload_len: usize,
@@ -95,6 +98,7 @@ pub fn parse(data: usize, end: usize, egress: bool) -> Result<Flow, Reason> {
         _ => return Err(Reason::NotSipPort),
     };
 
+    let mut stated_len = 0;
     let (transport, dport, syn, payload_len) = match proto {
         IPPROTO_UDP => {
             let udp: *const UdpHdr = c.take().ok_or(Reason::Malformed)?;
@@ -110,6 +114,7 @@ pub fn parse(data: usize, end: usize, egress: bool) -> Result<Flow, Reason> {
             let in_frame = c.remaining();
             let in_ip = l3_end.saturating_sub(c.pos);
             let stated = udp_len - 8;
+            stated_len = stated;
             let len = if stated < in_frame { stated } else { in_frame };
             let len = if in_ip < len { in_ip } else { len };
             (Transport::Udp, dport, false, len)
@@ -141,6 +146,7 @@ pub fn parse(data: usize, end: usize, egress: bool) -> Result<Flow, Reason> {
         fragmented,
         payload: c.pos,
         payload_off: c.pos - data,
+        stated_len,
         payload_len,
     })
 }

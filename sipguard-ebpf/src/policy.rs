@@ -138,7 +138,9 @@ pub fn front(flow: &Flow, class: u32) -> Step {
             let (v, r) = deny(policy, Reason::NotSip);
             return Step::Done(v, r);
         }
-        if policy.max_message_bytes != 0 && flow.payload_len > policy.max_message_bytes as usize {
+        // The stated length: a datagram over the limit arrives as fragments
+        // whose first one alone is always under it.
+        if policy.max_message_bytes != 0 && flow.stated_len > policy.max_message_bytes as usize {
             let (v, r) = deny(policy, Reason::Oversized);
             return Step::Done(v, r);
         }
@@ -258,7 +260,9 @@ fn enumerating(policy: &Policy, st: &mut SrcState, target: u64, now: u64) -> boo
         st.targets_start_ns = now;
         st.targets = [0, 0];
     }
-    let bit = target % 128;
+    // The hash's top bits: FNV-1a's low bits mix poorly for targets that
+    // differ only in a digit or two.
+    let bit = target >> 57;
     st.targets[(bit / 64) as usize & 1] |= 1 << (bit % 64);
     let distinct = st.targets[0].count_ones() + st.targets[1].count_ones();
     if distinct >= policy.enum_after {

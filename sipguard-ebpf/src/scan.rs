@@ -22,8 +22,9 @@ use crate::{
     opaque,
 };
 
-/// Header lines looked at before giving up (a SIP message has 10-30).
-const MAX_LINES: u32 = 64;
+/// Header lines (and 256-byte pieces of long lines) looked at before giving
+/// up; a SIP message has 10-30 lines, a UDP datagram at most a few hundred.
+const MAX_LINES: u32 = 256;
 /// Offsets are masked to this so the verifier knows their range; a UDP SIP
 /// datagram on a 1500-byte MTU ends well before it.
 const OFFSET_MASK: u64 = 0xfff;
@@ -203,22 +204,26 @@ const fn name(s: &[u8], kind: u64) -> Name {
     n
 }
 
-/// Header names we act on, long and compact forms (RFC 3261 §7.3.3).
-const NAMES: [Name; 13] = [
-    name(b"via:", kind::VIA),
-    name(b"v:", kind::VIA),
-    name(b"from:", kind::FROM),
-    name(b"f:", kind::FROM),
-    name(b"to:", kind::TO),
-    name(b"t:", kind::TO),
-    name(b"call-id:", kind::CALL_ID),
-    name(b"i:", kind::CALL_ID),
-    name(b"cseq:", kind::CSEQ),
-    name(b"contact:", kind::CONTACT),
-    name(b"m:", kind::CONTACT),
-    name(b"user-agent:", kind::USER_AGENT),
-    name(b"user-agent :", kind::USER_AGENT),
+/// Header names we act on, long and compact forms (RFC 3261 §7.3.3),
+/// without the colon: whitespace may stand before it. Long forms first, so
+/// "from" wins over "f" (which then needs its colon right after).
+const NAMES: [Name; 12] = [
+    name(b"user-agent", kind::USER_AGENT),
+    name(b"call-id", kind::CALL_ID),
+    name(b"contact", kind::CONTACT),
+    name(b"from", kind::FROM),
+    name(b"cseq", kind::CSEQ),
+    name(b"via", kind::VIA),
+    name(b"to", kind::TO),
+    name(b"v", kind::VIA),
+    name(b"f", kind::FROM),
+    name(b"t", kind::TO),
+    name(b"i", kind::CALL_ID),
+    name(b"m", kind::CONTACT),
 ];
+
+/// Whitespace allowed between a header name and its colon.
+const NAME_WS_MAX: usize = 4;
 
 /// Setting bit 5 folds ASCII letters to lower case and leaves the other
 /// bytes of a header name (`-`, `:`, digits) as they are.
@@ -281,22 +286,24 @@ extern "C" fn scan_line<const SKB: bool>(_index: u64, ctx: *mut c_void) -> i64 {
     }
     let buf = unsafe { &*buf };
 
-    let Some(nl) = find_newline(buf, n) else {
-        if n == WINDOW {
-            // A line longer than the window: skip on, without reading the
-            // rest of it as a header start.
-            s.pos = (pos + WINDOW) as u64;
-            s.continued = 1;
-            return CONTINUE;
-        }
-        return STOP;
+    let (nl, long) = match find_newline(buf, n) {
+        Some(nl) => (nl, false),
+        // A line longer than the window: judge its start (name, first part
+        // of the value) now and skip the rest of it in the next iterations.
+        None if n == WINDOW => (WINDOW - 1, true),
+        None => return STOP,
     };
     // One unknown index for the verifier, not one constant per position the
     // search could have stopped at (see opaque.rs).
     let nl = opaque::launder(nl as u64, 0) as usize & WINDOW_MASK;
     let continued = s.continued != 0;
-    s.continued = 0;
-    s.pos = (pos + nl + 1) as u64;
+    if long {
+        s.pos = (pos + WINDOW) as u64;
+        s.continued = 1;
+    } else {
+        s.continued = 0;
+        s.pos = (pos + nl + 1) as u64;
+    }
     if continued {
         return CONTINUE;
     }
@@ -323,6 +330,20 @@ extern "C" fn scan_line<const SKB: bool>(_index: u64, ctx: *mut c_void) -> i64 {
                 value = h.len as usize;
                 break;
             }
+        }
+        // The name must end here: optional SP/HTAB, then ':' (RFC 3261
+        // §7.3.1). Otherwise it was only a prefix ("f" of "foo:").
+        let mut at = value & 15;
+        for _ in 0..NAME_WS_MAX {
+            if buf[at] == b' ' || buf[at] == b'\t' {
+                at += 1;
+            }
+        }
+        if k != kind::OTHER && buf[at & 31] == b':' {
+            value = (at & 31) + 1;
+        } else {
+            k = kind::OTHER;
+            value = 0;
         }
     }
     // One unknown kind and offset from here on: the verifier walks the rest
@@ -374,9 +395,6 @@ fn find_newline(buf: &[u8; BUF], n: usize) -> Option<usize> {
 /// Bytes of a value tokenized (User-Agent, From, To, Contact values and
 /// Request-URIs are far shorter in practice).
 const VALUE_MAX: usize = 128;
-/// Tokens of one value checked against the signatures (the first ones: tool
-/// names sit at the start of User-Agent, display names and URI users).
-const TOKENS: usize = 8;
 /// Value bytes per `tokenize_word` call: each `bpf_loop` iteration costs a
 /// call, so fewer, longer steps are faster; the step is verified once.
 const STEP: usize = 32;
@@ -398,8 +416,7 @@ fn tokenize(s: &mut Scan, from: usize, to: usize, k: u64) -> (u64, u64) {
     // address without its parameters). Shifts, not compares.
     // Field by field with volatile stores: a struct literal of mostly zeros
     // becomes a call to a byte-at-a-time `memset` on this target, which
-    // costs more than the tokenizing. `tokens` needs no clearing: only slots
-    // below `n` are read.
+    // costs more than the tokenizing.
     unsafe {
         use core::ptr::{addr_of_mut, write_volatile as w};
         w(addr_of_mut!(t.from), from as u64);
@@ -407,7 +424,7 @@ fn tokenize(s: &mut Scan, from: usize, to: usize, k: u64) -> (u64, u64) {
         w(addr_of_mut!(t.h), FNV_OFFSET);
         w(addr_of_mut!(t.target), FNV_OFFSET);
         w(addr_of_mut!(t.prev), 0);
-        w(addr_of_mut!(t.n), 0);
+        w(addr_of_mut!(t.last), FNV_OFFSET);
         w(addr_of_mut!(t.alive), 1);
         w(addr_of_mut!(t.in_target), (TARGET_KINDS >> k) & 1);
         // The Request-URI ends at SP; the To target ends at the first ';'
@@ -427,16 +444,11 @@ fn tokenize(s: &mut Scan, from: usize, to: usize, k: u64) -> (u64, u64) {
         );
     }
     // A token running to the end of the value.
-    t.tokens[t.n as usize & (TOKENS - 1)] = t.h;
-    let n = t.n + t.prev;
-    let last = t.tokens[(n.wrapping_sub(1)) as usize & (TOKENS - 1)];
-    for j in 0..TOKENS {
-        if j as u64 >= n {
-            break;
-        }
-        check_token(s, t.tokens[j]);
+    if t.prev != 0 {
+        check_token(s, t.h);
+        t.last = t.h;
     }
-    (t.target, last)
+    (t.target, t.last)
 }
 
 /// Running state of `tokenize` (per CPU, see there).
@@ -447,12 +459,12 @@ pub struct Tokenize {
     h: u64,
     target: u64,
     prev: u64,
-    n: u64,
+    /// Hash of the last complete token (CSeq's method).
+    last: u64,
     alive: u64,
     in_target: u64,
     stop_space: u64,
     stop_semi: u64,
-    tokens: [u64; TOKENS],
 }
 
 /// One `STEP`-byte step of `tokenize`.
@@ -468,10 +480,14 @@ extern "C" fn tokenize_word(index: u64, _ctx: *mut c_void) -> i64 {
         return STOP;
     }
     // Work on locals and write back once: the state lives in map memory.
-    let (mut h, mut target, mut prev, mut n) = (t.h, t.target, t.prev, t.n);
+    let Some(st) = SCAN_STATE.get_ptr_mut(0) else {
+        return STOP;
+    };
+    // SAFETY: per-CPU map value, owned by this CPU during the program.
+    let scan = unsafe { &mut *st };
+    let (mut h, mut target, mut prev, mut last) = (t.h, t.target, t.prev, t.last);
     let (mut alive, mut in_target) = (t.alive, t.in_target);
     let (stop_space, stop_semi) = (t.stop_space, t.stop_semi);
-    let mut tokens = t.tokens;
     for b in 0..STEP as u64 {
         let i = base + b;
         if i >= to || alive == 0 {
@@ -495,15 +511,15 @@ extern "C" fn tokenize_word(index: u64, _ctx: *mut c_void) -> i64 {
             h = (h ^ c.to_ascii_lowercase() as u64).wrapping_mul(FNV_PRIME);
             prev = 1;
         } else if prev != 0 {
-            tokens[n as usize & (TOKENS - 1)] = h;
-            n += 1;
+            // A token just ended: every token is checked, however many.
+            check_token(scan, h);
+            last = h;
             h = FNV_OFFSET;
             prev = 0;
         }
     }
-    (t.h, t.target, t.prev, t.n) = (h, target, prev, n);
+    (t.h, t.target, t.prev, t.last) = (h, target, prev, last);
     (t.alive, t.in_target) = (alive, in_target);
-    t.tokens = tokens;
     CONTINUE
 }
 

@@ -184,6 +184,13 @@ impl Maps {
                         bail!("the signature table is full ({SIGNATURES_MAX}); delete some first");
                     };
                     used[free] = true;
+                    // A reused id must not inherit the deleted one's hits.
+                    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+                    self.sig_hits.set(
+                        free as u32,
+                        aya::maps::PerCpuValues::try_from(vec![0u64; cpus])?,
+                        0,
+                    )?;
                     free as u32
                 }
             };
