@@ -1,6 +1,7 @@
 //! Shared test support for sipguard: packet builders, the BPF_PROG_TEST_RUN
 //! harness and network-namespace labs. Tests live in `tests/tests/`.
 
+pub mod captures;
 pub mod flood;
 pub mod harness;
 pub mod kamailio;

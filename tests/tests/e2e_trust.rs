@@ -1,0 +1,320 @@
+//! Earned trust and the credential-attack defence end to end (GitHub issue
+//! 6): Kamailio with digest authentication (tests/kamailio/auth.cfg) in the
+//! server namespace behind `sipguard run`; SIPVicious svcrack guesses one
+//! extension's password from the attacker namespace, and a legitimate
+//! phone in the client namespace mistypes its password once, then
+//! registers.
+//!
+//! Needs root, kamailio (Debian's package), python3 with sipvicious
+//! (sipvicious_svcrack's module), iproute2 and nsenter. Run with
+//! `--nocapture` to see the tools' output.
+
+use std::{fs, net::IpAddr, path::Path, process::Output, time::Duration};
+
+use anyhow::{Context as _, Result, ensure};
+use serde_json::Value;
+use sipguard_tests::{
+    flood::{Ctl, Delta},
+    netns::{Bg, Lab, Node},
+};
+
+const SIP_PORT: u16 = 5060;
+/// The extension under attack, and its password (never in the wordlists).
+const USER: &str = "1001";
+const PASSWORD: &str = "lab-Secret-7f3";
+const SHORT: Duration = Duration::from_secs(20);
+/// Bound for one svcrack run: it ends on its own once unanswered.
+const SVCRACK_BOUND_SECS: u32 = 40;
+
+/// svcrack as shipped, except its User-Agent: "friendly-scanner" is one of
+/// sipguard's ban-tier signatures, which would ban the attacker as a
+/// scanner at its first packet. An attacker edits that one string; what is
+/// left is a password-guessing tool sipguard must recognise by the server's
+/// answers alone.
+const SVCRACK: &str = r#"
+import sys
+from sipvicious.libs import svhelper
+defaults = list(svhelper.makeRequest.__defaults__)
+defaults[defaults.index("friendly-scanner")] = sys.argv[1]
+svhelper.makeRequest.__defaults__ = tuple(defaults)
+from sipvicious import svcrack
+sys.argv = ["sipvicious_svcrack"] + sys.argv[2:]
+svcrack.main()
+"#;
+
+/// A phone registering with digest authentication (RFC 2617, qop=auth):
+/// one challenge + answer per password given, in order. Prints
+/// "PASSWORD: STATUS" per attempt; exits 0 if the last one got 200.
+/// usage: LOCAL_IP SERVER_IP USER PASSWORD...
+const PHONE: &str = r#"
+import hashlib, random, re, socket, sys
+local, server, user = sys.argv[1:4]
+passwords = sys.argv[4:]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((local, 5060))
+s.settimeout(5)
+callid = "%x@%s" % (random.getrandbits(64), local)
+cseq = 0
+def md5(x):
+    return hashlib.md5(x.encode()).hexdigest()
+def register(auth=None):
+    global cseq
+    cseq += 1
+    m = ("REGISTER sip:%s SIP/2.0\r\n" % server +
+         "Via: SIP/2.0/UDP %s:5060;branch=z9hG4bK%x;rport\r\n" % (local, random.getrandbits(48)) +
+         "Max-Forwards: 70\r\n"
+         "From: <sip:%s@%s>;tag=phone42\r\n" % (user, server) +
+         "To: <sip:%s@%s>\r\n" % (user, server) +
+         "Call-ID: %s\r\n" % callid +
+         "CSeq: %d REGISTER\r\n" % cseq +
+         "Contact: <sip:%s@%s:5060>\r\n" % (user, local) +
+         "User-Agent: Linphone/5.2.5 (belle-sip/5.2.4)\r\n"
+         "Expires: 600\r\n")
+    if auth:
+        m += auth + "\r\n"
+    m += "Content-Length: 0\r\n\r\n"
+    s.sendto(m.encode(), (server, 5060))
+    while True:
+        data = s.recv(65535).decode(errors="replace")
+        code = int(data.split(" ", 2)[1])
+        if code >= 200:
+            return code, data
+code = 0
+for pw in passwords:
+    code, data = register()
+    if code != 401:
+        print("challenge: %d" % code)
+        sys.exit(2)
+    h = re.search(r"WWW-Authenticate:\s*Digest\s+(.*)", data, re.I).group(1)
+    p = dict(re.findall(r'(\w+)="?([^",\r\n]*)"?', h))
+    uri = "sip:%s" % server
+    ha1 = md5("%s:%s:%s" % (user, p["realm"], pw))
+    ha2 = md5("REGISTER:%s" % uri)
+    auth = 'Authorization: Digest username="%s", realm="%s", nonce="%s", uri="%s", algorithm=MD5' % (
+        user, p["realm"], p["nonce"], uri)
+    if "qop" in p:
+        cnonce = "%x" % random.getrandbits(32)
+        resp = md5("%s:%s:00000001:%s:auth:%s" % (ha1, p["nonce"], cnonce, ha2))
+        auth += ', response="%s", qop=auth, nc=00000001, cnonce="%s"' % (resp, cnonce)
+    else:
+        auth += ', response="%s"' % md5("%s:%s:%s" % (ha1, p["nonce"], ha2))
+    code, _ = register(auth)
+    print("%s: %d" % (pw, code), flush=True)
+sys.exit(0 if code == 200 else 1)
+"#;
+
+/// Start Kamailio with tests/kamailio/auth.cfg on the server's address.
+/// The lab stops it (by PID) when dropped.
+fn start_kamailio(lab: &Lab) -> Result<Bg> {
+    let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("kamailio/auth.cfg");
+    let cfg = fs::read_to_string(&template)
+        .with_context(|| format!("reading {}", template.display()))?
+        .replace("@LISTEN@", &lab.server.v4.to_string())
+        .replace("@USER@", USER)
+        .replace("@PASSWORD@", PASSWORD);
+    let dir = lab.dir().join("kamailio");
+    fs::create_dir_all(&dir)?;
+    let cfg_path = dir.join("auth.cfg");
+    fs::write(&cfg_path, cfg)?;
+    let dir = dir.to_str().context("lab dir is not UTF-8")?;
+    let cfg_path = cfg_path.to_str().context("lab dir is not UTF-8")?;
+    // -DD: the main process stays in the foreground (the PID the lab stops),
+    // -E: log to stderr, -x tlsf: Debian's default allocator thrashes.
+    let bg = lab.spawn(
+        &lab.server,
+        "kamailio",
+        "kamailio",
+        [
+            "-f", cfg_path, "-DD", "-E", "-x", "tlsf", "-m", "64", "-Y", dir, "-w", dir,
+        ],
+    )?;
+    lab.wait_udp_port(&lab.server, SIP_PORT, SHORT)
+        .with_context(|| format!("kamailio did not start; its log:\n{}", bg.output()))?;
+    Ok(bg)
+}
+
+/// REGISTERs from `src` that reached Kamailio (its per-request log line).
+fn at_server(kamailio: &Bg, src: IpAddr) -> usize {
+    let line = format!("sipguard-lab request REGISTER {src}");
+    kamailio
+        .output()
+        .lines()
+        .filter(|l| l.trim_end().ends_with(&line))
+        .count()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// svcrack against `USER` with `words` as its dictionary; its output.
+fn svcrack(lab: &Lab, node: &Node, name: &str, words: &[String]) -> Result<String> {
+    let dict = lab.dir().join(format!("{name}.txt"));
+    fs::write(&dict, words.join("\n") + "\n")?;
+    let script = lab.dir().join("svcrack-ua.py");
+    fs::write(&script, SVCRACK)?;
+    let ip = node.v4.to_string();
+    let out = lab.run(
+        node,
+        "timeout",
+        [
+            &SVCRACK_BOUND_SECS.to_string(),
+            "python3",
+            script.to_str().context("lab dir is not UTF-8")?,
+            "Zoiper rv2.10.20.4",
+            "-u",
+            USER,
+            "-d",
+            dict.to_str().context("lab dir is not UTF-8")?,
+            "-x",
+            &ip,
+            "-b",
+            &ip,
+            &lab.server.v4.to_string(),
+        ],
+        Duration::from_secs(u64::from(SVCRACK_BOUND_SECS) + 10),
+    )?;
+    let text = text(&out);
+    eprintln!("--- svcrack {name} ({}):\n{text}", out.status);
+    Ok(text)
+}
+
+/// The rows of a `--json` listing whose `source` is `src`.
+fn rows_for(list: &Value, src: IpAddr) -> Vec<Value> {
+    list.as_array()
+        .map(|rows| {
+            rows.iter()
+                .filter(|r| r["source"].as_str() == Some(src.to_string().as_str()))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn trusted(ctl: &Ctl) -> Result<Value> {
+    let out = ctl.run(&["trusted", "list", "--json"])?;
+    serde_json::from_str(&out).context("parsing `trusted list --json`")
+}
+
+/// The legitimate phone: a wrong password once, then the right one.
+fn phone_registers(lab: &Lab) -> Result<String> {
+    let script = lab.dir().join("phone.py");
+    fs::write(&script, PHONE)?;
+    let out = lab.run(
+        &lab.client,
+        "python3",
+        [
+            script.to_str().context("lab dir is not UTF-8")?,
+            &lab.client.v4.to_string(),
+            &lab.server.v4.to_string(),
+            USER,
+            "lab-Secret-7f4",
+            PASSWORD,
+        ],
+        Duration::from_secs(30),
+    )?;
+    let text = text(&out);
+    eprintln!("--- phone ({}):\n{text}", out.status);
+    ensure!(out.status.success(), "the phone did not register: {text}");
+    Ok(text)
+}
+
+/// svcrack guessing 20 wrong passwords is banned with reason auth-failure
+/// after the sixth failure answer, and a second run gets nothing through
+/// (it is dropped as banned; Kamailio logs none of its REGISTERs), while a
+/// phone that mistypes once then registers is never banned and ends up
+/// trusted.
+#[test]
+fn password_guessing_is_banned_and_a_real_phone_is_trusted() -> Result<()> {
+    let lab = Lab::new("trust")?;
+    let kamailio = start_kamailio(&lab)?;
+    let _agent = lab.start_agent(&["--mode", "native"])?;
+    let ctl = Ctl::new(lab.iface());
+    let client = IpAddr::V4(lab.client.v4);
+    let attacker = IpAddr::V4(lab.attacker.v4);
+
+    // The phone: 401 (challenge), 401 (wrong password), 401 (challenge),
+    // 200. Three failures, then the 200 clears them and earns trust.
+    let phone = phone_registers(&lab)?;
+    ensure!(
+        phone.contains("lab-Secret-7f4: 401") && phone.contains(&format!("{PASSWORD}: 200")),
+        "the phone's attempts: {phone}"
+    );
+    let t = trusted(&ctl)?;
+    eprintln!("trusted after the phone: {t}");
+    ensure!(
+        rows_for(&t, client).len() == 1,
+        "the phone {client} is not trusted: {t}"
+    );
+    let bans = ctl.bans()?;
+    ensure!(
+        rows_for(&bans, client).is_empty(),
+        "the phone was banned: {bans}"
+    );
+
+    // The attacker: 20 wrong passwords.
+    let before = ctl.stats()?;
+    let words: Vec<String> = (0..20).map(|i| format!("guess{i:02}")).collect();
+    let first = svcrack(&lab, &lab.attacker, "words1", &words)?;
+    ensure!(
+        !first.contains(PASSWORD),
+        "svcrack found the password: {first}"
+    );
+    let bans = ctl.bans()?;
+    eprintln!("bans after svcrack: {bans}");
+    let ban = rows_for(&bans, attacker);
+    ensure!(
+        ban.len() == 1,
+        "the attacker {attacker} is not banned: {bans}"
+    );
+    ensure!(
+        ban[0]["reason"] == "auth-failure",
+        "the attacker was banned, but not for auth-failure: {bans}"
+    );
+    let reached = at_server(&kamailio, attacker);
+    eprintln!("attacker REGISTERs at Kamailio after run 1: {reached}");
+    // svcrack sends two REGISTERs per password (one for a challenge, one
+    // with the guess), each answered 401: the sixth 401 bans, so about
+    // three guesses reach Kamailio, not twenty.
+    ensure!(
+        (6..20).contains(&reached),
+        "{reached} of svcrack's REGISTERs reached Kamailio"
+    );
+
+    // A second run is dropped before Kamailio sees any of it.
+    let mid = ctl.stats()?;
+    let more: Vec<String> = (0..20).map(|i| format!("again{i:02}")).collect();
+    svcrack(&lab, &lab.attacker, "words2", &more)?;
+    let after = ctl.stats()?;
+    let again = at_server(&kamailio, attacker);
+    ensure!(
+        again == reached,
+        "{} REGISTERs of the banned attacker reached Kamailio",
+        again - reached
+    );
+    let banned = Delta::new(&mid, &after).reason("banned", "drop");
+    ensure!(banned > 0, "no drop counted as banned during run 2");
+    eprintln!(
+        "sipguard over both runs: {}",
+        Delta::new(&before, &after).reasons()
+    );
+    let events = Delta::new(&before, &after);
+    ensure!(
+        events.event("auth_failure") >= 6,
+        "auth_failure counted {} times",
+        events.event("auth_failure")
+    );
+
+    // The phone is still trusted, and still not banned.
+    let t = trusted(&ctl)?;
+    ensure!(rows_for(&t, client).len() == 1, "the phone lost trust: {t}");
+    ensure!(
+        rows_for(&ctl.bans()?, client).is_empty(),
+        "the phone was banned"
+    );
+    Ok(())
+}
