@@ -182,6 +182,23 @@ impl Running<'_> {
                 .lines()
                 .any(|l| l.starts_with('{')))
         });
+        // The report is printed just before the sender exits: give it the
+        // moment to exit by itself, so `stop` collects its own exit status
+        // instead of killing it (a race under load).
+        if ended.is_ok() {
+            let pid = self.bg.pid;
+            let _ = crate::netns::wait_until(Duration::from_secs(5), || {
+                Ok(std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map(|st| {
+                        st.rsplit(')')
+                            .next()
+                            .unwrap_or("")
+                            .trim_start()
+                            .starts_with('Z')
+                    })
+                    .unwrap_or(true))
+            });
+        }
         let status = self.lab.stop(&self.bg)?;
         ended.with_context(|| format!("sender did not finish; output:\n{}", self.bg.output()))?;
         ensure!(
