@@ -31,30 +31,13 @@ impl Kamailio {
     /// for `KNOWN_USER` to `uas`. Runs with `-x tlsf`: with Debian's default
     /// shared-memory allocator Kamailio thrashes under a flood.
     pub fn start(lab: &Lab, node: &Node, listen: IpAddr, uas: SocketAddr) -> Result<Self> {
-        let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("kamailio/proxy.cfg");
-        let cfg = fs::read_to_string(&template)
-            .with_context(|| format!("reading {}", template.display()))?
-            .replace("@LISTEN@", &listen.to_string())
-            .replace("@UAS@", &uas.to_string())
-            .replace("@KNOWN_USER@", KNOWN_USER);
-        let dir = lab.dir().join("kamailio");
-        fs::create_dir_all(&dir)?;
-        let cfg_path = dir.join("proxy.cfg");
-        fs::write(&cfg_path, cfg)?;
-        let dir = dir.to_str().context("lab dir is not UTF-8")?;
-        let cfg_path = cfg_path.to_str().context("lab dir is not UTF-8")?;
-        // -DD: the main process stays in the foreground (the PID we track),
-        // -E: log to stderr (our log file), -Y/-P: runtime files in the lab.
-        let bg = lab.spawn(
-            node,
-            "kamailio",
-            "kamailio",
-            [
-                "-f", cfg_path, "-DD", "-E", "-x", "tlsf", "-m", SHM_MB, "-Y", dir, "-w", dir,
-            ],
-        )?;
-        lab.wait_udp_port(node, 5060, START_TIMEOUT)
-            .with_context(|| format!("kamailio did not start; its log:\n{}", bg.output()))?;
+        let (listen, uas) = (listen.to_string(), uas.to_string());
+        let subs = [
+            ("@LISTEN@", listen.as_str()),
+            ("@UAS@", uas.as_str()),
+            ("@KNOWN_USER@", KNOWN_USER),
+        ];
+        let bg = start_config(lab, node, "proxy.cfg", &subs, SHM_MB)?;
         Ok(Kamailio { bg })
     }
 
@@ -117,4 +100,44 @@ fn clock_ticks() -> Result<u64> {
         .trim()
         .parse()
         .context("getconf CLK_TCK")
+}
+
+/// Start Kamailio in `node`'s namespace with tests/kamailio/`cfg`, each
+/// `@KEY@` placeholder of `subs` replaced, and `shm_mb` MB of shared memory;
+/// wait for UDP 5060. The lab stops it (by PID) when dropped. Runs with
+/// `-x tlsf`: with Debian's default allocator Kamailio thrashes under a flood.
+pub fn start_config(
+    lab: &Lab,
+    node: &Node,
+    cfg: &str,
+    subs: &[(&str, &str)],
+    shm_mb: &str,
+) -> Result<Bg> {
+    let template = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("kamailio")
+        .join(cfg);
+    let mut text =
+        fs::read_to_string(&template).with_context(|| format!("reading {}", template.display()))?;
+    for (key, value) in subs {
+        text = text.replace(key, value);
+    }
+    let dir = lab.dir().join("kamailio");
+    fs::create_dir_all(&dir)?;
+    let cfg_path = dir.join(cfg);
+    fs::write(&cfg_path, text)?;
+    let dir = dir.to_str().context("lab dir is not UTF-8")?;
+    let cfg_path = cfg_path.to_str().context("lab dir is not UTF-8")?;
+    // -DD: the main process stays in the foreground (the PID we track),
+    // -E: log to stderr (our log file), -Y/-w: runtime files in the lab.
+    let bg = lab.spawn(
+        node,
+        "kamailio",
+        "kamailio",
+        [
+            "-f", cfg_path, "-DD", "-E", "-x", "tlsf", "-m", shm_mb, "-Y", dir, "-w", dir,
+        ],
+    )?;
+    lab.wait_udp_port(node, 5060, START_TIMEOUT)
+        .with_context(|| format!("kamailio did not start; its log:\n{}", bg.output()))?;
+    Ok(bg)
 }

@@ -12,7 +12,6 @@
 //! sipvicious_svwar on PATH), hping3, tshark, python3, iproute2, nsenter.
 
 use std::{
-    fs,
     net::{IpAddr, SocketAddr},
     path::Path,
     process::{Command, Output},
@@ -23,6 +22,7 @@ use std::{
 use anyhow::{Context as _, Result, ensure};
 use serde_json::Value;
 use sipguard_tests::{
+    kamailio,
     netns::{Bg, Lab, Node, packets, run_bounded, sipguard_bin, stderr, wait_until},
     sipp::{Calls, Uac},
 };
@@ -49,31 +49,15 @@ const SHORT: Duration = Duration::from_secs(20);
 /// Start Kamailio with tests/kamailio/scanner.cfg on the server's address,
 /// UDP and TCP 5060. The lab stops it (by PID) when dropped.
 fn start_kamailio(lab: &Lab) -> Result<Bg> {
-    let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("kamailio/scanner.cfg");
-    let cfg = fs::read_to_string(&template)
-        .with_context(|| format!("reading {}", template.display()))?
-        .replace("@LISTEN@", &lab.server.v4.to_string())
-        .replace("@KNOWN_USERS@", KNOWN_USERS)
-        .replace("@PASSWORD@", PASSWORD);
-    let dir = lab.dir().join("kamailio");
-    fs::create_dir_all(&dir)?;
-    let cfg_path = dir.join("scanner.cfg");
-    fs::write(&cfg_path, cfg)?;
-    let dir = dir.to_str().context("lab dir is not UTF-8")?;
-    let cfg_path = cfg_path.to_str().context("lab dir is not UTF-8")?;
-    // -DD: the main process stays in the foreground (the PID the lab stops),
-    // -E: log to stderr, -x tlsf: Debian's default allocator thrashes.
-    let bg = lab.spawn(
-        &lab.server,
-        "kamailio",
-        "kamailio",
-        [
-            "-f", cfg_path, "-DD", "-E", "-x", "tlsf", "-m", "64", "-Y", dir, "-w", dir,
-        ],
-    )?;
-    lab.wait_udp_port(&lab.server, SIP_PORT, SHORT)
-        .and_then(|_| lab.wait_tcp_port(&lab.server, SIP_PORT, SHORT))
-        .with_context(|| format!("kamailio did not start; its log:\n{}", bg.output()))?;
+    let listen = lab.server.v4.to_string();
+    let subs = [
+        ("@LISTEN@", listen.as_str()),
+        ("@KNOWN_USERS@", KNOWN_USERS),
+        ("@PASSWORD@", PASSWORD),
+    ];
+    let bg = kamailio::start_config(lab, &lab.server, "scanner.cfg", &subs, "64")?;
+    lab.wait_tcp_port(&lab.server, SIP_PORT, SHORT)
+        .with_context(|| format!("kamailio did not open TCP; its log:\n{}", bg.output()))?;
     Ok(bg)
 }
 

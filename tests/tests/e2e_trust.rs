@@ -9,20 +9,19 @@
 //! (sipvicious_svcrack's module), iproute2 and nsenter. Run with
 //! `--nocapture` to see the tools' output.
 
-use std::{fs, net::IpAddr, path::Path, process::Output, time::Duration};
+use std::{fs, net::IpAddr, process::Output, time::Duration};
 
 use anyhow::{Context as _, Result, ensure};
 use serde_json::Value;
 use sipguard_tests::{
     flood::{Ctl, Delta},
+    kamailio,
     netns::{Bg, Lab, Node},
 };
 
-const SIP_PORT: u16 = 5060;
 /// The extension under attack, and its password (never in the wordlists).
 const USER: &str = "1001";
 const PASSWORD: &str = "lab-Secret-7f3";
-const SHORT: Duration = Duration::from_secs(20);
 /// Bound for one svcrack run: it ends on its own once unanswered.
 const SVCRACK_BOUND_SECS: u32 = 40;
 
@@ -106,31 +105,13 @@ sys.exit(0 if code == 200 else 1)
 /// Start Kamailio with tests/kamailio/auth.cfg on the server's address.
 /// The lab stops it (by PID) when dropped.
 fn start_kamailio(lab: &Lab) -> Result<Bg> {
-    let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("kamailio/auth.cfg");
-    let cfg = fs::read_to_string(&template)
-        .with_context(|| format!("reading {}", template.display()))?
-        .replace("@LISTEN@", &lab.server.v4.to_string())
-        .replace("@USER@", USER)
-        .replace("@PASSWORD@", PASSWORD);
-    let dir = lab.dir().join("kamailio");
-    fs::create_dir_all(&dir)?;
-    let cfg_path = dir.join("auth.cfg");
-    fs::write(&cfg_path, cfg)?;
-    let dir = dir.to_str().context("lab dir is not UTF-8")?;
-    let cfg_path = cfg_path.to_str().context("lab dir is not UTF-8")?;
-    // -DD: the main process stays in the foreground (the PID the lab stops),
-    // -E: log to stderr, -x tlsf: Debian's default allocator thrashes.
-    let bg = lab.spawn(
-        &lab.server,
-        "kamailio",
-        "kamailio",
-        [
-            "-f", cfg_path, "-DD", "-E", "-x", "tlsf", "-m", "64", "-Y", dir, "-w", dir,
-        ],
-    )?;
-    lab.wait_udp_port(&lab.server, SIP_PORT, SHORT)
-        .with_context(|| format!("kamailio did not start; its log:\n{}", bg.output()))?;
-    Ok(bg)
+    let listen = lab.server.v4.to_string();
+    let subs = [
+        ("@LISTEN@", listen.as_str()),
+        ("@USER@", USER),
+        ("@PASSWORD@", PASSWORD),
+    ];
+    kamailio::start_config(lab, &lab.server, "auth.cfg", &subs, "64")
 }
 
 /// REGISTERs from `src` that reached Kamailio (its per-request log line).
