@@ -2,7 +2,7 @@
 
 /// Version of the pinned-map layout. Bump it whenever a key or value type
 /// changes, so a new controller never misreads maps pinned by an old one.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// bpffs mount point and the directory under it that sipguard owns.
 pub const BPFFS: &str = "/sys/fs/bpf";
@@ -27,11 +27,17 @@ pub const MAP_SIG_HITS: &str = "SIG_HITS";
 /// Per-CPU working state of the programs (see sipguard-ebpf/src/maps.rs).
 pub const MAP_PENDING: &str = "PENDING";
 pub const MAP_SCAN_STATE: &str = "SCAN_STATE";
-pub const MAP_SCAN_BUF: &str = "SCAN_BUF";
+pub const MAP_SCAN_MSG: &str = "SCAN_MSG";
 pub const MAP_TOKENIZE: &str = "TOKENIZE";
 pub const MAP_SCRATCH: &str = "SCRATCH";
 pub const MAP_TRUSTED: &str = "TRUSTED";
 pub const MAP_PENDING_RESP: &str = "PENDING_RESP";
+pub const MAP_LIST_EMPTY: &str = "LIST_EMPTY";
+
+/// `LIST_EMPTY` slots: the allowlist and the blocklist.
+pub const LIST_ALLOW: u32 = 0;
+pub const LIST_BLOCK: u32 = 1;
+pub const LIST_SLOTS: u32 = 2;
 
 /// Trusted sources. LRU: losing a trust entry only sends that source back to
 /// the shared budgets until its next 2xx; trust is never a reason to drop.

@@ -79,7 +79,12 @@ pub fn sipguard_xdp(ctx: XdpContext) -> u32 {
     let class = opaque::launder(class as u64, Class::NotSip as u64) as u32;
     let (verdict, reason) = match policy::front(&flow, class) {
         Step::Done(v, r) => (v, r),
-        Step::Next { src, bucket, deep } => {
+        Step::Next {
+            src,
+            bucket,
+            deep,
+            now,
+        } => {
             if let Some(p) = PENDING.get_ptr_mut(0) {
                 // SAFETY: per-CPU map value, owned by this CPU during the program.
                 unsafe {
@@ -92,6 +97,7 @@ pub fn sipguard_xdp(ctx: XdpContext) -> u32 {
                         _pad: 0,
                         payload_off: flow.payload_off as u64,
                         payload_len: flow.payload_len as u64,
+                        now,
                     };
                     // Does not return on success.
                     PROGS.tail_call(&ctx, PROG_SLOT_SIP);

@@ -9,8 +9,8 @@ use sipguard_common::{
     Counter, Policy,
     class::CLASS_SLOTS,
     maps::{
-        ALLOW_MAX, BAN_EVENTS_BYTES, BANS_MAX, BLOCK_MAX, PROG_SLOTS, SIP_PORTS_LEN, SRC_STATE_MAX,
-        TABLE_STAT_SLOTS, TRUSTED_MAX, VERDICT_SLOTS,
+        ALLOW_MAX, BAN_EVENTS_BYTES, BANS_MAX, BLOCK_MAX, LIST_SLOTS, PROG_SLOTS, SIP_PORTS_LEN,
+        SRC_STATE_MAX, TABLE_STAT_SLOTS, TRUSTED_MAX, VERDICT_SLOTS,
     },
     policy::BUCKETS,
     signature::{Bloom, SIG_NAME_MAX, SIGNATURES_MAX, SigEntry},
@@ -95,11 +95,10 @@ pub static SIG_NAMES: Array<[u8; SIG_NAME_MAX]> = Array::with_max_entries(SIGNAT
 #[map]
 pub static SIG_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SIGNATURES_MAX, 0);
 
-/// Per-CPU buffer the header scan copies each line window into
-/// (`scan::WINDOW` bytes of `scan::BUF`), so the scan reads a plain buffer
-/// instead of packet pointers.
+/// The message being scanned, copied once from the packet (see scan.rs),
+/// per CPU. Scratch only: not pinned, each program load has its own.
 #[map]
-pub static SCAN_BUF: PerCpuArray<[u8; crate::scan::BUF]> = PerCpuArray::with_max_entries(1, 0);
+pub static SCAN_MSG: PerCpuArray<crate::scan::Msg> = PerCpuArray::with_max_entries(1, 0);
 
 /// The header scan's state and results (`scan::Scan`), per CPU: kept in map
 /// memory so the verifier checks the scan callback once (see scan.rs).
@@ -131,7 +130,16 @@ pub struct Pending {
     pub _pad: u32,
     pub payload_off: u64,
     pub payload_len: u64,
+    /// The clock, read once per packet (a helper call costs tens of ns).
+    pub now: u64,
 }
+
+/// Per list (`LIST_ALLOW`, `LIST_BLOCK`): 1 when the controller knows the
+/// trie is empty, so the program skips its lookup (an LPM lookup is a
+/// function call, the dearest step of a banned packet's path). A fresh map
+/// reads 0, "look": the skip is only ever an optimisation.
+#[map]
+pub static LIST_EMPTY: Array<u32> = Array::with_max_entries(LIST_SLOTS, 0);
 
 #[map]
 pub static PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);

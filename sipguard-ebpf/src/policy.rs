@@ -7,7 +7,7 @@
 use aya_ebpf::{bindings::xdp_md, helpers::bpf_ktime_get_ns, maps::lpm_trie::Key};
 use sipguard_common::{
     Class, Policy, Reason, Verdict,
-    maps::TableStat,
+    maps::{LIST_ALLOW, LIST_BLOCK, TableStat},
     policy::{Bucket, Limit, POLICY_MALFORMED, POLICY_SCAN, POLICY_TRUST},
     signature::TIER_BAN,
     source::{Ban, BanEvent, BanReason, SrcKey, SrcState},
@@ -16,7 +16,7 @@ use sipguard_common::{
 use crate::{
     limit,
     maps::Pending,
-    maps::{ALLOW, BAN_EVENTS, BANS, BLOCK, GLOBAL_STATE, POLICY, SRC_STATE},
+    maps::{ALLOW, BAN_EVENTS, BANS, BLOCK, GLOBAL_STATE, LIST_EMPTY, POLICY, SRC_STATE},
     parse::{Flow, Transport},
     scan, stats, trust,
 };
@@ -70,6 +70,13 @@ pub fn group(flow: &Flow, policy: &Policy) -> SrcKey {
     key
 }
 
+/// False only when the controller has marked the list empty (see
+/// `LIST_EMPTY`).
+#[inline(always)]
+fn may_hold(list: u32) -> bool {
+    !matches!(LIST_EMPTY.get(list), Some(1))
+}
+
 /// What the first stage decided.
 pub enum Step {
     /// Decided: pass or deny.
@@ -80,6 +87,7 @@ pub enum Step {
         src: SrcKey,
         bucket: u32,
         deep: bool,
+        now: u64,
     },
 }
 
@@ -94,11 +102,12 @@ pub fn front(flow: &Flow, class: u32) -> Step {
         return Step::Done(Verdict::Pass, Reason::Accepted);
     };
     let cidr = Key::new(128, flow.src);
-    if ALLOW.get(&cidr).is_some() {
+    if may_hold(LIST_ALLOW) && ALLOW.get(&cidr).is_some() {
         return Step::Done(Verdict::Pass, Reason::Allowlisted);
     }
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(block) = BLOCK.get(&cidr)
+    if may_hold(LIST_BLOCK)
+        && let Some(block) = BLOCK.get(&cidr)
         && (block.expires_ns == 0 || block.expires_ns > now)
     {
         let (v, r) = deny(policy, Reason::Blocklisted);
@@ -129,6 +138,7 @@ pub fn front(flow: &Flow, class: u32) -> Step {
             src,
             bucket: Bucket::Syn as u32,
             deep: false,
+            now,
         };
     }
 
@@ -151,6 +161,7 @@ pub fn front(flow: &Flow, class: u32) -> Step {
         bucket: bucket_of(class),
         deep: is_request
             && (malformed || policy.flags & POLICY_SCAN != 0 || policy.enum_after != 0),
+        now,
     }
 }
 
@@ -160,7 +171,7 @@ pub fn front(flow: &Flow, class: u32) -> Step {
 /// (a scanner's first packet is within any limit, so it is still caught).
 #[inline(always)]
 pub fn second(xdp: *mut xdp_md, policy: &Policy, p: &Pending) -> (Verdict, Reason) {
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = p.now;
     let limited = limits(policy, &p.src, p.bucket, now);
     if limited.0 != Verdict::Pass {
         return limited;

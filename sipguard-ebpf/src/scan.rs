@@ -1,11 +1,12 @@
-//! The SIP header scan: one `bpf_loop` iteration per header line, so the
-//! verifier checks the line handler once instead of once per line. Each
-//! iteration copies up to `WINDOW` bytes of the line into a per-CPU buffer
-//! (`bpf_xdp_load_bytes`: no packet-pointer range games), recognises the
-//! header name (a word compare, case folded), finds the end of the line eight
-//! bytes at a time, and only for the headers that matter (User-Agent, From,
-//! To, Contact, and the Request-URI) walks the value byte by byte to hash its
-//! tokens against the signature set.
+//! The SIP header scan. The message is copied once into a per-CPU buffer
+//! (`bpf_xdp_load_bytes`: no packet-pointer range games, and non-linear
+//! frames work), then walked with one `bpf_loop` iteration per header line,
+//! so the verifier checks the line handler once instead of once per line.
+//! Each iteration finds the end of its line eight bytes at a time (aligned
+//! word loads, a SWAR byte test), recognises the header name (a word
+//! compare, case folded) and only for the headers that matter (User-Agent,
+//! From, To, Contact, CSeq and the Request-URI) walks the value byte by byte
+//! to hash its tokens against the signature set.
 
 use core::ffi::c_void;
 
@@ -18,25 +19,51 @@ use sipguard_common::signature::{
 };
 
 use crate::{
-    maps::{SCAN_BUF, SCAN_STATE, SIG_BLOOM, SIG_HITS, SIGNATURES, TOKENIZE},
+    maps::{SCAN_MSG, SCAN_STATE, SIG_BLOOM, SIG_HITS, SIGNATURES, TOKENIZE},
     opaque,
 };
 
-/// Header lines (and 256-byte pieces of long lines) looked at before giving
-/// up; a SIP message has 10-30 lines, a UDP datagram at most a few hundred.
+/// Header lines (and `LINE_MAX`-byte pieces of long lines) looked at before
+/// giving up; a SIP message has 10-30 lines.
 const MAX_LINES: u32 = 256;
-/// Offsets are masked to this so the verifier knows their range; a UDP SIP
-/// datagram on a 1500-byte MTU ends well before it.
-const OFFSET_MASK: u64 = 0xfff;
-/// Bytes of a line looked at per iteration (the per-CPU buffer size); a
-/// longer line continues in the next iteration. Values are tokenized only
-/// within this window.
-pub const WINDOW: usize = 256;
-const WINDOW_MASK: usize = WINDOW - 1;
-/// The buffer is twice the window so `start + k` indexes (start < WINDOW,
-/// k < VALUE_MAX) stay inside it whatever the compiler does with the masks.
-pub const BUF: usize = 2 * WINDOW;
-const BUF_MASK: usize = BUF - 1;
+/// Bytes of a message scanned: a UDP datagram on a 1500-byte MTU, and the
+/// header section of any sane one on a jumbo MTU. A longer message is
+/// scanned up to here and not judged truncated.
+pub const MSG_MAX: usize = 4096;
+const MSG_MASK: usize = MSG_MAX - 1;
+const WORD_MASK: usize = MSG_MAX / 8 - 1;
+/// The buffer, in words so the line walk loads whole aligned words; spare
+/// words so reads a little past a masked offset (`i + 1` words, a
+/// tokenizer step) stay inside whatever the compiler does with the masks.
+pub const MSG_WORDS: usize = MSG_MAX / 8 + 8;
+/// Words of one line searched per iteration: a longer line is judged by its
+/// start and skipped in the following iterations.
+const LINE_WORDS: usize = 32;
+
+#[repr(C)]
+pub struct Msg {
+    w: [u64; MSG_WORDS],
+}
+
+impl Msg {
+    /// Byte `i` (masked into the message).
+    #[inline(always)]
+    fn byte(&self, i: usize) -> u8 {
+        // SAFETY: i & MSG_MASK < MSG_MAX <= size_of::<Msg>().
+        unsafe { *(self as *const Msg as *const u8).add(i & MSG_MASK) }
+    }
+
+    /// The eight bytes from `i` as a little-endian word (from two aligned
+    /// loads: a load at an unaligned offset would be split into byte loads).
+    #[inline(always)]
+    fn word_at(&self, i: usize) -> u64 {
+        let wi = (i >> 3) & WORD_MASK;
+        let r = ((i & 7) * 8) as u64;
+        let (a, b) = (self.w[wi], self.w[wi + 1]);
+        // Two shifts for the high part: a shift by 64 is not a zero on BPF.
+        (a >> r) | ((b << (63 - r)) << 1)
+    }
+}
 
 pub const HDR_VIA: u32 = 1 << 0;
 pub const HDR_FROM: u32 = 1 << 1;
@@ -55,10 +82,10 @@ pub const HDR_MANDATORY: u32 = HDR_VIA | HDR_FROM | HDR_TO | HDR_CALL_ID | HDR_C
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Scan {
-    /// Offset (from the frame start) of the next line.
+    /// Offset (in the message buffer) of the next line.
     pos: u64,
-    /// Offset where the UDP payload ends.
-    limit: u64,
+    /// Bytes of the message in the buffer.
+    len: u64,
     /// Hash of the request target (Request-URI and To value), for the
     /// enumeration rule.
     pub target: u64,
@@ -67,27 +94,24 @@ pub struct Scan {
     /// Strongest signature matched: tier (0 = none) and id.
     pub sig_tier: u32,
     pub sig_id: u32,
-    /// The empty line ending the header section was found.
+    /// The empty line ending the header section was found (or the message
+    /// is longer than `MSG_MAX`, and so not judged).
     pub complete: u32,
     /// Still on the start line.
     first: u32,
-    /// The next window continues a long line (not a header start).
+    /// The next line piece continues a long line (not a header start).
     continued: u32,
+    /// The message was longer than the buffer.
+    capped: u32,
     _pad: u32,
     /// FNV-1a of the CSeq method (lower-cased), e.g. to tell a 200 to
     /// REGISTER from a 200 to OPTIONS.
     pub cseq_method: u64,
 }
 
-/// What the callback gets: only the packet context (an `xdp_md` or, for
-/// the TC egress program, an `__sk_buff`).
-#[repr(C)]
-struct Ctx {
-    ctx: *mut c_void,
-}
-
 /// Scan the SIP request whose payload spans `[start, limit)` (offsets from
-/// the frame start). `None` if the per-CPU state is missing (never).
+/// the frame start). `None` if the per-CPU state is missing (never) or the
+/// payload cannot be read.
 ///
 /// Runs in the tail-called `sipguard_sip` program, which starts from one
 /// state whatever path the parser took, so the verifier checks it once.
@@ -107,13 +131,41 @@ pub fn run_skb(skb: *mut __sk_buff, start: u64, limit: u64) -> Option<Scan> {
 #[inline(always)]
 fn run_on<const SKB: bool>(ctx: *mut c_void, start: u64, limit: u64) -> Option<Scan> {
     let st = SCAN_STATE.get_ptr_mut(0)?;
+    let msg = SCAN_MSG.get_ptr_mut(0)?;
+    if limit <= start {
+        return None;
+    }
+    let whole = limit - start;
+    let n = if whole < MSG_MAX as u64 {
+        whole
+    } else {
+        MSG_MAX as u64
+    };
+    // 1..=MSG_MAX in a form the verifier can see (a zero-length load is refused).
+    let n = ((n - 1) & MSG_MASK as u64) + 1;
+    // SAFETY: a per-CPU map value of at least MSG_MAX bytes.
+    let rc = unsafe {
+        if SKB {
+            bpf_skb_load_bytes(ctx, start as u32, msg as *mut c_void, n as u32)
+        } else {
+            bpf_xdp_load_bytes(
+                ctx as *mut xdp_md,
+                start as u32,
+                msg as *mut c_void,
+                n as u32,
+            )
+        }
+    };
+    if rc != 0 {
+        return None;
+    }
     // SAFETY: per-CPU map value, owned by this CPU during the program.
     unsafe {
         use core::ptr::{addr_of_mut, write_volatile as w};
         // Field by field: see `tokenize` (no byte-wise memset).
         let st = &mut *st;
-        w(addr_of_mut!(st.pos), start);
-        w(addr_of_mut!(st.limit), limit);
+        w(addr_of_mut!(st.pos), 0);
+        w(addr_of_mut!(st.len), n);
         w(addr_of_mut!(st.target), 0);
         w(addr_of_mut!(st.seen), 0);
         w(addr_of_mut!(st.sig_tier), 0);
@@ -121,16 +173,20 @@ fn run_on<const SKB: bool>(ctx: *mut c_void, start: u64, limit: u64) -> Option<S
         w(addr_of_mut!(st.complete), 0);
         w(addr_of_mut!(st.first), 1);
         w(addr_of_mut!(st.continued), 0);
+        w(addr_of_mut!(st.capped), (n < whole) as u32);
         w(addr_of_mut!(st.cseq_method), 0);
     }
-    let mut ctx = Ctx { ctx };
     unsafe {
         bpf_loop(
             MAX_LINES,
-            scan_line::<SKB> as *mut c_void,
-            &mut ctx as *mut Ctx as *mut c_void,
+            scan_line as *mut c_void,
+            core::ptr::null_mut(),
             0,
         );
+        let st = &mut *st;
+        if st.capped != 0 {
+            st.complete = 1;
+        }
         Some(*st)
     }
 }
@@ -222,6 +278,17 @@ const NAMES: [Name; 12] = [
     name(b"m", kind::CONTACT),
 ];
 
+/// The first letters of `NAMES` (folded), as bits `letter & 31`.
+const NAME_FIRST: u32 = {
+    let mut m = 0;
+    let mut i = 0;
+    while i < NAMES.len() {
+        m |= 1 << (NAMES[i].w0 & 31);
+        i += 1;
+    }
+    m
+};
+
 /// Whitespace allowed between a header name and its colon.
 const NAME_WS_MAX: usize = 4;
 
@@ -232,82 +299,45 @@ const FOLD: u64 = 0x2020_2020_2020_2020;
 const CONTINUE: i64 = 0;
 const STOP: i64 = 1;
 
-/// Little-endian word `i` (0..WINDOW/8) of the buffer.
-#[inline(always)]
-fn word(buf: &[u8; BUF], i: usize) -> u64 {
-    let at = (i * 8) & (WINDOW_MASK & !7);
-    u64::from_le_bytes([
-        buf[at],
-        buf[at + 1],
-        buf[at + 2],
-        buf[at + 3],
-        buf[at + 4],
-        buf[at + 5],
-        buf[at + 6],
-        buf[at + 7],
-    ])
+/// Where a search for a byte ended.
+enum Found {
+    At(usize),
+    /// Not before the end of the message.
+    End,
+    /// Not within `LINE_WORDS` words: a long line.
+    Long(usize),
 }
 
-extern "C" fn scan_line<const SKB: bool>(_index: u64, ctx: *mut c_void) -> i64 {
-    let pkt = unsafe { (*(ctx as *mut Ctx)).ctx };
-    let Some(st) = SCAN_STATE.get_ptr_mut(0) else {
+extern "C" fn scan_line(_index: u64, _ctx: *mut c_void) -> i64 {
+    let (Some(st), Some(msg)) = (SCAN_STATE.get_ptr_mut(0), SCAN_MSG.get_ptr(0)) else {
         return STOP;
     };
-    // SAFETY: per-CPU map value, owned by this CPU during the program.
-    let s = unsafe { &mut *st };
-    let pos = (s.pos & OFFSET_MASK) as usize;
-    let limit = (s.limit & OFFSET_MASK) as usize;
-    if pos + 2 > limit {
+    // SAFETY: per-CPU map values, owned by this CPU during the program.
+    let (s, msg) = unsafe { (&mut *st, &*msg) };
+    let len = (s.len as usize) & (MSG_MASK | MSG_MAX);
+    if s.pos as usize + 2 > len {
         return STOP;
     }
-    let avail = limit - pos;
-    let n = if avail < WINDOW { avail } else { WINDOW };
-    // 1..=WINDOW in a form the verifier can see (a zero-length load is refused).
-    let n = ((n - 1) & WINDOW_MASK) + 1;
-    let Some(buf) = SCAN_BUF.get_ptr_mut(0) else {
-        return STOP;
-    };
-    // SAFETY: a per-CPU map value of WINDOW bytes, owned by this CPU for the
-    // duration of the program.
-    let rc = unsafe {
-        if SKB {
-            bpf_skb_load_bytes(
-                pkt as *const c_void,
-                pos as u32,
-                buf as *mut c_void,
-                n as u32,
-            )
-        } else {
-            bpf_xdp_load_bytes(pkt as *mut xdp_md, pos as u32, buf as *mut c_void, n as u32)
-        }
-    };
-    if rc != 0 {
-        return STOP;
-    }
-    let buf = unsafe { &*buf };
+    let pos = s.pos as usize & MSG_MASK;
 
-    let (nl, long) = match find_newline(buf, n) {
-        Some(nl) => (nl, false),
-        // A line longer than the window: judge its start (name, first part
+    let (nl, long) = match find_byte(msg, pos, len, b'\n') {
+        Found::At(nl) => (nl, false),
+        // A line longer than the search: judge its start (name, first part
         // of the value) now and skip the rest of it in the next iterations.
-        None if n == WINDOW => (WINDOW - 1, true),
-        None => return STOP,
+        Found::Long(to) => (to, true),
+        Found::End => return STOP,
     };
     // One unknown index for the verifier, not one constant per position the
     // search could have stopped at (see opaque.rs).
-    let nl = opaque::launder(nl as u64, 0) as usize & WINDOW_MASK;
+    let nl = opaque::launder(nl as u64, 0) as usize & MSG_MASK;
     let continued = s.continued != 0;
-    if long {
-        s.pos = (pos + WINDOW) as u64;
-        s.continued = 1;
-    } else {
-        s.continued = 0;
-        s.pos = (pos + nl + 1) as u64;
-    }
+    s.continued = long as u32;
+    s.pos = if long { nl } else { nl + 1 } as u64;
     if continued {
         return CONTINUE;
     }
-    if buf[0] == b'\r' || buf[0] == b'\n' {
+    let c0 = msg.byte(pos);
+    if c0 == b'\r' || c0 == b'\n' {
         s.complete = 1;
         return STOP;
     }
@@ -318,13 +348,20 @@ extern "C" fn scan_line<const SKB: bool>(_index: u64, ctx: *mut c_void) -> i64 {
     if s.first != 0 {
         s.first = 0;
         // Request-URI: from after the method's SP to the next SP.
-        if let Some(sp) = find_byte(buf, nl, b' ') {
+        if let Found::At(sp) = find_byte(msg, pos, nl, b' ') {
             k = kind::REQUEST_URI;
-            value = sp + 1;
+            value = sp + 1 - pos;
         }
     } else {
-        let (w0, w1) = (word(buf, 0) | FOLD, word(buf, 1) | FOLD);
+        let (w0, w1) = (msg.word_at(pos) | FOLD, msg.word_at(pos + 8) | FOLD);
+        // Most lines (Via aside) are headers we ignore: one test on the
+        // first letter skips the name compares for them.
+        let first = (w0 & 0xff) as u32;
+        let maybe = (0x60..0x80).contains(&first) && (NAME_FIRST >> (first & 31)) & 1 != 0;
         for h in NAMES.iter() {
+            if !maybe {
+                break;
+            }
             if w0 & h.m0 == h.w0 && w1 & h.m1 == h.w1 {
                 k = h.kind;
                 value = h.len as usize;
@@ -335,11 +372,12 @@ extern "C" fn scan_line<const SKB: bool>(_index: u64, ctx: *mut c_void) -> i64 {
         // §7.3.1). Otherwise it was only a prefix ("f" of "foo:").
         let mut at = value & 15;
         for _ in 0..NAME_WS_MAX {
-            if buf[at] == b' ' || buf[at] == b'\t' {
+            let c = msg.byte(pos + at);
+            if c == b' ' || c == b'\t' {
                 at += 1;
             }
         }
-        if k != kind::OTHER && buf[at & 31] == b':' {
+        if k != kind::OTHER && msg.byte(pos + (at & 31)) == b':' {
             value = (at & 31) + 1;
         } else {
             k = kind::OTHER;
@@ -349,7 +387,7 @@ extern "C" fn scan_line<const SKB: bool>(_index: u64, ctx: *mut c_void) -> i64 {
     // One unknown kind and offset from here on: the verifier walks the rest
     // once, not once per header name (see opaque.rs).
     let k = opaque::launder(k, kind::OTHER) & 15;
-    let value = opaque::launder(value as u64, 0) as usize & WINDOW_MASK;
+    let value = (pos + opaque::launder(value as u64, 0) as usize) & MSG_MASK;
     s.seen |= SEEN_BY_KIND[k as usize];
     if (TOKENIZE_KINDS >> k) & 1 != 0 && value < nl {
         let (t, last) = tokenize(s, value, nl, k);
@@ -361,35 +399,38 @@ extern "C" fn scan_line<const SKB: bool>(_index: u64, ctx: *mut c_void) -> i64 {
     CONTINUE
 }
 
-/// Index of the first `byte` in `buf[..n]`, eight bytes a step: a SWAR
-/// zero-byte test on `word ^ byte×8` finds the word, and the lowest flagged
-/// byte (always a true match) gives the index by a multiply, not a loop, so
-/// the verifier sees one branch per word instead of one per byte.
+/// The first `byte` in `msg[from..to]`, eight bytes a step: aligned word
+/// loads, a SWAR zero-byte test on `word ^ byte×8`, and the lowest flagged
+/// byte (always a true match) turned into its index by a multiply, not a
+/// loop, so the verifier sees one branch per word instead of one per byte.
 #[inline(always)]
-fn find_byte(buf: &[u8; BUF], n: usize, byte: u8) -> Option<usize> {
+fn find_byte(msg: &Msg, from: usize, to: usize, byte: u8) -> Found {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let pattern = ONES * byte as u64;
-    for i in 0..WINDOW / 8 {
-        if i * 8 >= n {
-            return None;
+    let first = from >> 3;
+    // Bytes of the first word before `from` must not match: make them
+    // non-zero after the xor.
+    let before = (1u64 << ((from & 7) * 8)) - 1;
+    for j in 0..LINE_WORDS {
+        let wi = first + j;
+        if wi * 8 >= to {
+            return Found::End;
         }
-        let x = word(buf, i) ^ pattern;
+        let mut x = msg.w[wi & WORD_MASK] ^ pattern;
+        if j == 0 {
+            x |= before;
+        }
         let z = x.wrapping_sub(ONES) & !x & HIGH;
         if z != 0 {
             // z & -z is 0x80 << 8k for the first matching byte k.
             let low = z.isolate_lowest_one() >> 7;
             let k = (low.wrapping_mul(0x0102_0304_0506_0708) >> 56) as usize - 1;
-            let at = i * 8 + (k & 7);
-            return if at < n { Some(at) } else { None };
+            let at = wi * 8 + (k & 7);
+            return if at < to { Found::At(at) } else { Found::End };
         }
     }
-    None
-}
-
-#[inline(always)]
-fn find_newline(buf: &[u8; BUF], n: usize) -> Option<usize> {
-    find_byte(buf, n, b'\n')
+    Found::Long((first + LINE_WORDS) * 8)
 }
 
 /// Bytes of a value tokenized (User-Agent, From, To, Contact values and
@@ -399,7 +440,7 @@ const VALUE_MAX: usize = 128;
 /// call, so fewer, longer steps are faster; the step is verified once.
 const STEP: usize = 32;
 
-/// Hash the tokens of `buf[from..to]` and check them against the signatures;
+/// Hash the tokens of `msg[from..to]` and check them against the signatures;
 /// return the target hash kind `k` asks for, and the last token's hash.
 ///
 /// The bytes are walked by a nested `bpf_loop`, `STEP` bytes per iteration,
@@ -422,7 +463,10 @@ fn tokenize(s: &mut Scan, from: usize, to: usize, k: u64) -> (u64, u64) {
         w(addr_of_mut!(t.from), from as u64);
         w(addr_of_mut!(t.to), to as u64);
         w(addr_of_mut!(t.h), FNV_OFFSET);
-        w(addr_of_mut!(t.target), FNV_OFFSET);
+        w(addr_of_mut!(t.offset), FNV_OFFSET);
+        // Seeded by kind: a Request-URI and a To naming the same user must
+        // not cancel out when their hashes are xor-ed into the target.
+        w(addr_of_mut!(t.target), FNV_OFFSET ^ k);
         w(addr_of_mut!(t.prev), 0);
         w(addr_of_mut!(t.last), FNV_OFFSET);
         w(addr_of_mut!(t.alive), 1);
@@ -446,14 +490,33 @@ fn tokenize(s: &mut Scan, from: usize, to: usize, k: u64) -> (u64, u64) {
     // A token running to the end of the value.
     if t.prev != 0 {
         check_token(s, t.h);
+        if t.in_target != 0 {
+            t.target = (t.target ^ t.h).wrapping_mul(FNV_PRIME);
+        }
         t.last = t.h;
     }
     (t.target, t.last)
 }
 
+/// Per byte: its lower-case form if it is a token byte, else 0.
+static TOKEN_LOWER: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        if is_token_byte(c as u8) {
+            t[c] = (c as u8).to_ascii_lowercase();
+        }
+        c += 1;
+    }
+    t
+};
+
 /// Running state of `tokenize` (per CPU, see there).
 #[repr(C)]
 pub struct Tokenize {
+    /// `FNV_OFFSET`, read back from map memory so that a reset hash is an
+    /// unknown value to the verifier, not a constant that splits its paths.
+    offset: u64,
     from: u64,
     to: u64,
     h: u64,
@@ -469,14 +532,14 @@ pub struct Tokenize {
 
 /// One `STEP`-byte step of `tokenize`.
 extern "C" fn tokenize_word(index: u64, _ctx: *mut c_void) -> i64 {
-    let (Some(t), Some(buf)) = (TOKENIZE.get_ptr_mut(0), SCAN_BUF.get_ptr(0)) else {
+    let (Some(t), Some(msg)) = (TOKENIZE.get_ptr_mut(0), SCAN_MSG.get_ptr(0)) else {
         return STOP;
     };
     // SAFETY: per-CPU map values, owned by this CPU during the program.
-    let (t, buf) = unsafe { (&mut *t, &*buf) };
-    let base = (t.from & WINDOW_MASK as u64) + index * STEP as u64;
-    let to = t.to & WINDOW_MASK as u64;
-    if base >= to {
+    let (t, msg) = unsafe { (&mut *t, &*msg) };
+    let base = (t.from & MSG_MASK as u64) + index * STEP as u64;
+    let to = t.to & MSG_MASK as u64;
+    if base >= to || t.alive == 0 {
         return STOP;
     }
     // Work on locals and write back once: the state lives in map memory.
@@ -490,32 +553,34 @@ extern "C" fn tokenize_word(index: u64, _ctx: *mut c_void) -> i64 {
     let (stop_space, stop_semi) = (t.stop_space, t.stop_semi);
     for b in 0..STEP as u64 {
         let i = base + b;
-        if i >= to || alive == 0 {
+        if i >= to {
             break;
         }
-        let c = buf[i as usize & BUF_MASK];
-        // Plain branches are fine here: the loop state comes from map
-        // memory, so the verifier holds no constants to split paths on,
-        // and a branch costs fewer instructions per byte than masks.
-        if stop_space != 0 && c == b' ' {
-            alive = 0;
-            break;
-        }
-        if stop_semi != 0 && c == b';' {
-            in_target = 0;
-        }
-        if in_target != 0 && c != b'\r' {
-            target = (target ^ c as u64).wrapping_mul(FNV_PRIME);
-        }
-        if is_token_byte(c) {
-            h = (h ^ c.to_ascii_lowercase() as u64).wrapping_mul(FNV_PRIME);
+        let c = msg.byte(i as usize);
+        // Token bytes (the common case) cost a table load and a multiply;
+        // everything else happens at separators.
+        let lower = TOKEN_LOWER[c as usize];
+        if lower != 0 {
+            h = (h ^ lower as u64).wrapping_mul(FNV_PRIME);
             prev = 1;
-        } else if prev != 0 {
-            // A token just ended: every token is checked, however many.
-            check_token(scan, h);
-            last = h;
-            h = FNV_OFFSET;
-            prev = 0;
+        } else {
+            if prev != 0 {
+                // A token just ended: every token is checked, however many.
+                check_token(scan, h);
+                // Into the target only while in it: a mask, not a branch.
+                let keep = in_target.wrapping_neg();
+                target = ((target ^ h).wrapping_mul(FNV_PRIME) & keep) | (target & !keep);
+                last = h;
+                h = t.offset;
+                prev = 0;
+            }
+            if stop_space != 0 && c == b' ' {
+                alive = 0;
+                break;
+            }
+            if stop_semi != 0 && c == b';' {
+                in_target = 0;
+            }
         }
     }
     (t.h, t.target, t.prev, t.last) = (h, target, prev, last);

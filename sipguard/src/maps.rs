@@ -13,11 +13,11 @@ use ipnet::IpNet;
 use sipguard_common::{
     Counter, Policy,
     maps::{
-        MAP_ALLOW, MAP_BAN_EVENTS, MAP_BANS, MAP_BLOCK, MAP_CLASS_STATS, MAP_GLOBAL_STATE,
-        MAP_PENDING, MAP_PENDING_RESP, MAP_POLICY, MAP_PROGS, MAP_PROGS_TC, MAP_REASON_STATS,
-        MAP_SCAN_BUF, MAP_SCAN_STATE, MAP_SCRATCH, MAP_SIG_BLOOM, MAP_SIG_HITS, MAP_SIG_NAMES,
-        MAP_SIGNATURES, MAP_SIP_PORTS, MAP_SRC_STATE, MAP_TABLE_STATS, MAP_TOKENIZE, MAP_TRUSTED,
-        PORT_TCP, PORT_UDP,
+        LIST_ALLOW, LIST_BLOCK, MAP_ALLOW, MAP_BAN_EVENTS, MAP_BANS, MAP_BLOCK, MAP_CLASS_STATS,
+        MAP_GLOBAL_STATE, MAP_LIST_EMPTY, MAP_PENDING, MAP_PENDING_RESP, MAP_POLICY, MAP_PROGS,
+        MAP_PROGS_TC, MAP_REASON_STATS, MAP_SCAN_STATE, MAP_SCRATCH, MAP_SIG_BLOOM, MAP_SIG_HITS,
+        MAP_SIG_NAMES, MAP_SIGNATURES, MAP_SIP_PORTS, MAP_SRC_STATE, MAP_TABLE_STATS, MAP_TOKENIZE,
+        MAP_TRUSTED, PORT_TCP, PORT_UDP,
     },
     policy::POLICY_ENFORCE,
     signature::{Bloom, SIG_NAME_MAX, SigEntry},
@@ -42,6 +42,7 @@ pub struct Maps {
     pub sig_names: Array<MapData, [u8; SIG_NAME_MAX]>,
     pub sig_hits: PerCpuArray<MapData, u64>,
     pub trusted: HashMap<MapData, SrcKey, Trust>,
+    pub list_empty: Array<MapData, u32>,
 }
 
 /// Every map the agent pins, by name: all state the programs share, so a
@@ -49,12 +50,12 @@ pub struct Maps {
 /// old and new programs use the same maps while the link is swapped.
 /// `BAN_EVENTS` is read only by the agent.
 pub const ALL: [&str; 24] = [
+    MAP_LIST_EMPTY,
     MAP_PROGS_TC,
     MAP_TRUSTED,
     MAP_PENDING_RESP,
     MAP_PENDING,
     MAP_SCAN_STATE,
-    MAP_SCAN_BUF,
     MAP_TOKENIZE,
     MAP_SCRATCH,
     MAP_SIGNATURES,
@@ -120,6 +121,7 @@ impl Maps {
             sig_names: take(MAP_SIG_NAMES)?.try_into()?,
             sig_hits: take(MAP_SIG_HITS)?.try_into()?,
             trusted: take(MAP_TRUSTED)?.try_into()?,
+            list_empty: take(MAP_LIST_EMPTY)?.try_into()?,
         })
     }
 
@@ -151,6 +153,7 @@ impl Maps {
             sig_names: Map::Array(open(MAP_SIG_NAMES)?).try_into()?,
             sig_hits: Map::PerCpuArray(open(MAP_SIG_HITS)?).try_into()?,
             trusted: Map::LruHashMap(open(MAP_TRUSTED)?).try_into()?,
+            list_empty: Map::Array(open(MAP_LIST_EMPTY)?).try_into()?,
         })
     }
 
@@ -208,6 +211,7 @@ impl Maps {
                 .insert(&addr::cidr_key(*net), 0, 0)
                 .with_context(|| format!("adding {net} to the allowlist (is it full?)"))?;
         }
+        self.refresh_list_flags()?;
         Ok(Changed {
             applied: nets.len(),
             missing: 0,
@@ -219,6 +223,7 @@ impl Maps {
         for net in nets {
             count_removal(self.allow.remove(&addr::cidr_key(*net)), net, &mut changed)?;
         }
+        self.refresh_list_flags()?;
         Ok(changed)
     }
 
@@ -240,6 +245,7 @@ impl Maps {
                 .insert(&addr::cidr_key(*net), entry, 0)
                 .with_context(|| format!("adding {net} to the blocklist (is it full?)"))?;
         }
+        self.refresh_list_flags()?;
         Ok(Changed {
             applied: nets.len(),
             missing: 0,
@@ -251,6 +257,7 @@ impl Maps {
         for net in nets {
             count_removal(self.block.remove(&addr::cidr_key(*net)), net, &mut changed)?;
         }
+        self.refresh_list_flags()?;
         Ok(changed)
     }
 
@@ -262,6 +269,21 @@ impl Maps {
             .collect::<Result<_, _>>()?;
         out.sort_by_key(|(n, _)| *n);
         Ok(out)
+    }
+
+    /// Tell the program which lists are empty, so it skips their lookups.
+    /// Called after every change to a list; an entry is added before its
+    /// list is marked non-empty, so a rule is in force once its command
+    /// returns.
+    pub fn refresh_list_flags(&mut self) -> Result<()> {
+        let allow_empty = self.allow.keys().next().is_none();
+        let block_empty = self.block.keys().next().is_none();
+        for (slot, empty) in [(LIST_ALLOW, allow_empty), (LIST_BLOCK, block_empty)] {
+            self.list_empty
+                .set(slot, empty as u32, 0)
+                .context("updating the list-empty flags")?;
+        }
+        Ok(())
     }
 
     pub fn bans_list(&self) -> Result<Vec<(SrcKey, Ban)>> {
@@ -342,6 +364,8 @@ impl Maps {
         for k in &blocks {
             let _ = self.block.remove(k);
         }
+        // Also repairs a flag left stale by two CLI calls racing.
+        self.refresh_list_flags()?;
         Ok((expired, blocks.len()))
     }
 }
