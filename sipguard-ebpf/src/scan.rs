@@ -327,9 +327,7 @@ extern "C" fn scan_line(_index: u64, _ctx: *mut c_void) -> i64 {
         Found::Long(to) => (to, true),
         Found::End => return STOP,
     };
-    // One unknown index for the verifier, not one constant per position the
-    // search could have stopped at (see opaque.rs).
-    let nl = opaque::launder(nl as u64, 0) as usize & MSG_MASK;
+    let nl = nl & MSG_MASK;
     let continued = s.continued != 0;
     s.continued = long as u32;
     s.pos = if long { nl } else { nl + 1 } as u64;
@@ -370,24 +368,27 @@ extern "C" fn scan_line(_index: u64, _ctx: *mut c_void) -> i64 {
         }
         // The name must end here: optional SP/HTAB, then ':' (RFC 3261
         // §7.3.1). Otherwise it was only a prefix ("f" of "foo:").
-        let mut at = value & 15;
-        for _ in 0..NAME_WS_MAX {
-            let c = msg.byte(pos + at);
-            if c == b' ' || c == b'\t' {
-                at += 1;
+        if k != kind::OTHER {
+            let mut at = value & 15;
+            for _ in 0..NAME_WS_MAX {
+                let c = msg.byte(pos + at);
+                if c == b' ' || c == b'\t' {
+                    at += 1;
+                }
             }
-        }
-        if k != kind::OTHER && msg.byte(pos + (at & 31)) == b':' {
-            value = (at & 31) + 1;
-        } else {
-            k = kind::OTHER;
-            value = 0;
+            if msg.byte(pos + (at & 31)) == b':' {
+                value = (at & 31) + 1;
+            } else {
+                k = kind::OTHER;
+                value = 0;
+            }
         }
     }
     // One unknown kind and offset from here on: the verifier walks the rest
     // once, not once per header name (see opaque.rs).
-    let k = opaque::launder(k, kind::OTHER) & 15;
-    let value = (pos + opaque::launder(value as u64, 0) as usize) & MSG_MASK;
+    let kv = opaque::launder(k | (value as u64) << 8, kind::OTHER);
+    let k = kv & 15;
+    let value = (pos + (kv >> 8) as usize) & MSG_MASK;
     s.seen |= SEEN_BY_KIND[k as usize];
     if (TOKENIZE_KINDS >> k) & 1 != 0 && value < nl {
         let (t, last) = tokenize(s, value, nl, k);
