@@ -122,6 +122,8 @@ pub const PROG_SIP: &str = "sipguard_sip";
 /// stage (reached by tail call).
 pub const PROG_EGRESS: &str = "sipguard_egress";
 pub const PROG_RESP: &str = "sipguard_resp";
+/// An empty XDP program, timed by the benchmark as the test-run floor.
+pub const PROG_BENCH_EMPTY: &str = "sipguard_bench_empty";
 /// Tail-call table and the slots `PROG_SIP` and `PROG_RESP` sit in.
 pub const MAP_PROGS: &str = "PROGS";
 pub const MAP_PROGS_TC: &str = "PROGS_TC";

@@ -194,6 +194,14 @@ pub fn sipguard_resp(ctx: TcContext) -> i32 {
     TC_ACT_OK
 }
 
+/// Does nothing: `cargo xtask bench` times it to show what BPF_PROG_TEST_RUN
+/// itself costs per packet on the machine, the floor under every figure.
+/// Never attached.
+#[xdp]
+pub fn sipguard_bench_empty(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
