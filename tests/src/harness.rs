@@ -1,13 +1,15 @@
-//! Runs the embedded XDP program on test packets with BPF_PROG_TEST_RUN and
-//! reads what it counted. Each `Harness` loads its own copy of the program
-//! and maps, so tests running in parallel never see each other's counters.
+//! Runs the embedded programs on test packets with BPF_PROG_TEST_RUN and
+//! reads what they counted: the XDP program on what the server receives, the
+//! TC egress program on what it sends (its responses). Each `Harness` loads
+//! its own copy of the programs and maps, so tests running in parallel never
+//! see each other's counters.
 
 use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf,
-    programs::{TestRun, TestRunOptions, Xdp},
+    programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp},
 };
 use sipguard::{
     config::Config,
@@ -15,10 +17,16 @@ use sipguard::{
     maps::Maps,
     stats::{Snapshot, Totals},
 };
-use sipguard_common::{Class, Reason, Verdict, maps::PROG_XDP};
+use sipguard_common::{
+    Class, Reason, Verdict,
+    maps::{PROG_BENCH_EMPTY, PROG_EGRESS, PROG_XDP, TableStat},
+};
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
+/// TC_ACT_OK: what the egress program always returns (it never changes
+/// what the server sends).
+pub const TC_ACT_OK: u32 = 0;
 
 /// The kernel refuses BPF_PROG_TEST_RUN on less than an Ethernet header.
 pub const MIN_TEST_RUN_LEN: usize = 14;
@@ -47,40 +55,72 @@ impl Harness {
         Ok(Self { ebpf, maps })
     }
 
-    fn prog(&mut self) -> Result<&mut Xdp> {
+    fn prog(&self) -> Result<&Xdp> {
         let prog = self
             .ebpf
-            .program_mut(PROG_XDP)
+            .program(PROG_XDP)
             .ok_or_else(|| anyhow!("program {PROG_XDP} missing from the object"))?;
         Ok(prog.try_into()?)
     }
 
     /// Run the program once on `pkt`; returns the XDP action.
-    pub fn run(&mut self, pkt: &[u8]) -> Result<u32> {
+    pub fn run(&self, pkt: &[u8]) -> Result<u32> {
         Ok(self.run_repeat(pkt, 1)?.0)
     }
 
     /// Run the program `repeat` times on `pkt` in the kernel; returns the
     /// action and the kernel's average time per run.
-    pub fn run_repeat(&mut self, pkt: &[u8], repeat: u32) -> Result<(u32, Duration)> {
-        anyhow::ensure!(
-            pkt.len() >= MIN_TEST_RUN_LEN,
-            "BPF_PROG_TEST_RUN needs at least {MIN_TEST_RUN_LEN} bytes, got {}",
-            pkt.len()
-        );
-        let r = self
-            .prog()?
-            .test_run(TestRunOptions {
-                data_in: Some(pkt),
-                repeat,
-                ..Default::default()
-            })
-            .context("BPF_PROG_TEST_RUN on the XDP program")?;
-        Ok((r.return_value, r.duration))
+    pub fn run_repeat(&self, pkt: &[u8], repeat: u32) -> Result<(u32, Duration)> {
+        test_run(self.prog()?, PROG_XDP, pkt, repeat)
+    }
+
+    /// Run the object's empty XDP program (`sipguard_bench_empty`, loaded on
+    /// first use) `repeat` times on `pkt`: what BPF_PROG_TEST_RUN itself
+    /// costs per run on this machine.
+    pub fn empty_repeat(&mut self, pkt: &[u8], repeat: u32) -> Result<(u32, Duration)> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(PROG_BENCH_EMPTY)
+            .ok_or_else(|| anyhow!("program {PROG_BENCH_EMPTY} missing from the object"))?
+            .try_into()?;
+        if prog.fd().is_err() {
+            prog.load()
+                .with_context(|| format!("loading {PROG_BENCH_EMPTY}"))?;
+        }
+        test_run(prog, PROG_BENCH_EMPTY, pkt, repeat)
+    }
+
+    /// Run the TC egress program (`sipguard_egress`, which tail-calls
+    /// `sipguard_resp`) once on `frame`, a frame the server sends; returns
+    /// the TC action.
+    pub fn egress(&self, frame: &[u8]) -> Result<u32> {
+        Ok(self.egress_repeat(frame, 1)?.0)
+    }
+
+    /// `egress` `repeat` times in the kernel; the action and the kernel's
+    /// average time per run.
+    pub fn egress_repeat(&self, frame: &[u8], repeat: u32) -> Result<(u32, Duration)> {
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(PROG_EGRESS)
+            .ok_or_else(|| anyhow!("program {PROG_EGRESS} missing from the object"))?
+            .try_into()?;
+        test_run(prog, PROG_EGRESS, frame, repeat)
+    }
+
+    /// A table event counter (`TABLE_STATS`), summed over the CPUs. The
+    /// egress program reports what it learnt only here and in the maps.
+    pub fn table_stat(&self, stat: TableStat) -> Result<u64> {
+        let per_cpu = self
+            .maps
+            .table_stats
+            .get(&(stat as u32), 0)
+            .with_context(|| format!("reading TABLE_STATS[{}]", stat.name()))?;
+        Ok(per_cpu.iter().sum())
     }
 
     /// Run once and return the action with the counter changes it caused.
-    pub fn run_counted(&mut self, pkt: &[u8]) -> Result<(u32, Delta)> {
+    pub fn run_counted(&self, pkt: &[u8]) -> Result<(u32, Delta)> {
         let before = self.snapshot()?;
         let action = self.run(pkt)?;
         Ok((action, Delta::between(&before, &self.snapshot()?)))
@@ -98,6 +138,27 @@ impl Harness {
     pub fn maps_mut(&mut self) -> &mut Maps {
         &mut self.maps
     }
+}
+
+/// One BPF_PROG_TEST_RUN call of `prog` (named `name` in errors): `repeat`
+/// runs on `pkt`; its return value and the kernel's average time per run.
+fn test_run<P>(prog: &P, name: &str, pkt: &[u8], repeat: u32) -> Result<(u32, Duration)>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
+{
+    anyhow::ensure!(
+        pkt.len() >= MIN_TEST_RUN_LEN,
+        "BPF_PROG_TEST_RUN needs at least {MIN_TEST_RUN_LEN} bytes, got {}",
+        pkt.len()
+    );
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(pkt),
+            repeat,
+            ..Default::default()
+        })
+        .with_context(|| format!("BPF_PROG_TEST_RUN on {name}"))?;
+    Ok((r.return_value, r.duration))
 }
 
 /// True when the process runs with effective uid 0.

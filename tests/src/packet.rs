@@ -15,6 +15,7 @@
 pub mod addr;
 pub mod frames;
 pub mod ip_extras;
+pub mod response;
 pub mod sip;
 
 pub use addr::{CLIENT_MAC, CLIENT_V4, CLIENT_V6, SERVER_MAC, SERVER_V4, SERVER_V6, v4, v6};

@@ -10,30 +10,22 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use aya::{
-    Ebpf,
-    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
-};
-use etherparse::PacketBuilder;
-use sipguard::{
-    addr,
-    config::Config,
-    loader::{self, KernelLog},
-    maps::Maps,
-    stats::Snapshot,
-};
+use sipguard::{addr, config::Config, stats::Snapshot};
 use sipguard_common::{
     Reason,
-    maps::{PROG_EGRESS, PROG_XDP, TableStat},
+    maps::TableStat,
     source::{Ban, BanReason, SrcKey, Trust},
 };
 use sipguard_tests::{
-    harness::{Delta, XDP_DROP, XDP_PASS, is_root},
-    packet::{CLIENT_MAC, Cut, Pkt, SERVER_MAC, SERVER_V4, SERVER_V6, arp_request, sip::Sip, v4},
+    harness::{Delta, Harness, TC_ACT_OK, XDP_DROP, XDP_PASS},
+    packet::{
+        Cut, Pkt, SERVER_V4, SERVER_V6, arp_request,
+        response::{response, udp_v4, udp_v6},
+        sip::Sip,
+        v4,
+    },
 };
 
-/// TC_ACT_OK: the egress program never changes what the server sends.
-const TC_ACT_OK: u32 = 0;
 const SIP: u16 = 5060;
 /// The client's port in every response.
 const CLIENT_PORT: u16 = 40000;
@@ -42,9 +34,10 @@ const CLIENT_PORT: u16 = 40000;
 // The loaded object: both programs, and the maps they share
 // ---------------------------------------------------------------------------
 
+/// The harness (programs and maps loaded, `BPF_PROG_TEST_RUN`), with what
+/// these tests read back from the maps.
 struct Lab {
-    ebpf: Ebpf,
-    maps: Maps,
+    h: Harness,
 }
 
 impl Lab {
@@ -53,33 +46,13 @@ impl Lab {
     }
 
     fn with(cfg: &Config) -> Self {
-        assert!(
-            is_root(),
-            "BPF_PROG_TEST_RUN needs root to load the programs: run as root"
-        );
-        let mut ebpf = loader::load(KernelLog::Off).unwrap_or_else(|e| panic!("{e:#}"));
-        // The programs stay in `ebpf`; the maps are taken out of it.
-        assert!(ebpf.program(PROG_EGRESS).is_some());
-        assert!(ebpf.program(PROG_XDP).is_some());
-        let mut maps = Maps::from_ebpf(&mut ebpf).unwrap_or_else(|e| panic!("{e:#}"));
-        maps.apply(cfg).unwrap_or_else(|e| panic!("{e:#}"));
-        Self { ebpf, maps }
+        let h = Harness::with_config(cfg).unwrap_or_else(|e| panic!("{e:#}"));
+        Self { h }
     }
 
     /// Run `sipguard_egress` on one frame the server sends; its return code.
     fn egress(&self, frame: &[u8]) -> u32 {
-        let prog: &SchedClassifier = self
-            .ebpf
-            .program(PROG_EGRESS)
-            .expect("egress program")
-            .try_into()
-            .expect("a TC program");
-        prog.test_run(TestRunOptions {
-            data_in: Some(frame),
-            ..Default::default()
-        })
-        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on {PROG_EGRESS}: {e:#?}"))
-        .return_value
+        self.h.egress(frame).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// Run the egress program and insist it let the frame go.
@@ -89,27 +62,11 @@ impl Lab {
 
     /// Run `sipguard_xdp` on one frame the server receives; the XDP action.
     fn ingress(&self, frame: &[u8]) -> u32 {
-        let prog: &Xdp = self
-            .ebpf
-            .program(PROG_XDP)
-            .expect("XDP program")
-            .try_into()
-            .expect("an XDP program");
-        prog.test_run(TestRunOptions {
-            data_in: Some(frame),
-            ..Default::default()
-        })
-        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on {PROG_XDP}: {e}"))
-        .return_value
+        self.h.run(frame).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     fn stat(&self, t: TableStat) -> u64 {
-        self.maps
-            .table_stats
-            .get(&(t as u32), 0)
-            .expect("TABLE_STATS")
-            .iter()
-            .sum()
+        self.h.table_stat(t).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     fn stats(&self) -> Stats {
@@ -123,7 +80,7 @@ impl Lab {
     }
 
     fn trusted(&self) -> Vec<(SrcKey, Trust)> {
-        self.maps.trusted_list().expect("TRUSTED")
+        self.h.maps().trusted_list().expect("TRUSTED")
     }
 
     fn trust_of(&self, key: &SrcKey) -> Option<Trust> {
@@ -133,7 +90,7 @@ impl Lab {
     }
 
     fn bans(&self) -> Vec<(SrcKey, Ban)> {
-        self.maps.bans_list().expect("BANS")
+        self.h.maps().bans_list().expect("BANS")
     }
 
     fn ban_of(&self, key: &SrcKey) -> Option<Ban> {
@@ -143,11 +100,11 @@ impl Lab {
     }
 
     fn snapshot(&self) -> Snapshot {
-        Snapshot::read(&self.maps).expect("snapshot")
+        self.h.snapshot().expect("snapshot")
     }
 
     fn key(&self, ip: impl Into<IpAddr>) -> SrcKey {
-        let policy = self.maps.policy().expect("policy");
+        let policy = self.h.maps().policy().expect("policy");
         addr::src_key(ip.into(), &policy.v6_mask)
     }
 }
@@ -177,49 +134,6 @@ impl Stats {
 // ---------------------------------------------------------------------------
 // Response frames: server -> client, from UDP port 5060
 // ---------------------------------------------------------------------------
-
-/// A response with status `code` to a request whose CSeq method is
-/// `method`, as a registrar sends it.
-fn response(code: u16, reason: &str, method: &str) -> Vec<u8> {
-    format!(
-        "SIP/2.0 {code} {reason}\r\n\
-         Via: SIP/2.0/UDP 198.18.0.2:40000;branch=z9hG4bK-trust-1;rport=40000\r\n\
-         From: <sip:1001@example.com>;tag=a1b2c3\r\n\
-         To: <sip:1001@example.com>;tag=srv-77\r\n\
-         Call-ID: 0f3c2a@198.18.0.2\r\n\
-         CSeq: 2 {method}\r\n\
-         WWW-Authenticate: Digest realm=\"example.com\", nonce=\"abc123\"\r\n\
-         Server: kamailio\r\n\
-         Content-Length: 0\r\n\r\n"
-    )
-    .into_bytes()
-}
-
-fn udp_v4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    for a in [src, dst] {
-        sipguard_tests::packet::addr::check_v4(a);
-    }
-    let mut out = Vec::new();
-    PacketBuilder::ethernet2(SERVER_MAC, CLIENT_MAC)
-        .ipv4(src.octets(), dst.octets(), 64)
-        .udp(sport, dport)
-        .write(&mut out, payload)
-        .expect("build frame");
-    out
-}
-
-fn udp_v6(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    for a in [src, dst] {
-        sipguard_tests::packet::addr::check_v6(a);
-    }
-    let mut out = Vec::new();
-    PacketBuilder::ethernet2(SERVER_MAC, CLIENT_MAC)
-        .ipv6(src.octets(), dst.octets(), 64)
-        .udp(sport, dport)
-        .write(&mut out, payload)
-        .expect("build frame");
-    out
-}
 
 /// The server's response to `client`, from port 5060.
 fn to_client(client: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
@@ -767,7 +681,7 @@ fn trusted_sources_skip_the_global_budget() {
     // Withdrawn trust (`sipguard trusted del`): back to the global budget.
     let key = lab.key(trusted);
     let mut lab = lab;
-    assert_eq!(lab.maps.trusted_del(&[key]).unwrap().applied, 1);
+    assert_eq!(lab.h.maps_mut().trusted_del(&[key]).unwrap().applied, 1);
     let d = reasons(&lab, &|| {
         assert_eq!(lab.ingress(&invite_from(trusted.into())), XDP_DROP);
     });

@@ -1,11 +1,13 @@
-//! sipguard-bench: what the XDP program costs per packet, as the kernel
-//! measures it with BPF_PROG_TEST_RUN (`repeat` runs per call, the kernel's
-//! average per run; median and minimum of several calls). This is the
-//! program alone on one CPU: no NIC, driver or DMA cost.
+//! sipguard-bench: what the XDP program (ingress) and the TC egress program
+//! (the server's responses) cost per packet, as the kernel measures it with
+//! BPF_PROG_TEST_RUN (`repeat` runs per call, the kernel's average per run;
+//! median and minimum of several calls). This is the program alone on one
+//! CPU: no NIC, driver or DMA cost.
 //!
-//! Each case also checks that the program took the path the case names
-//! (its verdict, reason and class counters), so a figure is never for the
-//! wrong code path.
+//! Each case also checks that the program took the path the case names (an
+//! XDP case its verdict, reason and class counters; an egress case the table
+//! events it must count and what it must learn), so a figure is never for
+//! the wrong code path.
 //!
 //! Usage: sipguard-bench [--repeat N] [--runs N] [CASE-NAME-FILTER]
 //! Needs root: `cargo xtask bench` or
@@ -15,10 +17,14 @@ use std::{fs, process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use sipguard::config::{Config, Rate, RateLimit};
-use sipguard_common::{Class, Reason, Verdict};
+use sipguard_common::{Class, Reason, Verdict, maps::TableStat};
 use sipguard_tests::{
-    harness::{Delta, Harness, is_root},
-    packet::{CLIENT_V4, CLIENT_V6, Pkt, SERVER_V4, SERVER_V6, sip::Sip},
+    harness::{Delta, Harness, TC_ACT_OK, XDP_PASS, is_root},
+    packet::{
+        CLIENT_PORT, CLIENT_V4, CLIENT_V6, Pkt, SERVER_V4, SERVER_V6,
+        response::{response, udp_v4},
+        sip::Sip,
+    },
 };
 
 const DEFAULT_REPEAT: u32 = 200_000;
@@ -29,12 +35,39 @@ const DEFAULT_RUNS: usize = 5;
 struct Case {
     name: &'static str,
     packet: Vec<u8>,
-    verdict: Verdict,
-    reason: Reason,
-    class: Option<Class>,
+    path: Path,
     /// Runs on a fresh harness before timing: configure maps so the packet
     /// takes the intended path (e.g. ban its source).
     setup: fn(&mut Harness) -> Result<()>,
+}
+
+/// Which program a case runs, and what proves it took the named path.
+enum Path {
+    /// `sipguard_xdp` on a packet the server receives: the one verdict,
+    /// reason and class counter each run moves.
+    Xdp {
+        verdict: Verdict,
+        reason: Reason,
+        class: Option<Class>,
+    },
+    /// `sipguard_egress` (tail-calling `sipguard_resp`) on a response the
+    /// server sends: the table events each run moves by one (every other
+    /// stays put), and `learnt`, which checks the maps after `runs` runs.
+    Egress {
+        label: &'static str,
+        events: &'static [TableStat],
+        learnt: fn(&Harness, u64) -> Result<()>,
+    },
+}
+
+impl Path {
+    fn xdp(verdict: Verdict, reason: Reason, class: Option<Class>) -> Self {
+        Path::Xdp {
+            verdict,
+            reason,
+            class,
+        }
+    }
 }
 
 fn no_setup(_: &mut Harness) -> Result<()> {
@@ -153,6 +186,59 @@ fn worst_case_invite() -> Vec<u8> {
         .build()
 }
 
+/// The frame the server sends to the benchmark client: a response from the
+/// SIP port.
+fn to_client(payload: &[u8]) -> Vec<u8> {
+    udp_v4(SERVER_V4, CLIENT_V4, 5060, CLIENT_PORT, payload)
+}
+
+fn unauthorized() -> Vec<u8> {
+    to_client(&response(401, "Unauthorized", "REGISTER"))
+}
+
+/// Auth failures counted but never reaching a ban (with the default six,
+/// every sixth timed 401 would take the rarer, dearer ban path), and one
+/// 401 sent first so the client's rate state exists: every timed run
+/// updates it instead of the first creating it.
+fn auth_failures_never_ban(h: &mut Harness) -> Result<()> {
+    let mut cfg = Config::default();
+    cfg.auth_fail.after = u32::MAX;
+    h.maps_mut().apply(&cfg)?;
+    h.egress(&unauthorized())?;
+    Ok(())
+}
+
+/// Each 401 was counted, and none banned or trusted the client.
+fn counted_not_banned(h: &Harness, _runs: u64) -> Result<()> {
+    let bans = h.maps().bans_list()?;
+    ensure!(bans.is_empty(), "a 401 banned: {bans:?}");
+    let trusted = h.maps().trusted_list()?;
+    ensure!(trusted.is_empty(), "a 401 earned trust: {trusted:?}");
+    Ok(())
+}
+
+/// The client holds trust, renewed by every run.
+fn trusted_every_run(h: &Harness, runs: u64) -> Result<()> {
+    let trusted = h.maps().trusted_list()?;
+    let renewals = trusted
+        .iter()
+        .find(|(k, _)| *k == client_key())
+        .map(|(_, t)| t.renewals);
+    ensure!(
+        renewals == Some(runs) && trusted.len() == 1,
+        "the client's trust is {renewals:?} renewals, want {runs}: {trusted:?}"
+    );
+    Ok(())
+}
+
+/// The egress table events (`TableStat`), by name.
+fn events(h: &Harness) -> Result<Vec<(&'static str, u64)>> {
+    TableStat::ALL
+        .iter()
+        .map(|&t| Ok((t.name(), h.table_stat(t)?)))
+        .collect()
+}
+
 fn cases() -> Vec<Case> {
     let invite = Sip::invite_with_sdp().build();
     let scanner_options = Sip::request("OPTIONS")
@@ -163,65 +249,49 @@ fn cases() -> Vec<Case> {
         Case {
             name: "INVITE from a banned source",
             packet: Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, invite.clone()).build(),
-            verdict: Verdict::Drop,
-            reason: Reason::Banned,
-            class: Some(Class::Invite),
+            path: Path::xdp(Verdict::Drop, Reason::Banned, Some(Class::Invite)),
             setup: banned_source,
         },
         Case {
             name: "INVITE over its per-source limit",
             packet: Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, invite.clone()).build(),
-            verdict: Verdict::Drop,
-            reason: Reason::RateSource,
-            class: Some(Class::Invite),
+            path: Path::xdp(Verdict::Drop, Reason::RateSource, Some(Class::Invite)),
             setup: over_limit,
         },
         Case {
             name: "INVITE from an allowlisted source",
             packet: Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, invite.clone()).build(),
-            verdict: Verdict::Pass,
-            reason: Reason::Allowlisted,
-            class: Some(Class::Invite),
+            path: Path::xdp(Verdict::Pass, Reason::Allowlisted, Some(Class::Invite)),
             setup: allowlisted,
         },
         Case {
             name: "scanner OPTIONS (full scan, signature hit)",
             packet: Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, scanner_options).build(),
-            verdict: Verdict::Pass,
-            reason: Reason::Accepted,
-            class: Some(Class::Options),
+            path: Path::xdp(Verdict::Pass, Reason::Accepted, Some(Class::Options)),
             setup: scanner_counted,
         },
         Case {
             name: "1400-byte INVITE, User-Agent last (worst case)",
             packet: Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, worst_case_invite()).build(),
-            verdict: Verdict::Pass,
-            reason: Reason::Accepted,
-            class: Some(Class::Invite),
+            path: Path::xdp(Verdict::Pass, Reason::Accepted, Some(Class::Invite)),
             setup: scanner_counted,
         },
         Case {
             name: "udp/53 not SIP (port lookup only)",
             packet: Pkt::udp_v4(CLIENT_V4, SERVER_V4, 53, vec![0u8; 64]).build(),
-            verdict: Verdict::Pass,
-            reason: Reason::NotSipPort,
-            class: None,
+            path: Path::xdp(Verdict::Pass, Reason::NotSipPort, None),
             setup: no_setup,
         },
         Case {
             name: "INVITE+SDP ipv4",
             packet: Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, invite.clone()).build(),
-            verdict: Verdict::Pass,
-            reason: Reason::Accepted,
-            class: Some(Class::Invite),
+            path: Path::xdp(Verdict::Pass, Reason::Accepted, Some(Class::Invite)),
             setup: limits_never_reached,
         },
         Case {
             name: "INVITE+SDP ipv4, header scan off",
             packet: Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, invite.clone()).build(),
-            verdict: Verdict::Pass,
-            reason: Reason::Accepted,
-            class: Some(Class::Invite),
+            path: Path::xdp(Verdict::Pass, Reason::Accepted, Some(Class::Invite)),
             setup: no_header_scan,
         },
         Case {
@@ -229,28 +299,42 @@ fn cases() -> Vec<Case> {
             packet: Pkt::udp_v6(CLIENT_V6, SERVER_V6, 5060, invite)
                 .vlan(100)
                 .build(),
-            verdict: Verdict::Pass,
-            reason: Reason::Accepted,
-            class: Some(Class::Invite),
+            path: Path::xdp(Verdict::Pass, Reason::Accepted, Some(Class::Invite)),
             setup: limits_never_reached,
         },
         Case {
             name: "200 OK ipv4 (responses are not scanned)",
             packet: Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, Sip::response(200, "OK").build())
                 .build(),
-            verdict: Verdict::Pass,
-            reason: Reason::Accepted,
-            class: Some(Class::Response),
+            path: Path::xdp(Verdict::Pass, Reason::Accepted, Some(Class::Response)),
             setup: limits_never_reached,
         },
         Case {
             name: "OPTIONS ipv4",
             packet: Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, Sip::request("OPTIONS").build())
                 .build(),
-            verdict: Verdict::Pass,
-            reason: Reason::Accepted,
-            class: Some(Class::Options),
+            path: Path::xdp(Verdict::Pass, Reason::Accepted, Some(Class::Options)),
             setup: limits_never_reached,
+        },
+        Case {
+            name: "401 to REGISTER (egress, failure counted)",
+            packet: unauthorized(),
+            path: Path::Egress {
+                label: "tc/auth_failure",
+                events: &[TableStat::ResponseSeen, TableStat::AuthFailure],
+                learnt: counted_not_banned,
+            },
+            setup: auth_failures_never_ban,
+        },
+        Case {
+            name: "200 OK to REGISTER (egress, trust earned)",
+            packet: to_client(&response(200, "OK", "REGISTER")),
+            path: Path::Egress {
+                label: "tc/trust_earned",
+                events: &[TableStat::ResponseSeen, TableStat::TrustEarned],
+                learnt: trusted_every_run,
+            },
+            setup: no_setup,
         },
     ]
 }
@@ -319,23 +403,90 @@ fn measure(case: &Case, args: &Args) -> Result<Figures> {
     let mut h = Harness::new()?;
     (case.setup)(&mut h).with_context(|| format!("setting up case {:?}", case.name))?;
     let before = h.snapshot()?;
+    let events_before = events(&h)?;
     // One untimed call first: warms caches and the JIT image.
     let calls = args.runs + 1;
+    let runs = calls as u64 * args.repeat as u64;
     let mut times = Vec::with_capacity(args.runs);
     for i in 0..calls {
-        let (_, per_run) = h.run_repeat(&case.packet, args.repeat)?;
+        let per_run = match case.path {
+            Path::Xdp { .. } => h.run_repeat(&case.packet, args.repeat)?.1,
+            Path::Egress { .. } => {
+                let (action, per_run) = h.egress_repeat(&case.packet, args.repeat)?;
+                ensure!(
+                    action == TC_ACT_OK,
+                    "egress returned {action}, not TC_ACT_OK"
+                );
+                per_run
+            }
+        };
         if i > 0 {
             times.push(per_run);
         }
     }
     let got = Delta::between(&before, &h.snapshot()?);
-    let want = Delta::one(case.verdict, case.reason, case.class, case.packet.len())
-        .times(calls as u64 * args.repeat as u64);
-    ensure!(
-        got == want,
-        "case {:?} took another path than it names:\n  got  {got:?}\n  want {want:?}",
-        case.name
-    );
+    let took_path = |what: &str, got: &dyn std::fmt::Debug, want: &dyn std::fmt::Debug| {
+        anyhow::anyhow!(
+            "case {:?} took another path than it names ({what}):\n  got  {got:?}\n  want {want:?}",
+            case.name
+        )
+    };
+    match &case.path {
+        Path::Xdp {
+            verdict,
+            reason,
+            class,
+        } => {
+            let want = Delta::one(*verdict, *reason, *class, case.packet.len()).times(runs);
+            if got != want {
+                return Err(took_path("counters", &got, &want));
+            }
+        }
+        Path::Egress {
+            events: want,
+            learnt,
+            ..
+        } => {
+            // The egress program counts nothing per verdict or reason.
+            if got != Delta::default() {
+                return Err(took_path("XDP counters", &got, &Delta::default()));
+            }
+            let moved: Vec<(&str, u64)> = events(&h)?
+                .into_iter()
+                .zip(&events_before)
+                .map(|((name, now), (_, was))| (name, now - was))
+                .filter(|(_, d)| *d > 0)
+                .collect();
+            let want: Vec<(&str, u64)> = TableStat::ALL
+                .iter()
+                .filter(|t| want.contains(t))
+                .map(|t| (t.name(), runs))
+                .collect();
+            if moved != want {
+                return Err(took_path("table events", &moved, &want));
+            }
+            learnt(&h, runs).with_context(|| format!("case {:?}", case.name))?;
+        }
+    }
+    times.sort();
+    Ok(Figures {
+        median: times[times.len() / 2],
+        min: times[0],
+    })
+}
+
+/// The empty program on a 950-byte INVITE: the test-run floor.
+fn floor(args: &Args) -> Result<Figures> {
+    let mut h = Harness::new()?;
+    let pkt = Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, Sip::invite_with_sdp().build()).build();
+    let mut times = Vec::with_capacity(args.runs);
+    for i in 0..=args.runs {
+        let (action, per_run) = h.empty_repeat(&pkt, args.repeat)?;
+        ensure!(action == XDP_PASS, "the empty program returned {action}");
+        if i > 0 {
+            times.push(per_run);
+        }
+    }
     times.sort();
     Ok(Figures {
         median: times[times.len() / 2],
@@ -344,8 +495,17 @@ fn measure(case: &Case, args: &Args) -> Result<Figures> {
 }
 
 fn path(case: &Case) -> String {
-    let class = case.class.map_or("-", |c| c.name());
-    format!("{}/{}/{class}", case.verdict.name(), case.reason.name())
+    match &case.path {
+        Path::Xdp {
+            verdict,
+            reason,
+            class,
+        } => {
+            let class = class.map_or("-", |c| c.name());
+            format!("{}/{}/{class}", verdict.name(), reason.name())
+        }
+        Path::Egress { label, .. } => label.to_string(),
+    }
 }
 
 fn run() -> Result<()> {
@@ -363,9 +523,17 @@ fn run() -> Result<()> {
         args.repeat, args.runs
     );
     println!();
+    let floor = floor(&args)?;
     println!(
-        "{:<42} {:>6} {:<32} {:>9} {:>9} {:>10}",
-        "case", "bytes", "verdict/reason/class", "median_ns", "min_ns", "Mpps/core"
+        "an empty XDP program costs {} ns (median; min {}) here: BPF_PROG_TEST_RUN's own \
+         cost per run, in every figure below; program_ns = median_ns minus it",
+        floor.median.as_nanos(),
+        floor.min.as_nanos()
+    );
+    println!();
+    println!(
+        "{:<42} {:>6} {:<32} {:>9} {:>9} {:>10} {:>10}",
+        "case", "bytes", "verdict/reason/class", "median_ns", "min_ns", "program_ns", "Mpps/core"
     );
     let cases: Vec<Case> = cases()
         .into_iter()
@@ -384,12 +552,13 @@ fn run() -> Result<()> {
             "-".into()
         };
         println!(
-            "{:<42} {:>6} {:<32} {:>9} {:>9} {:>10}",
+            "{:<42} {:>6} {:<32} {:>9} {:>9} {:>10} {:>10}",
             case.name,
             case.packet.len(),
             path(case),
             median_ns,
             f.min.as_nanos(),
+            median_ns.saturating_sub(floor.median.as_nanos()),
             mpps
         );
     }
