@@ -5,6 +5,7 @@ pub mod captures;
 pub mod flood;
 pub mod harness;
 pub mod kamailio;
+pub mod lab;
 pub mod netns;
 pub mod packet;
 pub mod sipp;

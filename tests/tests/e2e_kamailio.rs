@@ -7,21 +7,12 @@
 //! Needs root, kamailio (Debian's package), sipp, python3, iproute2 and
 //! nsenter. Run with `--nocapture` to see the figures.
 
-use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr},
-    time::Duration,
-};
+use std::time::Duration;
 
-use anyhow::{Result, ensure};
-use serde_json::Value;
+use anyhow::Result;
 use sipguard_tests::{
-    flood::{
-        Ctl, Delta, SIP_PORT, Stream, StreamReport, UdpMib, ban_sources, isolate_server,
-        spawn_send, udp_mib,
-    },
-    kamailio::{KNOWN_USER, Kamailio},
-    netns::{Lab, stderr},
-    sipp::{Calls, Uac, Uas, scenario},
+    kamailio::KNOWN_USER,
+    lab::{self, Defence, Flood, Outcome, Scenario},
 };
 
 /// Legitimate calls: a busy PBX placing 10 calls/s for 20 s, each held 1 s.
@@ -29,128 +20,31 @@ const CALLS: u64 = 200;
 const CALL_RATE: u64 = 10;
 /// The flood lasts as long as the calls are placed.
 const FLOOD: Duration = Duration::from_secs(20);
-/// The number the flood calls: not served by the proxy, so each INVITE
-/// costs it a parse, a transaction lookup and a stateless 404, like a
-/// toll-fraud scanner dialling numbers.
-const FLOOD_USER: &str = "4021555";
 /// A packet bound well above what one core can send in `FLOOD`.
 const FLOOD_MAX_PACKETS: u64 = 10_000_000;
-/// Where the proxy relays calls: a sipp UAS on an address of the server's
-/// loopback (in the lab's 198.18.0.0/15 range, outside its subnet), so that
-/// leg never crosses the protected interface.
-const BACKEND: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
-const UAS_PORT: u16 = 5070;
-/// Limits for the protected run: sipguard's defaults, except the
-/// per-source INVITE limit, raised from 10/s (burst 20) to 20/s (burst 40)
-/// so a caller placing 10 calls/s has headroom for retransmissions; a
-/// caller sending exactly at its limit has none and would be banned by its
-/// first few retransmitted INVITEs.
-const LIMITS: [&str; 2] = ["invite.rate=20/s", "invite.burst=40"];
 
-struct Outcome {
-    calls: Calls,
-    /// sipp's exit: 0 only when every call succeeded.
-    sipp_ok: bool,
-    flood: StreamReport,
-    kamailio_cpu: f64,
-    /// The server namespace's UDP counters over the run: datagrams that
-    /// reached a socket (Kamailio's, and both ways on the backend leg) and
-    /// those a full receive buffer dropped (Kamailio's, under the flood).
-    udp: UdpMib,
-    attacker: IpAddr,
-    /// sipguard's counters over the run, and its bans at the end.
-    sipguard: Option<(String, Vec<String>)>,
-}
-
-/// Place the legitimate calls while the attacker floods, in a fresh lab,
-/// with or without sipguard on the server's interface.
+/// Place the legitimate calls while one source floods (as fast as one core
+/// sends), in a fresh lab, with or without sipguard (`lab::LIMITS`: the
+/// defaults with the per-source INVITE limit raised to 20/s, burst 40) on
+/// the server's interface.
 fn run(protected: bool) -> Result<Outcome> {
-    let lab = Lab::new(if protected { "kamsg" } else { "kamraw" })?;
-    // Kamailio answers every flood INVITE; make sure none of that can leave
-    // the lab whatever the source.
-    isolate_server(&lab)?;
-    let server = IpAddr::V4(lab.server.v4);
-    let agent = if protected {
-        let agent = lab.start_agent(&["--mode", "native"])?;
-        Ctl::new(lab.iface()).limits_set(&LIMITS)?;
-        Some(agent)
+    let (tag, defence) = if protected {
+        ("kamsg", Defence::Sipguard)
     } else {
-        None
+        ("kamraw", Defence::None)
     };
-    let ctl = Ctl::new(lab.iface());
-    let backend = SocketAddr::new(IpAddr::V4(BACKEND), UAS_PORT);
-    let out = lab.run(
-        &lab.server,
-        "ip",
-        ["addr", "add", &format!("{BACKEND}/32"), "dev", "lo"],
-        Duration::from_secs(10),
-    )?;
-    ensure!(
-        out.status.success(),
-        "adding {BACKEND} to lo: {}",
-        stderr(&out)
-    );
-    Uas {
-        addr: backend.ip(),
-        port: UAS_PORT,
-        scenario: Some(scenario("uas_proxied.xml")),
-    }
-    .start(&lab, &lab.server, "uas")?;
-    let kamailio = Kamailio::start(&lab, &lab.server, server, backend)?;
-
-    let before = agent.as_ref().map(|_| ctl.stats()).transpose()?;
-    let cpu0 = kamailio.cpu_seconds()?;
-    let udp0 = udp_mib(&lab, &lab.server)?;
-    // From one source, as fast as one core sends them.
-    let flood = spawn_send(
-        &lab,
-        &lab.attacker,
-        "flood",
-        server,
-        &[Stream::new(
-            "flood",
-            &[IpAddr::V4(lab.attacker.v4)],
-            "INVITE",
-            0,
-            FLOOD_MAX_PACKETS,
-        )
-        .user(FLOOD_USER)],
-        FLOOD,
-    )?;
-    let uac = Uac {
-        target: SocketAddr::new(server, SIP_PORT),
-        local: IpAddr::V4(lab.client.v4),
-        local_port: SIP_PORT,
+    let scenario = Scenario {
+        tag: tag.into(),
         calls: CALLS,
-        rate: CALL_RATE,
-        scenario: Some(scenario("uac_proxied.xml")),
-        timeout: Duration::from_secs(50),
-        recv_timeout: Some(Duration::from_secs(10)),
-        bound: Duration::from_secs(70),
-        name: "uac".into(),
+        call_rate: CALL_RATE,
+        warmup_calls: 0,
+        flood: Flood::Real { sources: 1 },
+        flood_duration: FLOOD,
+        flood_max_packets: FLOOD_MAX_PACKETS,
+        lead: Duration::ZERO,
+        split_cpus: false,
     };
-    let sipp = uac.run(&lab, &lab.client);
-    let flood = flood.finish()?;
-    let (status, calls) = sipp?;
-    let kamailio_cpu = kamailio.cpu_seconds()? - cpu0;
-    let udp = udp_mib(&lab, &lab.server)?.since(&udp0);
-    let sipguard = match before {
-        Some(before) => {
-            let after: Value = ctl.stats()?;
-            let reasons = Delta::new(&before, &after).reasons();
-            Some((reasons, ban_sources(&ctl.bans()?)))
-        }
-        None => None,
-    };
-    Ok(Outcome {
-        calls,
-        sipp_ok: status.success(),
-        flood: flood.stream("flood").clone(),
-        kamailio_cpu,
-        udp,
-        attacker: IpAddr::V4(lab.attacker.v4),
-        sipguard,
-    })
+    lab::run(&scenario, defence)
 }
 
 /// Kamailio keeps serving legitimate calls while one source floods it with
@@ -176,11 +70,11 @@ fn kamailio_serves_calls_during_an_invite_flood() -> Result<()> {
             100.0 * o.calls.success_ratio(CALLS),
             o.calls.failed,
             o.calls.retransmissions,
-            o.flood.sent,
-            o.flood.pps(),
-            o.udp.in_datagrams,
-            o.udp.rcvbuf_errors,
-            o.kamailio_cpu,
+            o.flood_sent,
+            o.flood_pps,
+            o.run.udp.in_datagrams,
+            o.run.udp.rcvbuf_errors,
+            o.run.kamailio_cpu,
         )
     };
     eprintln!(
@@ -192,7 +86,7 @@ fn kamailio_serves_calls_during_an_invite_flood() -> Result<()> {
     let (reasons, bans) = guarded.sipguard.as_ref().expect("protected run has stats");
     eprintln!("sipguard: {reasons}; bans {bans:?}");
 
-    let attacker = guarded.attacker.to_string();
+    let attacker = guarded.flood_sources[0].to_string();
     assert!(
         bans.contains(&attacker),
         "the flooding source {attacker} was not banned: {bans:?}"

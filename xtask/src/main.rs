@@ -5,6 +5,7 @@ mod cmd;
 mod demo;
 mod dist;
 mod install;
+mod lab;
 mod lint;
 mod setup;
 mod tasks;
@@ -26,8 +27,8 @@ enum Task {
     /// skips whatever is already there.
     Setup {
         /// Also install what the tests drive: Debian packages (sipp, kamailio,
-        /// hping3, tshark, bpftool, iproute2, socat), PyPI sipvicious and
-        /// scapy, and mount bpffs. Needs root.
+        /// hping3, tshark, bpftool, iproute2, socat, iptables, nftables), PyPI
+        /// sipvicious and scapy, and mount bpffs. Needs root.
         #[arg(long)]
         test_deps: bool,
     },
@@ -57,8 +58,11 @@ enum Task {
         args: Vec<OsString>,
     },
     /// Setup, then the benchmarks (release build); they print their figures.
+    /// With `--lab`: the peer comparison instead (Kamailio under INVITE
+    /// floods behind no defence, iptables, nftables and sipguard; about 5
+    /// minutes, needs root).
     Bench {
-        /// Passed to sipguard-bench.
+        /// Passed to sipguard-bench (or, with --lab, to sipguard-lab).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },

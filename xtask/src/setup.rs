@@ -21,8 +21,9 @@ const CARGO_DEB_VERSION: &str = "3.8.0";
 
 /// Debian packages the tests drive: sipp, a real SIP server, raw floods,
 /// captures, BPF inspection, namespaces and veths, UDP plumbing, promtool
-/// (package prometheus) for the alert rules, curl.
-const APT_PACKAGES: [&str; 9] = [
+/// (package prometheus) for the alert rules, curl, and the peer defences
+/// `bench --lab` compares with (iptables, nftables).
+const APT_PACKAGES: [&str; 11] = [
     "prometheus",
     "curl",
     "sip-tester",
@@ -32,6 +33,8 @@ const APT_PACKAGES: [&str; 9] = [
     "bpftool",
     "iproute2",
     "socat",
+    "iptables",
+    "nftables",
 ];
 
 /// PyPI packages the tests drive (scanner traffic, hand-built packets), and

@@ -5,7 +5,7 @@ use std::{ffi::OsString, os::unix::process::CommandExt as _, process::Command};
 
 use anyhow::{Context as _, Result};
 
-use crate::{cmd, setup};
+use crate::{cmd, lab, setup};
 
 fn profile_args(release: bool) -> &'static [&'static str] {
     if release { &["--release"] } else { &[] }
@@ -46,8 +46,12 @@ pub fn test(args: Vec<OsString>) -> Result<i32> {
     Ok(cmd::exit_code(cmd::status(&mut c)?))
 }
 
-/// The benchmark binary (tests/src/bin/sipguard-bench), in release mode.
+/// The benchmark binary (tests/src/bin/sipguard-bench), in release mode;
+/// with `--lab`, the peer comparison (tests/src/bin/sipguard-lab).
 pub fn bench(args: Vec<OsString>) -> Result<i32> {
+    if args.iter().any(|a| a == "--lab") {
+        return lab::bench_lab(args);
+    }
     setup::setup(false)?;
     let mut c = cmd::cargo();
     c.args([

@@ -1,0 +1,340 @@
+//! sipguard-lab: the peer comparison (`cargo xtask bench --lab`).
+//!
+//! Under the same INVITE floods, a Kamailio proxy serves legitimate calls
+//! behind each defence in turn: none, iptables, nftables, sipguard. Every
+//! run is a fresh namespace lab (tests/src/lab.rs): 5 warm-up calls, then
+//! the flood, and 2 s later 150 counted calls at 10/s; the flood lasts
+//! until the last of them has succeeded or failed. Prints one table:
+//! calls completed, flood packets sent, what the defence dropped, what
+//! reached the server, Kamailio's CPU and the machine's softirq time.
+//!
+//! Usage: sipguard-lab [--flood real|spoofed]... [--defence NAME]...
+//! (default: every flood against every defence, about 5 minutes). Needs
+//! root; everything stays in namespaces on 198.18.0.0/15.
+
+use std::{
+    process::ExitCode,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, bail, ensure};
+use sipguard_tests::lab::{
+    self, CALL_RECV_TIMEOUT, Defence, Flood, GLOBAL_INVITE_BURST, GLOBAL_INVITE_RATE, INVITE_BURST,
+    INVITE_RATE, Machine, Outcome, Scenario, Split,
+};
+
+const CALLS: u64 = 150;
+const CALL_RATE: u64 = 10;
+const WARMUP_CALLS: u64 = 5;
+/// The flood is on this long before the counted calls start.
+const LEAD_S: u64 = 2;
+const LEAD: Duration = Duration::from_secs(LEAD_S);
+/// Covers the lead, the calls (15 s), and then the last call's whole life:
+/// until it fails (`CALL_RECV_TIMEOUT`), retransmitting its INVITE, or is
+/// answered and held 1 s. A flood ending earlier would let late calls'
+/// retransmissions through and flatter every defence.
+const FLOOD_DURATION: Duration =
+    Duration::from_secs(LEAD_S + CALLS / CALL_RATE + CALL_RECV_TIMEOUT.as_secs() + 2);
+/// A bound well above what one core sends in `FLOOD_DURATION`.
+const FLOOD_MAX_PACKETS: u64 = 20_000_000;
+/// A handful of real machines: each far over its per-source limit.
+const REAL_SOURCES: u8 = 20;
+/// Spoofed sources: each sends a few INVITEs a second, under any per-source
+/// limit, and together they fit every defence's source table.
+const SPOOFED_SOURCES: u32 = 65_536;
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+unsafe extern "C" {
+    fn signal(signum: i32, handler: usize) -> usize;
+    fn geteuid() -> u32;
+}
+
+extern "C" fn on_signal(_: i32) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+struct Args {
+    floods: Vec<(&'static str, Flood)>,
+    defences: Vec<Defence>,
+}
+
+fn parse_args() -> Result<Args> {
+    let all_floods = [
+        (
+            "real",
+            Flood::Real {
+                sources: REAL_SOURCES,
+            },
+        ),
+        (
+            "spoofed",
+            Flood::Spoofed {
+                sources: SPOOFED_SOURCES,
+            },
+        ),
+    ];
+    let (mut floods, mut defences) = (Vec::new(), Vec::new());
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let value = it.next();
+        match (arg.as_str(), value.as_deref()) {
+            ("--flood", Some(v)) => match all_floods.iter().find(|(n, _)| *n == v) {
+                Some(f) => floods.push(*f),
+                None => bail!("--flood {v}: use real or spoofed"),
+            },
+            ("--defence", Some(v)) => match Defence::ALL.iter().find(|d| d.name() == v) {
+                Some(d) => defences.push(*d),
+                None => bail!("--defence {v}: use none, iptables, nftables or sipguard"),
+            },
+            _ => bail!(
+                "usage: sipguard-lab [--flood real|spoofed]... \
+                 [--defence none|iptables|nftables|sipguard]..."
+            ),
+        }
+    }
+    if floods.is_empty() {
+        floods = all_floods.to_vec();
+    }
+    if defences.is_empty() {
+        defences = Defence::ALL.to_vec();
+    }
+    Ok(Args { floods, defences })
+}
+
+/// One cell of the table: a flood against a defence.
+struct Row {
+    flood: &'static str,
+    defence: Defence,
+    result: Result<Outcome>,
+}
+
+fn main() -> ExitCode {
+    // Drive the sipguard built next to this binary unless told otherwise
+    // (the test crate's own lookup expects a test executable's path). Set
+    // before any thread exists.
+    if std::env::var_os("SIPGUARD_BIN").is_none()
+        && let Some(bin) = std::env::current_exe()
+            .ok()
+            .and_then(|e| Some(e.parent()?.join("sipguard")))
+            .filter(|b| b.is_file())
+    {
+        unsafe { std::env::set_var("SIPGUARD_BIN", bin) };
+    }
+    // SIGINT and SIGTERM only set a flag, checked between runs; the lab's
+    // children get Ctrl-C from the terminal themselves, so a run in progress
+    // ends early and its lab is still removed.
+    unsafe {
+        signal(2, on_signal as extern "C" fn(i32) as usize);
+        signal(15, on_signal as extern "C" fn(i32) as usize);
+    }
+    match bench() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("sipguard-lab: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs everything; false if a run failed or it was interrupted.
+fn bench() -> Result<bool> {
+    ensure!(
+        unsafe { geteuid() } == 0,
+        "run as root (namespaces, XDP, netfilter): `cargo xtask bench --lab`"
+    );
+    let args = parse_args()?;
+    let machine = Machine::probe();
+    let started = Instant::now();
+    print_setup(&args, Split::new()?.as_ref());
+
+    let mut rows = Vec::new();
+    for &(flood_name, flood) in &args.floods {
+        for &defence in &args.defences {
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                break;
+            }
+            let sc = scenario(flood_name, flood, defence);
+            println!("run: {} vs {} …", flood.describe(), defence.name());
+            let t = Instant::now();
+            let result = lab::run(&sc, defence);
+            match &result {
+                Ok(o) => println!("  {} ({:.0} s)", detail(o), t.elapsed().as_secs_f64()),
+                Err(e) => println!("  FAILED: {e:#}"),
+            }
+            rows.push(Row {
+                flood: flood_name,
+                defence,
+                result,
+            });
+        }
+    }
+
+    print_table(&rows);
+    print_footer(&machine, started.elapsed());
+    let interrupted = INTERRUPTED.load(Ordering::SeqCst);
+    if interrupted {
+        println!("interrupted: the table is incomplete");
+    }
+    Ok(!interrupted && rows.iter().all(|r| r.result.is_ok()))
+}
+
+fn scenario(flood_name: &str, flood: Flood, defence: Defence) -> Scenario {
+    Scenario {
+        tag: format!("lab{}{}", &flood_name[..4], &defence.name()[..4]),
+        calls: CALLS,
+        call_rate: CALL_RATE,
+        warmup_calls: WARMUP_CALLS,
+        flood,
+        flood_duration: FLOOD_DURATION,
+        flood_max_packets: FLOOD_MAX_PACKETS,
+        lead: LEAD,
+        split_cpus: true,
+    }
+}
+
+fn print_setup(args: &Args, split: Option<&Split>) {
+    println!("== sipguard peer comparison: Kamailio under INVITE floods ==");
+    println!(
+        "each run: a fresh lab; {WARMUP_CALLS} warm-up calls (not counted), then the flood for \
+         {}s (<= {FLOOD_MAX_PACKETS} packets), and {}s into it {CALLS} counted calls at \
+         {CALL_RATE}/s from the client (sipp through Kamailio to a UAS; each held 1 s)",
+        FLOOD_DURATION.as_secs(),
+        LEAD.as_secs()
+    );
+    match split {
+        Some(s) => println!(
+            "CPUs: the attacker on CPU {} (nice -20), the client on {:?} (nice -20), the server \
+             (Kamailio, its backend, the agent) on {:?}. On veth a packet's receive path runs \
+             as softirq on the core that sent it: the flood's (bridge, XDP, netfilter, UDP \
+             stack) on the attacker's core, so a defence that drops more cheaply lets the \
+             attacker send more",
+            s.attacker, s.client, s.server
+        ),
+        None => println!(
+            "CPUs: one, shared by everything (the flood will pause, and figures are not \
+             comparable with a multi-core run)"
+        ),
+    }
+    println!("floods (to an unserved number, so Kamailio answers each with a stateless 404):");
+    for (name, flood) in &args.floods {
+        println!("  {name:<8} {}", flood.describe());
+    }
+    println!("defences:");
+    for d in &args.defences {
+        println!("  {:<8} {}", d.name(), d.describe());
+    }
+    println!(
+        "the same INVITE limits in iptables, nftables and sipguard: {INVITE_RATE}/s burst \
+         {INVITE_BURST} per source, {GLOBAL_INVITE_RATE}/s burst {GLOBAL_INVITE_BURST} for all \
+         sources; no defence allowlists the client"
+    );
+    if args.defences.contains(&Defence::Iptables) {
+        println!("iptables rules (iptables-legacy-restore, in the server's namespace):");
+        indent(&lab::iptables_rules());
+    }
+    if args.defences.contains(&Defence::Nftables) {
+        println!("nftables rules (nft -f, in the server's namespace):");
+        indent(&lab::nftables_rules());
+    }
+    println!();
+}
+
+fn indent(text: &str) {
+    for l in text.lines() {
+        println!("    {}", l.replace('\t', "    "));
+    }
+}
+
+/// The per-run line printed as it finishes.
+fn detail(o: &Outcome) -> String {
+    let mut s = format!(
+        "calls {}/{CALLS} ok, {} failed, {} retransmissions; flood {} at {:.0} pps; dropped \
+         {}",
+        o.calls.successful,
+        o.calls.failed,
+        o.calls.retransmissions,
+        o.flood_sent,
+        o.flood_pps,
+        o.dropped,
+    );
+    if let Some((reasons, bans)) = &o.sipguard {
+        s += &format!("; sipguard: {reasons}; {} bans", bans.len());
+    }
+    s
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!(
+        "{:<8} {:<9} {:>18} {:>18} {:>9} {:>10} {:>10} {:>8} {:>8} {:>11}",
+        "flood",
+        "defence",
+        "legit calls ok",
+        "flood sent (pps)",
+        "dropped",
+        "server UDP",
+        "rcvbuf drop",
+        "Kamailio",
+        "softirq",
+        "softirq/pkt"
+    );
+    for r in rows {
+        let head = format!("{:<8} {:<9}", r.flood, r.defence.name());
+        let o = match &r.result {
+            Ok(o) => o,
+            Err(_) => {
+                println!("{head} failed (see above)");
+                continue;
+            }
+        };
+        // The bench always has a lead, so the flood window is measured.
+        let w = o.flood_window.unwrap_or(o.run);
+        let dropped = match r.defence {
+            Defence::None => "-".to_string(),
+            _ => o.dropped.to_string(),
+        };
+        println!(
+            "{head} {:>18} {:>18} {:>9} {:>10} {:>10} {:>7.0}% {:>7.0}% {:>8.1} µs",
+            format!(
+                "{}/{CALLS} ({:.1}%)",
+                o.calls.successful,
+                100.0 * o.calls.success_ratio(CALLS)
+            ),
+            format!("{} ({:.0})", o.flood_sent, o.flood_pps),
+            dropped,
+            w.udp.in_datagrams,
+            w.udp.rcvbuf_errors,
+            percent(w.kamailio_cpu, w.wall),
+            percent(w.softirq, w.wall),
+            1e6 * w.softirq / o.flood_sent.max(1) as f64,
+        );
+    }
+    println!(
+        "legit calls ok: completed calls (INVITE, 200, ACK, BYE, 200 by sipp's count) of those \
+         placed. flood sent: packets, and packets/s while sending. dropped: packets the \
+         defence's drop rules (or sipguard) dropped. While the flood lasted: server UDP, \
+         datagrams delivered to the server's sockets (Kamailio's, and both ways on its backend \
+         leg); rcvbuf drop, datagrams lost to a full socket buffer; Kamailio and softirq, CPU \
+         time as % of one CPU; softirq/pkt, softirq time per flood packet sent. softirq is \
+         machine-wide, and on veth the receive path runs on the sending core: for the flood, \
+         the attacker's core (it includes the lab's bridge hop, the same for every defence)."
+    );
+}
+
+fn percent(seconds: f64, window: f64) -> f64 {
+    100.0 * seconds / window.max(1e-9)
+}
+
+fn print_footer(m: &Machine, took: Duration) {
+    println!(
+        "machine: Linux {}, {}, {} CPUs; sipguard {}; {}",
+        m.kernel, m.cpu, m.cpus, m.commit, m.tools
+    );
+    println!(
+        "command: cargo xtask bench --lab (as root); took {:.0} s",
+        took.as_secs_f64()
+    );
+}
