@@ -43,6 +43,30 @@ use crate::{
 /// leg never crosses the protected interface.
 pub const BACKEND: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
 pub const UAS_PORT: u16 = 5070;
+
+/// Put `BACKEND` on the server's loopback and start the sipp UAS the proxy
+/// relays calls to there; returns its address.
+pub fn start_backend(lab: &Lab) -> Result<SocketAddr> {
+    let out = lab.run(
+        &lab.server,
+        "ip",
+        ["addr", "add", &format!("{BACKEND}/32"), "dev", "lo"],
+        Duration::from_secs(10),
+    )?;
+    ensure!(
+        out.status.success(),
+        "adding {BACKEND} to lo: {}",
+        stderr(&out)
+    );
+    let backend = SocketAddr::new(IpAddr::V4(BACKEND), UAS_PORT);
+    Uas {
+        addr: backend.ip(),
+        port: UAS_PORT,
+        scenario: Some(scenario("uas_proxied.xml")),
+    }
+    .start(lab, &lab.server, "uas")?;
+    Ok(backend)
+}
 /// The number the flood calls: not served by the proxy, so each INVITE
 /// costs it a parse, a transaction lookup and a stateless 404, like a
 /// toll-fraud scanner dialling numbers.
@@ -143,24 +167,7 @@ pub fn run(sc: &Scenario, defence: Defence) -> Result<Outcome> {
     }
     let server = IpAddr::V4(lab.server.v4);
     let guard = defence.install(&lab)?;
-    let backend = SocketAddr::new(IpAddr::V4(BACKEND), UAS_PORT);
-    let out = lab.run(
-        &lab.server,
-        "ip",
-        ["addr", "add", &format!("{BACKEND}/32"), "dev", "lo"],
-        Duration::from_secs(10),
-    )?;
-    ensure!(
-        out.status.success(),
-        "adding {BACKEND} to lo: {}",
-        stderr(&out)
-    );
-    Uas {
-        addr: backend.ip(),
-        port: UAS_PORT,
-        scenario: Some(scenario("uas_proxied.xml")),
-    }
-    .start(&lab, &lab.server, "uas")?;
+    let backend = start_backend(&lab)?;
     let kamailio = Kamailio::start(&lab, &lab.server, server, backend)?;
     let sources = flood_sources(&lab, sc.flood)?;
 

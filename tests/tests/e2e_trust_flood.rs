@@ -24,7 +24,7 @@
 //! nsenter. Run with `--nocapture` to see the figures.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     process::ExitStatus,
     thread,
     time::{Duration, Instant},
@@ -37,8 +37,9 @@ use sipguard_tests::{
         Ctl, Delta, RawFlood, RawReport, SIP_PORT, UdpMib, isolate_server, raw_flood, udp_mib,
     },
     kamailio::{self, KNOWN_USER, Kamailio},
+    lab::start_backend,
     netns::{Lab, packets, run_bounded, stderr, wait_until},
-    sipp::{Calls, Uac, Uas, parse_trace_stat, scenario},
+    sipp::{Calls, Uac, parse_trace_stat, scenario},
 };
 
 /// Legitimate calls: a PBX placing 10 calls/s for 20 s, each held 1 s.
@@ -64,11 +65,6 @@ const FLOOD_START: Duration = Duration::from_secs(30);
 /// The phone's extension and password at the registrar.
 const USER: &str = "1001";
 const PASSWORD: &str = "lab-Secret-7f3";
-/// Where the proxy relays calls: a sipp UAS on an address of the server's
-/// loopback (in the lab's range, outside its subnet), so that leg never
-/// crosses the protected interface.
-const BACKEND: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
-const UAS_PORT: u16 = 5070;
 /// The global INVITE budget, set low (what a small server handles), and the
 /// per-source INVITE limit raised from 10/s (burst 20) to 20/s (burst 40) so
 /// a caller at 10 calls/s has headroom for retransmissions when untrusted
@@ -199,24 +195,7 @@ fn run(trust: bool) -> Result<Outcome> {
     };
     ctl.limits_set(&[&LIMITS[..], &[switch]].concat())?;
 
-    let backend = SocketAddr::new(IpAddr::V4(BACKEND), UAS_PORT);
-    let out = lab.run(
-        &lab.server,
-        "ip",
-        ["addr", "add", &format!("{BACKEND}/32"), "dev", "lo"],
-        Duration::from_secs(10),
-    )?;
-    ensure!(
-        out.status.success(),
-        "adding {BACKEND} to lo: {}",
-        stderr(&out)
-    );
-    Uas {
-        addr: backend.ip(),
-        port: UAS_PORT,
-        scenario: Some(scenario("uas_proxied.xml")),
-    }
-    .start(&lab, &lab.server, "uas")?;
+    let backend = start_backend(&lab)?;
     let kamailio = start_kamailio(&lab, server, backend)?;
 
     // Registering also teaches the lab's switch the server's MAC, so the

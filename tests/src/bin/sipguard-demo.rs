@@ -20,8 +20,9 @@ use serde_json::Value;
 use sipguard_tests::{
     flood::{Ctl, SIP_PORT, Stream, isolate_server, spawn_send},
     kamailio::Kamailio,
-    netns::{Bg, Lab, packets, stderr},
-    sipp::{Calls, Uas, parse_trace_stat, scenario},
+    lab::start_backend,
+    netns::{Bg, Lab, packets},
+    sipp::{Calls, parse_trace_stat, scenario},
 };
 
 const CALL_RATE: u64 = 10;
@@ -36,8 +37,6 @@ const FLOOD_USER: &str = "4021555";
 /// The flood comes from a second address of the attacker (the first is
 /// already banned as a scanner by then).
 const FLOOD_SRC: Ipv4Addr = Ipv4Addr::new(198, 18, 7, 66);
-const BACKEND: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
-const UAS_PORT: u16 = 5070;
 /// Hard bound on the whole demo after setup.
 const DEMO_BOUND: Duration = Duration::from_secs(150);
 
@@ -154,21 +153,8 @@ fn demo() -> Result<()> {
     let lab = Lab::new("demo")?;
     isolate_server(&lab)?;
     let server = IpAddr::V4(lab.server.v4);
-    let out = lab.run(
-        &lab.server,
-        "ip",
-        ["addr", "add", &format!("{BACKEND}/32"), "dev", "lo"],
-        Duration::from_secs(10),
-    )?;
-    ensure!(out.status.success(), "adding {BACKEND}: {}", stderr(&out));
     lab.add_addr(&lab.attacker, &format!("{FLOOD_SRC}/16"))?;
-    let backend = SocketAddr::new(IpAddr::V4(BACKEND), UAS_PORT);
-    Uas {
-        addr: backend.ip(),
-        port: UAS_PORT,
-        scenario: Some(scenario("uas_proxied.xml")),
-    }
-    .start(&lab, &lab.server, "uas")?;
+    let backend = start_backend(&lab)?;
     let kamailio = Kamailio::start(&lab, &lab.server, server, backend)?;
     println!(
         "  server   {server}:5060  Kamailio proxy (user `service` -> sipp UAS {backend}, others 404)"
