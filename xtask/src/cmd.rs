@@ -37,12 +37,7 @@ pub fn cargo() -> Command {
 /// Run `program args` quietly and return its stdout, or `None` if it cannot
 /// start or fails. For cheap "is it installed?" checks.
 pub fn probe(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
+    let out = quiet_output(program, args)?;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
@@ -51,13 +46,17 @@ pub fn probe(program: &str, args: &[&str]) -> Option<String> {
 /// Like `probe`, but keeps stdout even when the program exits non-zero
 /// (dpkg-query lists what it knows and fails for what it does not).
 pub fn probe_stdout(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program)
+    let out = quiet_output(program, args)?;
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn quiet_output(program: &str, args: &[&str]) -> Option<std::process::Output> {
+    Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
-        .ok()?;
-    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+        .ok()
 }
 
 /// Print the command line so the user can rerun it by hand.

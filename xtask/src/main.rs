@@ -6,6 +6,7 @@ mod demo;
 mod dist;
 mod install;
 mod lab;
+mod labbin;
 mod lint;
 mod setup;
 mod tasks;
