@@ -698,3 +698,101 @@ fn udp_length_past_ip_and_lower_case_version() {
     ];
     check(&mut harness(), &rows);
 }
+
+/// `LIST_EMPTY[slot]`, as the program reads it (1 = known empty, lookup
+/// skipped).
+fn list_empty(h: &Harness, slot: u32) -> u32 {
+    h.maps()
+        .list_empty
+        .get(&slot, 0)
+        .expect("reading LIST_EMPTY")
+}
+
+/// The allowlist and blocklist by CIDR over IPv4 and IPv6, and the flags
+/// that let the program skip an empty list's lookup: every change to a list
+/// updates them at once, so an entry is in force as soon as it is added,
+/// and the agent's sweep repairs a flag left wrong (two CLI calls racing).
+#[test]
+fn lists_apply_at_once_and_their_empty_flags_follow() {
+    use sipguard_common::maps::{LIST_ALLOW, LIST_BLOCK};
+    let mut h = harness();
+    let invite = || Sip::invite_with_sdp().build();
+    let net = |s: &str| -> ipnet::IpNet { s.parse().unwrap() };
+    assert_eq!(
+        (list_empty(&h, LIST_ALLOW), list_empty(&h, LIST_BLOCK)),
+        (1, 1),
+        "a fresh agent's lists are empty and marked so"
+    );
+
+    let pkt = udp4(SIP, invite()).build();
+    h.maps_mut()
+        .allow_add(&[net(&format!("{CLIENT_V4}/24"))])
+        .unwrap();
+    assert_eq!(list_empty(&h, LIST_ALLOW), 0);
+    check(
+        &mut h,
+        &[Row::new(
+            "allowlisted /24, v4",
+            pkt.clone(),
+            XDP_PASS,
+            Verdict::Pass,
+            Reason::Allowlisted,
+            Some(Class::Invite),
+        )],
+    );
+    h.maps_mut()
+        .allow_del(&[net(&format!("{CLIENT_V4}/24"))])
+        .unwrap();
+    assert_eq!(list_empty(&h, LIST_ALLOW), 1, "the last entry is gone");
+    check(
+        &mut h,
+        &[Row::accepted(
+            "no longer allowlisted",
+            pkt.clone(),
+            Class::Invite,
+        )],
+    );
+
+    h.maps_mut().block_add(&[net("2001:db8::/32")], 0).unwrap();
+    assert_eq!(list_empty(&h, LIST_BLOCK), 0);
+    check(
+        &mut h,
+        &[
+            Row::dropped(
+                "blocklisted /32, v6",
+                udp6(SIP, invite()).build(),
+                Reason::Blocklisted,
+                Class::Invite,
+            ),
+            Row::accepted("v4 not in the v6 block", pkt.clone(), Class::Invite),
+        ],
+    );
+
+    // A flag wrongly left "empty" would hide the entry; the sweep repairs it.
+    h.maps_mut().list_empty.set(LIST_BLOCK, 1, 0).unwrap();
+    check(
+        &mut h,
+        &[Row::accepted(
+            "hidden by a stale flag",
+            udp6(SIP, invite()).build(),
+            Class::Invite,
+        )],
+    );
+    h.maps_mut().sweep_expired(0).unwrap();
+    assert_eq!(
+        list_empty(&h, LIST_BLOCK),
+        0,
+        "the sweep re-checks the flags"
+    );
+    check(
+        &mut h,
+        &[Row::dropped(
+            "blocked again",
+            udp6(SIP, invite()).build(),
+            Reason::Blocklisted,
+            Class::Invite,
+        )],
+    );
+    h.maps_mut().block_del(&[net("2001:db8::/32")]).unwrap();
+    assert_eq!(list_empty(&h, LIST_BLOCK), 1);
+}
