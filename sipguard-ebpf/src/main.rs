@@ -75,6 +75,11 @@ pub fn sipguard_xdp(ctx: XdpContext) -> u32 {
             flow.payload_len,
         ),
     };
+    // The allowlist comes first (see policy.rs), here before the class is
+    // laundered, so a trunk's packets skip that map round trip too.
+    if policy::allowlisted(&flow) {
+        return finish(&ctx, Verdict::Pass, Reason::Allowlisted, Some(class as u32));
+    }
     // One unknown class for the verifier, not 18 constants (see opaque.rs).
     let class = opaque::launder(class as u64, Class::NotSip as u64) as u32;
     let (verdict, reason) = match policy::front(&flow, class) {

@@ -70,6 +70,12 @@ pub fn group(flow: &Flow, policy: &Policy) -> SrcKey {
     key
 }
 
+/// The source is on the allowlist: pass, never limited, banned or dropped.
+#[inline(always)]
+pub fn allowlisted(flow: &Flow) -> bool {
+    may_hold(LIST_ALLOW) && ALLOW.get(&Key::new(128, flow.src)).is_some()
+}
+
 /// False only when the controller has marked the list empty (see
 /// `LIST_EMPTY`).
 #[inline(always)]
@@ -91,8 +97,8 @@ pub enum Step {
     },
 }
 
-/// First stage, in the main program: lists, bans and the cheap malformed
-/// checks, so banned and blocklisted floods cost only these lookups. The
+/// First stage, in the main program, after `allowlisted`: the blocklist,
+/// bans and the cheap malformed checks, so banned and blocklisted floods cost only these lookups. The
 /// header scan and the rate limits (the bulk of the code) run in the second
 /// stage, which the verifier checks once rather than once per parse path.
 #[inline(always)]
@@ -102,9 +108,6 @@ pub fn front(flow: &Flow, class: u32) -> Step {
         return Step::Done(Verdict::Pass, Reason::Accepted);
     };
     let cidr = Key::new(128, flow.src);
-    if may_hold(LIST_ALLOW) && ALLOW.get(&cidr).is_some() {
-        return Step::Done(Verdict::Pass, Reason::Allowlisted);
-    }
     let now = unsafe { bpf_ktime_get_ns() };
     if may_hold(LIST_BLOCK)
         && let Some(block) = BLOCK.get(&cidr)
