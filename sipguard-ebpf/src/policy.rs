@@ -73,7 +73,7 @@ pub fn group(flow: &Flow, policy: &Policy) -> SrcKey {
 /// The source is on the allowlist: pass, never limited, banned or dropped.
 #[inline(always)]
 pub fn allowlisted(flow: &Flow) -> bool {
-    may_hold(LIST_ALLOW) && ALLOW.get(&Key::new(128, flow.src)).is_some()
+    may_hold(LIST_ALLOW) && ALLOW.get(Key::new(128, flow.src)).is_some()
 }
 
 /// False only when the controller has marked the list empty (see
