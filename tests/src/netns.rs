@@ -40,7 +40,7 @@ use anyhow::{Context as _, Result, anyhow, ensure};
 
 pub use agent::{Agent, XdpAttach, group_packets, packets, pin_dir, sipguard_bin, sipguard_stats};
 use process::terminate;
-pub use process::{run_bounded, stderr, wait_until};
+pub use process::{exited, run_bounded, stderr, wait_until};
 
 /// Host number of each node: its addresses are 198.18.0.N and 2001:db8::N.
 pub const SERVER_HOST: u8 = 1;

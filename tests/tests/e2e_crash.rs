@@ -20,7 +20,7 @@ use anyhow::{Context as _, Result, ensure};
 use serde_json::Value;
 use sipguard_tests::{
     flood::{Ctl, Delta, Stream, ban_sources, send, spawn_send},
-    netns::{Lab, packets, pin_dir, sipguard_stats},
+    netns::{Lab, exited, packets, pin_dir, sipguard_stats},
 };
 
 const FLOOD_RATE: u64 = 2000;
@@ -67,19 +67,8 @@ fn kill_9_keeps_filtering_and_the_next_agent_adopts_the_bans() -> Result<()> {
     let before_kill = sipguard_stats(&iface)?;
     unsafe { libc::kill(pid, libc::SIGKILL) };
     let t0 = Instant::now();
-    // Dead once the kernel has it as a zombie (the test's handle reaps it
-    // later) or gone.
-    let dead = || {
-        fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|st| {
-                st.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('Z')
-            })
-            .unwrap_or(true)
-    };
+    // The test's handle reaps it later.
+    let dead = || exited(pid as u32);
     while !dead() && t0.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(20));
     }

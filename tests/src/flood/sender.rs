@@ -187,17 +187,8 @@ impl Running<'_> {
         // instead of killing it (a race under load).
         if ended.is_ok() {
             let pid = self.bg.pid;
-            let _ = crate::netns::wait_until(Duration::from_secs(5), || {
-                Ok(std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .map(|st| {
-                        st.rsplit(')')
-                            .next()
-                            .unwrap_or("")
-                            .trim_start()
-                            .starts_with('Z')
-                    })
-                    .unwrap_or(true))
-            });
+            let _ =
+                crate::netns::wait_until(Duration::from_secs(5), || Ok(crate::netns::exited(pid)));
         }
         let status = self.lab.stop(&self.bg)?;
         ended.with_context(|| format!("sender did not finish; output:\n{}", self.bg.output()))?;

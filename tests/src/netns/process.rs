@@ -71,6 +71,21 @@ pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<Output> {
 }
 
 /// A command's stderr as text, for error messages.
+/// True once process `pid` has exited: the kernel holds it as a zombie (its
+/// parent reaps it later) or it is gone.
+pub fn exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|st| {
+            // The state follows the command name, which ends at the last ')'.
+            st.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(true)
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
