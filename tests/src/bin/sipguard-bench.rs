@@ -399,6 +399,17 @@ struct Figures {
     min: Duration,
 }
 
+impl Figures {
+    /// From the per-run times of the timed calls (at least one).
+    fn of(mut times: Vec<Duration>) -> Self {
+        times.sort();
+        Figures {
+            median: times[times.len() / 2],
+            min: times[0],
+        }
+    }
+}
+
 fn measure(case: &Case, args: &Args) -> Result<Figures> {
     let mut h = Harness::new()?;
     (case.setup)(&mut h).with_context(|| format!("setting up case {:?}", case.name))?;
@@ -468,11 +479,7 @@ fn measure(case: &Case, args: &Args) -> Result<Figures> {
             learnt(&h, runs).with_context(|| format!("case {:?}", case.name))?;
         }
     }
-    times.sort();
-    Ok(Figures {
-        median: times[times.len() / 2],
-        min: times[0],
-    })
+    Ok(Figures::of(times))
 }
 
 /// The empty program on a 950-byte INVITE: the test-run floor.
@@ -487,11 +494,7 @@ fn floor(args: &Args) -> Result<Figures> {
             times.push(per_run);
         }
     }
-    times.sort();
-    Ok(Figures {
-        median: times[times.len() / 2],
-        min: times[0],
-    })
+    Ok(Figures::of(times))
 }
 
 fn path(case: &Case) -> String {
