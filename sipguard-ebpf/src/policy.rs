@@ -98,9 +98,10 @@ pub enum Step {
 }
 
 /// First stage, in the main program, after `allowlisted`: the blocklist,
-/// bans and the cheap malformed checks, so banned and blocklisted floods cost only these lookups. The
-/// header scan and the rate limits (the bulk of the code) run in the second
-/// stage, which the verifier checks once rather than once per parse path.
+/// bans and the cheap malformed checks, so banned and blocklisted floods
+/// cost only these lookups. The header scan and the rate limits (the bulk of
+/// the code) run in the second stage, which the verifier checks once rather
+/// than once per parse path.
 #[inline(always)]
 pub fn front(flow: &Flow, class: u32) -> Step {
     // No policy written yet (controller still starting): pass, never drop.
