@@ -4,6 +4,7 @@
 #![no_std]
 
 pub mod class;
+pub mod clock;
 pub mod maps;
 pub mod policy;
 pub mod signature;

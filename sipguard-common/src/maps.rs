@@ -16,6 +16,7 @@ pub const MAP_CLASS_STATS: &str = "CLASS_STATS";
 pub const MAP_ALLOW: &str = "ALLOW";
 pub const MAP_BLOCK: &str = "BLOCK";
 pub const MAP_BANS: &str = "BANS";
+pub const MAP_BAN_HINTS: &str = "BAN_HINTS";
 pub const MAP_SRC_STATE: &str = "SRC_STATE";
 pub const MAP_GLOBAL_STATE: &str = "GLOBAL_STATE";
 pub const MAP_BAN_EVENTS: &str = "BAN_EVENTS";
@@ -33,6 +34,9 @@ pub const MAP_SCRATCH: &str = "SCRATCH";
 pub const MAP_TRUSTED: &str = "TRUSTED";
 pub const MAP_PENDING_RESP: &str = "PENDING_RESP";
 pub const MAP_LIST_EMPTY: &str = "LIST_EMPTY";
+/// Per loaded object, not pinned: each load calibrates its own (clock.rs).
+pub const MAP_CLOCK: &str = "CLOCK";
+pub const MAP_CLOCK_SAMPLE: &str = "CLOCK_SAMPLE";
 
 /// `LIST_EMPTY` slots: the allowlist and the blocklist.
 pub const LIST_ALLOW: u32 = 0;
@@ -124,6 +128,8 @@ pub const PROG_EGRESS: &str = "sipguard_egress";
 pub const PROG_RESP: &str = "sipguard_resp";
 /// An empty XDP program, timed by the benchmark as the test-run floor.
 pub const PROG_BENCH_EMPTY: &str = "sipguard_bench_empty";
+/// Reads both clocks into `CLOCK_SAMPLE`; run only to calibrate `CLOCK`.
+pub const PROG_CLOCK: &str = "sipguard_clock";
 /// Tail-call table and the slots `PROG_SIP` and `PROG_RESP` sit in.
 pub const MAP_PROGS: &str = "PROGS";
 pub const MAP_PROGS_TC: &str = "PROGS_TC";

@@ -6,11 +6,82 @@ use crate::policy::BUCKETS;
 
 /// A source address. IPv4 is stored IPv4-mapped (::ffff:a.b.c.d) so one key
 /// type and one map serve both families; IPv6 keys are masked to the
-/// configured grouping prefix.
-#[repr(C)]
+/// configured grouping prefix. Aligned to 8 so the program compares and
+/// hashes it as two words (its layout is 16 bytes either way).
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SrcKey {
     pub addr: [u8; 16],
+}
+
+impl SrcKey {
+    /// The key as two native-endian words.
+    #[inline(always)]
+    pub const fn words(&self) -> [u64; 2] {
+        // SAFETY: 16 plain bytes, read as two u64 from an 8-aligned struct.
+        unsafe { core::mem::transmute::<[u8; 16], [u64; 2]>(self.addr) }
+    }
+
+    /// Equality word by word (`==` on the bytes may become a `memcmp` call,
+    /// which BPF does not have).
+    #[inline(always)]
+    pub const fn same(&self, other: &SrcKey) -> bool {
+        let (a, b) = (self.words(), other.words());
+        a[0] == b[0] && a[1] == b[1]
+    }
+
+    /// This key's slot in `BAN_HINTS`: a multiplicative hash of both words,
+    /// the same in the program and the controller.
+    #[inline(always)]
+    pub const fn ban_slot(&self) -> u32 {
+        let [a, b] = self.words();
+        let h = (a ^ b.rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (h >> (64 - BAN_HINT_BITS)) as u32
+    }
+}
+
+/// `BAN_HINTS` has 2^BAN_HINT_BITS slots: as many as the ban table holds
+/// bans, so slots shared by two live bans stay rare.
+pub const BAN_HINT_BITS: u32 = 16;
+pub const BAN_HINT_SLOTS: u32 = 1 << BAN_HINT_BITS;
+
+/// One slot of `BAN_HINTS`, the bans' fast path: the program reads the slot
+/// of a packet's source (an array read, inlined by the JIT) instead of
+/// looking it up in `BANS` (a hash lookup, a function call). A banned source
+/// that owns its slot is dropped from the slot alone; a source whose slot
+/// holds no unexpired ban is known unbanned. Only a source sharing its slot
+/// with a live ban of another key asks `BANS`, which stays the truth: a
+/// stale hint only costs that lookup, never a wrong verdict, as long as
+/// `any_until_ns` covers every ban of the slot (the controller's sweep
+/// repairs it if two writers raced).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BanHint {
+    /// The banned source this slot drops for.
+    pub key: SrcKey,
+    /// When `key`'s ban lifts; 0 when the slot drops for nobody.
+    pub until_ns: u64,
+    /// When the last ban of any key hashing to this slot lifts.
+    pub any_until_ns: u64,
+    /// Packets dropped from the slot while `key` was banned (`bans list`
+    /// adds them to the ban's own count).
+    pub dropped: u64,
+}
+
+impl BanHint {
+    /// Record a ban of `key` until `until_ns`, at `now_ns`: take the slot if
+    /// it is free, expired or already `key`'s; always extend `any_until_ns`.
+    #[inline(always)]
+    pub fn record(&mut self, key: &SrcKey, until_ns: u64, now_ns: u64) {
+        if self.until_ns <= now_ns || self.key.same(key) {
+            self.key = *key;
+            self.until_ns = until_ns;
+            self.dropped = 0;
+        }
+        if self.any_until_ns < until_ns {
+            self.any_until_ns = until_ns;
+        }
+    }
 }
 
 /// A blocklist entry.
@@ -124,6 +195,7 @@ pub struct BanEvent {
 mod pod {
     use super::*;
     unsafe impl aya::Pod for SrcKey {}
+    unsafe impl aya::Pod for BanHint {}
     unsafe impl aya::Pod for BlockEntry {}
     unsafe impl aya::Pod for Ban {}
     unsafe impl aya::Pod for SrcState {}

@@ -11,6 +11,7 @@
 #![feature(core_intrinsics)]
 
 mod classify;
+mod clock;
 mod cursor;
 mod limit;
 mod maps;
@@ -23,7 +24,7 @@ mod trust;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, xdp_action},
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_jiffies64, bpf_ktime_get_ns},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -192,7 +193,7 @@ pub fn sipguard_resp(ctx: TcContext) -> i32 {
     if let (Some(p), Some(policy)) = (PENDING_RESP.get(0), maps::POLICY.get(0)) {
         let p = *p;
         if let Some(sc) = scan::run_skb(ctx.skb.skb, p.payload_off, p.payload_off + p.payload_len) {
-            let now = unsafe { bpf_ktime_get_ns() };
+            let now = clock::now();
             trust::learn(policy, &p.client, p.status, sc.cseq_method, now);
         }
     }
@@ -204,6 +205,21 @@ pub fn sipguard_resp(ctx: TcContext) -> i32 {
 /// Never attached.
 #[xdp]
 pub fn sipguard_bench_empty(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// Reads jiffies and the exact clock back to back into `CLOCK_SAMPLE`: the
+/// controller runs it (BPF_PROG_TEST_RUN) to calibrate `CLOCK`. Never
+/// attached.
+#[xdp]
+pub fn sipguard_clock(_ctx: XdpContext) -> u32 {
+    if let Some(s) = maps::CLOCK_SAMPLE.get_ptr_mut(0) {
+        // SAFETY: a valid map value pointer; helpers without side effects.
+        unsafe {
+            (*s).jiffies = bpf_jiffies64();
+            (*s).mono_ns = bpf_ktime_get_ns();
+        }
+    }
     xdp_action::XDP_PASS
 }
 

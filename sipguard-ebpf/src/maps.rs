@@ -8,13 +8,14 @@ use aya_ebpf::{
 use sipguard_common::{
     Counter, Policy,
     class::CLASS_SLOTS,
+    clock::{Clock, ClockSample},
     maps::{
         ALLOW_MAX, BAN_EVENTS_BYTES, BANS_MAX, BLOCK_MAX, LIST_SLOTS, PROG_SLOTS, SIP_PORTS_LEN,
         SRC_STATE_MAX, TABLE_STAT_SLOTS, TRUSTED_MAX, VERDICT_SLOTS,
     },
     policy::BUCKETS,
     signature::{Bloom, SIG_NAME_MAX, SIGNATURES_MAX, SigEntry},
-    source::{Ban, BlockEntry, SrcKey, SrcState, Trust},
+    source::{BAN_HINT_SLOTS, Ban, BanHint, BlockEntry, SrcKey, SrcState, Trust},
     verdict::REASON_SLOTS,
 };
 
@@ -41,6 +42,12 @@ pub static BLOCK: LpmTrie<[u8; 16], BlockEntry> = LpmTrie::with_max_entries(BLOC
 /// the agent sweeps the rest.
 #[map]
 pub static BANS: HashMap<SrcKey, Ban> = HashMap::with_max_entries(BANS_MAX, 0);
+
+/// The bans' fast path, slot `SrcKey::ban_slot` (see `BanHint`): most
+/// packets, banned or not, are decided by one array read instead of a
+/// `BANS` lookup. Written with `BANS` by the program and the controller.
+#[map]
+pub static BAN_HINTS: Array<BanHint> = Array::with_max_entries(BAN_HINT_SLOTS, 0);
 
 /// Per-source rate state by grouped source (LRU: see `SrcState`).
 #[map]
@@ -168,3 +175,13 @@ pub struct PendingResp {
 
 #[map]
 pub static PENDING_RESP: PerCpuArray<PendingResp> = PerCpuArray::with_max_entries(1, 0);
+
+/// How jiffies map onto CLOCK_MONOTONIC (see `sipguard_common::clock`),
+/// written by the controller right after loading. Not pinned: each loaded
+/// object calibrates its own.
+#[map]
+pub static CLOCK: Array<Clock> = Array::with_max_entries(1, 0);
+
+/// One reading of both clocks by `sipguard_clock`, for the calibration.
+#[map]
+pub static CLOCK_SAMPLE: Array<ClockSample> = Array::with_max_entries(1, 0);

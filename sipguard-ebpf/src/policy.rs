@@ -4,7 +4,7 @@
 //! limits. Rules that want a packet dropped go through `deny`, which turns the
 //! drop into `WouldDrop` in monitor mode.
 
-use aya_ebpf::{bindings::xdp_md, helpers::bpf_ktime_get_ns, maps::lpm_trie::Key};
+use aya_ebpf::{bindings::xdp_md, maps::lpm_trie::Key};
 use sipguard_common::{
     Class, Policy, Reason, Verdict,
     maps::{LIST_ALLOW, LIST_BLOCK, TableStat},
@@ -14,9 +14,11 @@ use sipguard_common::{
 };
 
 use crate::{
-    limit,
+    clock, limit,
     maps::Pending,
-    maps::{ALLOW, BAN_EVENTS, BANS, BLOCK, GLOBAL_STATE, LIST_EMPTY, POLICY, SRC_STATE},
+    maps::{
+        ALLOW, BAN_EVENTS, BAN_HINTS, BANS, BLOCK, GLOBAL_STATE, LIST_EMPTY, POLICY, SRC_STATE,
+    },
     parse::{Flow, Transport},
     scan, stats, trust,
 };
@@ -83,6 +85,36 @@ fn may_hold(list: u32) -> bool {
     !matches!(LIST_EMPTY.get(list), Some(1))
 }
 
+/// `src` is banned now. Its `BAN_HINTS` slot decides unless another key's
+/// live ban shares the slot; then `BANS` does (see `BanHint`).
+#[inline(always)]
+fn banned(src: &SrcKey, now: u64) -> bool {
+    if let Some(h) = BAN_HINTS.get_ptr_mut(src.ban_slot()) {
+        // SAFETY: a valid map value pointer; a racing update only skews a counter.
+        let h = unsafe { &mut *h };
+        if h.any_until_ns <= now {
+            return false;
+        }
+        if h.until_ns > now && h.key.same(src) {
+            h.dropped += 1;
+            return true;
+        }
+    }
+    let Some(ban) = BANS.get_ptr_mut(src) else {
+        return false;
+    };
+    // SAFETY: as above.
+    unsafe {
+        if (*ban).expires_ns > now {
+            (*ban).dropped += 1;
+            return true;
+        }
+    }
+    let _ = BANS.remove(src);
+    stats::table(TableStat::BanExpired);
+    false
+}
+
 /// What the first stage decided.
 pub enum Step {
     /// Decided: pass or deny.
@@ -109,7 +141,7 @@ pub fn front(flow: &Flow, class: u32) -> Step {
         return Step::Done(Verdict::Pass, Reason::Accepted);
     };
     let cidr = Key::new(128, flow.src);
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = clock::now();
     if may_hold(LIST_BLOCK)
         && let Some(block) = BLOCK.get(&cidr)
         && (block.expires_ns == 0 || block.expires_ns > now)
@@ -119,17 +151,9 @@ pub fn front(flow: &Flow, class: u32) -> Step {
     }
 
     let src = group(flow, policy);
-    if let Some(ban) = BANS.get_ptr_mut(src) {
-        // SAFETY: a valid map value pointer; a racing update only skews a counter.
-        unsafe {
-            if (*ban).expires_ns > now {
-                (*ban).dropped += 1;
-                let (v, r) = deny(policy, Reason::Banned);
-                return Step::Done(v, r);
-            }
-        }
-        let _ = BANS.remove(src);
-        stats::table(TableStat::BanExpired);
+    if banned(&src, now) {
+        let (v, r) = deny(policy, Reason::Banned);
+        return Step::Done(v, r);
     }
 
     // TCP carries a byte stream XDP cannot split into SIP messages: lists,
@@ -240,7 +264,7 @@ pub fn limits(policy: &Policy, src: &SrcKey, bucket: u32, now: u64) -> (Verdict,
     let global = &policy.global[bucket as usize & 3];
     if !global.unlimited()
         && let Some(tat) = GLOBAL_STATE.get_ptr_mut(bucket)
-        && !limit::conform_shared(tat, now, global)
+        && !limit::conform_shared(tat, clock::for_limit(global, now), global)
     {
         return deny(policy, Reason::RateGlobal);
     }
@@ -271,7 +295,7 @@ pub fn src_state(src: &SrcKey, now: u64) -> Option<&'static mut SrcState> {
 /// targets in the window than `enum_after`.
 #[inline(always)]
 fn enumerating(policy: &Policy, st: &mut SrcState, target: u64, now: u64) -> bool {
-    if now - st.targets_start_ns > policy.enum_window_ns {
+    if now.saturating_sub(st.targets_start_ns) > policy.enum_window_ns {
         st.targets_start_ns = now;
         st.targets = [0, 0];
     }
@@ -297,13 +321,17 @@ fn per_source(policy: &Policy, limit: &Limit, src: &SrcKey, bucket: u32, now: u6
     let Some(st) = src_state(src, now) else {
         return true;
     };
-    if now - st.window_start_ns > policy.ban_window_ns {
+    if now.saturating_sub(st.window_start_ns) > policy.ban_window_ns {
         st.window_start_ns = now;
         st.window_pkts = 0;
         st.violations = 0;
     }
     st.window_pkts += 1;
-    if limit::conform(&mut st.tat_ns[bucket as usize & 3], now, limit) {
+    if limit::conform(
+        &mut st.tat_ns[bucket as usize & 3],
+        clock::for_limit(limit, now),
+        limit,
+    ) {
         return true;
     }
     st.violations += 1;
@@ -336,9 +364,14 @@ pub fn ban(
         stats::table(TableStat::BanTableFull);
         return;
     }
+    if let Some(h) = BAN_HINTS.get_ptr_mut(src.ban_slot()) {
+        // SAFETY: a valid map value pointer. Two CPUs banning into one slot
+        // at once may leave it short; the controller's sweep repairs it.
+        unsafe { (*h).record(src, entry.expires_ns, now) };
+    }
     stats::table(TableStat::BanAdded);
     let (window_pkts, window_ns) = match st {
-        Some(st) => (st.window_pkts, now - st.window_start_ns),
+        Some(st) => (st.window_pkts, now.saturating_sub(st.window_start_ns)),
         None => (1, 0),
     };
     let event = BanEvent {

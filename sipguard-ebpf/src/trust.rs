@@ -52,7 +52,7 @@ pub fn learn(policy: &Policy, client: &SrcKey, status: u32, method: u64, now: u6
     let Some(st) = policy::src_state(client, now) else {
         return;
     };
-    if now - st.auth_start_ns > policy.auth_fail_window_ns {
+    if now.saturating_sub(st.auth_start_ns) > policy.auth_fail_window_ns {
         st.auth_start_ns = now;
         st.auth_fails = 0;
     }

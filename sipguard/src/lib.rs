@@ -3,6 +3,7 @@
 
 pub mod addr;
 pub mod bpffs;
+pub mod clock;
 pub mod config;
 pub mod loader;
 pub mod lock;

@@ -13,15 +13,15 @@ use ipnet::IpNet;
 use sipguard_common::{
     Counter, Policy,
     maps::{
-        LIST_ALLOW, LIST_BLOCK, MAP_ALLOW, MAP_BAN_EVENTS, MAP_BANS, MAP_BLOCK, MAP_CLASS_STATS,
-        MAP_GLOBAL_STATE, MAP_LIST_EMPTY, MAP_PENDING, MAP_PENDING_RESP, MAP_POLICY, MAP_PROGS,
-        MAP_PROGS_TC, MAP_REASON_STATS, MAP_SCAN_STATE, MAP_SCRATCH, MAP_SIG_BLOOM, MAP_SIG_HITS,
-        MAP_SIG_NAMES, MAP_SIGNATURES, MAP_SIP_PORTS, MAP_SRC_STATE, MAP_TABLE_STATS, MAP_TOKENIZE,
-        MAP_TRUSTED, PORT_TCP, PORT_UDP,
+        LIST_ALLOW, LIST_BLOCK, MAP_ALLOW, MAP_BAN_EVENTS, MAP_BAN_HINTS, MAP_BANS, MAP_BLOCK,
+        MAP_CLASS_STATS, MAP_GLOBAL_STATE, MAP_LIST_EMPTY, MAP_PENDING, MAP_PENDING_RESP,
+        MAP_POLICY, MAP_PROGS, MAP_PROGS_TC, MAP_REASON_STATS, MAP_SCAN_STATE, MAP_SCRATCH,
+        MAP_SIG_BLOOM, MAP_SIG_HITS, MAP_SIG_NAMES, MAP_SIGNATURES, MAP_SIP_PORTS, MAP_SRC_STATE,
+        MAP_TABLE_STATS, MAP_TOKENIZE, MAP_TRUSTED, PORT_TCP, PORT_UDP,
     },
     policy::POLICY_ENFORCE,
     signature::{Bloom, SIG_NAME_MAX, SigEntry},
-    source::{Ban, BlockEntry, SrcKey, SrcState, Trust},
+    source::{Ban, BanHint, BlockEntry, SrcKey, SrcState, Trust},
 };
 
 use crate::{addr, config::Config};
@@ -32,6 +32,7 @@ pub struct Maps {
     pub allow: LpmTrie<MapData, [u8; 16], u32>,
     pub block: LpmTrie<MapData, [u8; 16], BlockEntry>,
     pub bans: HashMap<MapData, SrcKey, Ban>,
+    pub ban_hints: Array<MapData, BanHint>,
     pub src_state: HashMap<MapData, SrcKey, SrcState>,
     pub global_state: Array<MapData, u64>,
     pub reason_stats: PerCpuArray<MapData, Counter>,
@@ -49,7 +50,8 @@ pub struct Maps {
 /// restarted or upgraded agent (same `LAYOUT_VERSION`) takes it over and the
 /// old and new programs use the same maps while the link is swapped.
 /// `BAN_EVENTS` is read only by the agent.
-pub const ALL: [&str; 24] = [
+pub const ALL: [&str; 25] = [
+    MAP_BAN_HINTS,
     MAP_LIST_EMPTY,
     MAP_PROGS_TC,
     MAP_TRUSTED,
@@ -111,6 +113,7 @@ impl Maps {
             allow: take(MAP_ALLOW)?.try_into()?,
             block: take(MAP_BLOCK)?.try_into()?,
             bans: take(MAP_BANS)?.try_into()?,
+            ban_hints: take(MAP_BAN_HINTS)?.try_into()?,
             src_state: take(MAP_SRC_STATE)?.try_into()?,
             global_state: take(MAP_GLOBAL_STATE)?.try_into()?,
             reason_stats: take(MAP_REASON_STATS)?.try_into()?,
@@ -143,6 +146,7 @@ impl Maps {
             allow: Map::LpmTrie(open(MAP_ALLOW)?).try_into()?,
             block: Map::LpmTrie(open(MAP_BLOCK)?).try_into()?,
             bans: Map::HashMap(open(MAP_BANS)?).try_into()?,
+            ban_hints: Map::Array(open(MAP_BAN_HINTS)?).try_into()?,
             src_state: Map::LruHashMap(open(MAP_SRC_STATE)?).try_into()?,
             global_state: Map::Array(open(MAP_GLOBAL_STATE)?).try_into()?,
             reason_stats: Map::PerCpuArray(open(MAP_REASON_STATS)?).try_into()?,
@@ -286,8 +290,16 @@ impl Maps {
         Ok(())
     }
 
+    /// The bans, each with the packets dropped for it by `BANS` and by its
+    /// `BAN_HINTS` slot together.
     pub fn bans_list(&self) -> Result<Vec<(SrcKey, Ban)>> {
         let mut out: Vec<(SrcKey, Ban)> = self.bans.iter().collect::<Result<_, _>>()?;
+        for (key, ban) in &mut out {
+            let hint = self.ban_hint(key)?;
+            if hint.key == *key && hint.until_ns == ban.expires_ns {
+                ban.dropped += hint.dropped;
+            }
+        }
         out.sort_by_key(|(k, _)| *k);
         Ok(out)
     }
@@ -295,7 +307,51 @@ impl Maps {
     pub fn ban_add(&mut self, key: SrcKey, ban: Ban) -> Result<()> {
         self.bans
             .insert(key, ban, 0)
-            .context("adding the ban (is the ban table full? see `sipguard stats`)")
+            .context("adding the ban (is the ban table full? see `sipguard stats`)")?;
+        let mut hint = self.ban_hint(&key)?;
+        hint.record(&key, ban.expires_ns, addr::monotonic_ns());
+        self.set_ban_hint(&key, &hint)
+    }
+
+    fn ban_hint(&self, key: &SrcKey) -> Result<BanHint> {
+        self.ban_hints
+            .get(&key.ban_slot(), 0)
+            .context("reading a ban hint")
+    }
+
+    fn set_ban_hint(&mut self, key: &SrcKey, hint: &BanHint) -> Result<()> {
+        self.ban_hints
+            .set(key.ban_slot(), hint, 0)
+            .context("writing a ban hint")
+    }
+
+    /// Make every live ban visible in its `BAN_HINTS` slot again: a slot
+    /// two writers updated at once (two CPUs banning, or a ban set while
+    /// `bans clear` ran) may have lost one of them. Run at start (maps
+    /// pinned by an older agent have no hints yet) and by every sweep.
+    /// Returns how many slots it mended.
+    pub fn sync_ban_hints(&mut self, now_ns: u64) -> Result<usize> {
+        let live: Vec<(SrcKey, Ban)> = self
+            .bans
+            .iter()
+            .filter_map(|kv| kv.ok())
+            .filter(|(_, b)| b.expires_ns > now_ns)
+            .collect();
+        let mut mended = 0;
+        for (key, ban) in live {
+            let hint = self.ban_hint(&key)?;
+            let mut fixed = hint;
+            fixed.record(&key, ban.expires_ns, now_ns);
+            // Keep the slot's drop count when it already held this ban.
+            if hint.key == key && hint.until_ns == ban.expires_ns {
+                fixed.dropped = hint.dropped;
+            }
+            if fixed != hint {
+                self.set_ban_hint(&key, &fixed)?;
+                mended += 1;
+            }
+        }
+        Ok(mended)
     }
 
     /// Lift bans, and forget the sources' rate history so they start clean.
@@ -306,6 +362,14 @@ impl Maps {
                 Ok(()) => changed.applied += 1,
                 Err(MapError::KeyNotFound) => changed.missing += 1,
                 Err(e) => return Err(e).context("removing a ban"),
+            }
+            // The slot stops dropping for the key at once; its
+            // `any_until_ns` may still cover other keys' bans.
+            let mut hint = self.ban_hint(key)?;
+            if hint.key == *key {
+                hint.until_ns = 0;
+                hint.dropped = 0;
+                self.set_ban_hint(key, &hint)?;
             }
             let _ = self.src_state.remove(key);
         }
@@ -364,8 +428,10 @@ impl Maps {
         for k in &blocks {
             let _ = self.block.remove(k);
         }
-        // Also repairs a flag left stale by two CLI calls racing.
+        // Also repairs a flag left stale by two CLI calls racing, and ban
+        // hints left short by racing writers.
         self.refresh_list_flags()?;
+        self.sync_ban_hints(now_ns)?;
         Ok((expired, blocks.len()))
     }
 }

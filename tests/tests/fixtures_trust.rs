@@ -219,6 +219,8 @@ fn a_second_2xx_renews_trust() {
     let key = lab.key(client);
     lab.respond(&to_client(client, &response(200, "OK", "REGISTER")));
     let first = lab.trust_of(&key).expect("trusted after the first 200");
+    // The programs' clock moves in ticks (4 ms at HZ=250): let a few pass.
+    std::thread::sleep(std::time::Duration::from_millis(20));
     lab.respond(&to_client(client, &response(200, "OK", "INVITE")));
     let second = lab.trust_of(&key).expect("still trusted");
     assert_eq!(second.renewals, 2);

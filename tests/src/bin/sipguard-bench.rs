@@ -79,9 +79,12 @@ fn no_setup(_: &mut Harness) -> Result<()> {
 /// times the whole policy path instead of tripping the default limits and
 /// timing the ban path.
 fn config_limits_never_reached() -> Config {
+    // A burst of 1000 s at a million per second: every packet is charged to
+    // the buckets, none is ever over. (A burst under two clock ticks would
+    // time the exact-clock path instead; see sipguard_common::clock.)
     let huge = RateLimit {
-        rate: Rate::per_sec(1_000_000_000),
-        burst: 1_000_000,
+        rate: Rate::per_sec(1_000_000),
+        burst: 1_000_000_000,
     };
     let mut cfg = Config::default();
     let l = &mut cfg.limits;

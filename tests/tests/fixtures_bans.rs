@@ -1,0 +1,206 @@
+//! Bans through BPF_PROG_TEST_RUN: the `BAN_HINTS` fast path and its
+//! fallback to `BANS`, lifting bans at once, expiry on the programs'
+//! calibrated clock, and the sweep mending a hint a racing writer lost.
+
+use std::{net::Ipv4Addr, thread, time::Duration};
+
+use sipguard::{
+    addr::{monotonic_ns, src_key},
+    config::{Config, Rate, RateLimit},
+};
+use sipguard_common::{
+    Class, Reason, Verdict,
+    source::{Ban, BanHint, BanReason, SrcKey},
+};
+use sipguard_tests::{
+    harness::{Delta, Harness},
+    packet::{Pkt, SERVER_V4, sip::Sip, v4},
+};
+
+fn key(a: Ipv4Addr) -> SrcKey {
+    src_key(std::net::IpAddr::V4(a), &[0xff; 16])
+}
+
+fn invite(from: Ipv4Addr) -> Vec<u8> {
+    Pkt::udp_v4(from, SERVER_V4, 5060, Sip::invite_with_sdp().build()).build()
+}
+
+/// The reason `h` gave one INVITE from `from` (drop or pass).
+fn verdict(h: &Harness, from: Ipv4Addr) -> (Verdict, Reason) {
+    let pkt = invite(from);
+    let (_, d) = h.run_counted(&pkt).unwrap();
+    for v in [Verdict::Drop, Verdict::Pass] {
+        for r in [Reason::Banned, Reason::Accepted, Reason::RateSource] {
+            if d == Delta::one(v, r, Some(Class::Invite), pkt.len()) {
+                return (v, r);
+            }
+        }
+    }
+    panic!("{from}: unexpected counters {d:?}");
+}
+
+const BANNED: (Verdict, Reason) = (Verdict::Drop, Reason::Banned);
+const PASSED: (Verdict, Reason) = (Verdict::Pass, Reason::Accepted);
+
+/// Limits no test packet reaches, so only bans decide.
+fn harness() -> Harness {
+    let mut cfg = Config::default();
+    let huge = RateLimit {
+        rate: Rate::per_sec(1_000_000),
+        burst: 1_000_000,
+    };
+    for l in [&mut cfg.limits.invite, &mut cfg.limits.global.invite] {
+        *l = huge;
+    }
+    Harness::with_config(&cfg).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn ban(h: &mut Harness, a: Ipv4Addr, for_ns: u64) {
+    let now = monotonic_ns();
+    h.maps_mut()
+        .ban_add(
+            key(a),
+            Ban {
+                expires_ns: now + for_ns,
+                since_ns: now,
+                reason: BanReason::Manual as u32,
+                bucket: 0,
+                dropped: 0,
+            },
+        )
+        .unwrap();
+}
+
+fn dropped(h: &Harness, a: Ipv4Addr) -> u64 {
+    let k = key(a);
+    h.maps()
+        .bans_list()
+        .unwrap()
+        .into_iter()
+        .find(|(b, _)| *b == k)
+        .map(|(_, ban)| ban.dropped)
+        .unwrap_or_else(|| panic!("{a} is not banned"))
+}
+
+/// Two test sources whose keys share a `BAN_HINTS` slot, and one in
+/// another slot.
+fn colliding() -> (Ipv4Addr, Ipv4Addr, Ipv4Addr) {
+    let mut seen = std::collections::HashMap::new();
+    for n in 1..(1 << 17) {
+        let a = v4(n);
+        if let Some(b) = seen.insert(key(a).ban_slot(), a) {
+            let other = (1..)
+                .map(v4)
+                .find(|c| key(*c).ban_slot() != key(a).ban_slot())
+                .unwrap();
+            return (b, a, other);
+        }
+    }
+    panic!("no two test addresses share a ban slot");
+}
+
+const HOUR: u64 = 3_600_000_000_000;
+
+#[test]
+fn bans_sharing_a_slot_each_drop_and_lift_alone() {
+    let (a, b, c) = colliding();
+    let mut h = harness();
+    ban(&mut h, a, HOUR);
+    ban(&mut h, b, HOUR);
+    // a owns the slot (dropped from the hint), b is found in BANS.
+    for _ in 0..3 {
+        assert_eq!(verdict(&h, a), BANNED, "{a}");
+        assert_eq!(verdict(&h, b), BANNED, "{b}");
+        assert_eq!(verdict(&h, c), PASSED, "{c}");
+    }
+    assert_eq!(dropped(&h, a), 3, "drops counted in the slot");
+    assert_eq!(dropped(&h, b), 3, "drops counted in BANS");
+    h.maps_mut().bans_del(&[key(a)]).unwrap();
+    assert_eq!(verdict(&h, a), PASSED, "{a} lifted at once");
+    assert_eq!(verdict(&h, b), BANNED, "{b} still banned");
+    h.maps_mut().bans_del(&[key(b)]).unwrap();
+    assert_eq!(verdict(&h, b), PASSED, "{b} lifted at once");
+    assert!(h.maps().bans_list().unwrap().is_empty());
+}
+
+#[test]
+fn bans_clear_lifts_every_ban() {
+    let (a, b, c) = colliding();
+    let mut h = harness();
+    for x in [a, b, c] {
+        ban(&mut h, x, HOUR);
+        assert_eq!(verdict(&h, x), BANNED, "{x}");
+    }
+    assert_eq!(h.maps_mut().bans_clear().unwrap(), 3);
+    for x in [a, b, c] {
+        assert_eq!(verdict(&h, x), PASSED, "{x}");
+    }
+}
+
+/// The program reads a jiffies clock calibrated to CLOCK_MONOTONIC at load:
+/// a ban set by the controller in CLOCK_MONOTONIC ns holds until its time
+/// and lifts after it, give or take a tick.
+#[test]
+fn a_ban_expires_on_time() {
+    let mut h = harness();
+    let a = v4(7);
+    ban(&mut h, a, 300_000_000);
+    assert_eq!(verdict(&h, a), BANNED);
+    thread::sleep(Duration::from_millis(150));
+    assert_eq!(verdict(&h, a), BANNED, "150 ms into a 300 ms ban");
+    thread::sleep(Duration::from_millis(250));
+    assert_eq!(verdict(&h, a), PASSED, "400 ms into a 300 ms ban");
+    // Expired entries stay in BANS until the sweep removes them.
+    let (expired, _) = h.maps_mut().sweep_expired(monotonic_ns()).unwrap();
+    assert_eq!(expired.len(), 1);
+}
+
+/// A ban the program sets itself (here: over the per-source limit) drops
+/// the source's next packets from its hint slot, and they are counted on
+/// the ban.
+#[test]
+fn a_ban_the_program_sets_drops_from_the_slot() {
+    let mut cfg = Config::default();
+    cfg.limits.invite = RateLimit {
+        rate: Rate::per_sec(1),
+        burst: 1,
+    };
+    cfg.ban.after = 2;
+    let h = Harness::with_config(&cfg).unwrap_or_else(|e| panic!("{e:#}"));
+    let a = v4(9);
+    assert_eq!(verdict(&h, a), PASSED);
+    assert_eq!(verdict(&h, a), (Verdict::Drop, Reason::RateSource));
+    assert_eq!(
+        verdict(&h, a),
+        (Verdict::Drop, Reason::RateSource),
+        "2nd violation bans"
+    );
+    for _ in 0..5 {
+        assert_eq!(verdict(&h, a), BANNED);
+    }
+    let hint: BanHint = h.maps().ban_hints.get(&key(a).ban_slot(), 0).unwrap();
+    assert_eq!(hint.key, key(a), "the program took the slot");
+    assert_eq!(dropped(&h, a), 5);
+}
+
+/// If two writers raced and a ban's slot lost it, the source would pass;
+/// the sweep (every 5 s in the agent) puts it back.
+#[test]
+fn the_sweep_mends_a_lost_hint() {
+    let mut h = harness();
+    let a = v4(11);
+    ban(&mut h, a, HOUR);
+    assert_eq!(verdict(&h, a), BANNED);
+    h.maps_mut()
+        .ban_hints
+        .set(key(a).ban_slot(), BanHint::default(), 0)
+        .unwrap();
+    assert_eq!(
+        verdict(&h, a),
+        PASSED,
+        "a lost hint lets the source through"
+    );
+    assert_eq!(h.maps_mut().sync_ban_hints(monotonic_ns()).unwrap(), 1);
+    assert_eq!(verdict(&h, a), BANNED, "mended");
+    assert_eq!(h.maps_mut().sync_ban_hints(monotonic_ns()).unwrap(), 0);
+}
