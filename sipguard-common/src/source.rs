@@ -162,6 +162,10 @@ pub struct SrcState {
     /// `auth_start_ns`.
     pub auth_fails: u64,
     pub auth_start_ns: u64,
+    /// The source's `Trust::expires_ns`, cached here so a passed request
+    /// needs no `TRUSTED` lookup: copied when the state is created, updated
+    /// by the egress program with `TRUSTED`, cleared by `trusted del`.
+    pub trusted_until_ns: u64,
 }
 
 /// A trusted source (`TRUSTED` map), learned from the server's 2xx answers.

@@ -248,13 +248,26 @@ pub fn limits(policy: &Policy, src: &SrcKey, bucket: u32, now: u64) -> (Verdict,
     // INVITE has proved it receives the server's packets (a spoofed source
     // never sees the 2xx): it gets its own, higher per-source limits and
     // skips the global budgets, which are then spent only on unknown sources.
-    let trusted = policy.flags & POLICY_TRUST != 0 && trust::is_trusted(src, now);
-    let own = if trusted {
-        &policy.trusted[bucket as usize & 3]
+    let b = bucket as usize & 3;
+    let trust_on = policy.flags & POLICY_TRUST != 0;
+    let mut st = if trust_on || !policy.source[b].unlimited() {
+        src_state(src, now)
     } else {
-        &policy.source[bucket as usize & 3]
+        None
     };
-    if !per_source(policy, own, src, bucket, now) {
+    // Trust is cached in the rate state; without state (table full), ask
+    // `TRUSTED`.
+    let trusted = trust_on
+        && match &st {
+            Some(s) => s.trusted_until_ns > now,
+            None => trust::is_trusted(src, now),
+        };
+    let own = if trusted {
+        &policy.trusted[b]
+    } else {
+        &policy.source[b]
+    };
+    if !per_source(policy, own, st.as_deref_mut(), src, bucket, now) {
         return deny(policy, Reason::RateSource);
     }
     if trusted {
@@ -281,6 +294,7 @@ pub fn src_state(src: &SrcKey, now: u64) -> Option<&'static mut SrcState> {
     let fresh = SrcState {
         window_start_ns: now,
         targets_start_ns: now,
+        trusted_until_ns: trust::until(src),
         ..SrcState::default()
     };
     if SRC_STATE.insert(src, fresh, 0).is_err() {
@@ -314,11 +328,18 @@ fn enumerating(policy: &Policy, st: &mut SrcState, target: u64, now: u64) -> boo
 /// Charge the packet to the source's bucket; count violations and ban the
 /// source once it reaches `ban_after` of them within the window.
 #[inline(always)]
-fn per_source(policy: &Policy, limit: &Limit, src: &SrcKey, bucket: u32, now: u64) -> bool {
+fn per_source(
+    policy: &Policy,
+    limit: &Limit,
+    st: Option<&mut SrcState>,
+    src: &SrcKey,
+    bucket: u32,
+    now: u64,
+) -> bool {
     if limit.unlimited() {
         return true;
     }
-    let Some(st) = src_state(src, now) else {
+    let Some(st) = st else {
         return true;
     };
     if now.saturating_sub(st.window_start_ns) > policy.ban_window_ns {

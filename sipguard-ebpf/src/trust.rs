@@ -28,18 +28,35 @@ pub fn is_trusted(src: &SrcKey, now: u64) -> bool {
     }
 }
 
+/// When `src`'s trust lapses (0: not trusted), for a new rate state.
+#[inline(always)]
+pub fn until(src: &SrcKey) -> u64 {
+    match TRUSTED.get_ptr(src) {
+        // SAFETY: valid map value pointer for this program run.
+        Some(t) => unsafe { (*t).expires_ns },
+        None => 0,
+    }
+}
+
 /// Learn from one response with `status` to a request whose CSeq method
 /// hashes to `method`, sent to `client`.
 #[inline(always)]
 pub fn learn(policy: &Policy, client: &SrcKey, status: u32, method: u64, now: u64) {
     let for_us = method == INVITE || method == REGISTER;
     if (200..300).contains(&status) && for_us {
-        if policy.flags & POLICY_TRUST != 0 {
-            earn(policy, client, now);
-        }
+        let until = if policy.flags & POLICY_TRUST != 0 {
+            earn(policy, client, now)
+        } else {
+            0
+        };
         if let Some(st) = crate::maps::SRC_STATE.get_ptr_mut(client) {
             // SAFETY: valid map value pointer for this program run.
-            unsafe { (*st).auth_fails = 0 };
+            unsafe {
+                (*st).auth_fails = 0;
+                if until != 0 {
+                    (*st).trusted_until_ns = until;
+                }
+            }
         }
         return;
     }
@@ -60,12 +77,14 @@ pub fn learn(policy: &Policy, client: &SrcKey, status: u32, method: u64, now: u6
     if st.auth_fails >= policy.auth_fail_after as u64 {
         st.auth_fails = 0;
         let _ = TRUSTED.remove(client);
+        st.trusted_until_ns = 0;
         policy::ban(policy, client, BanReason::AuthFailure, 0, now, None);
     }
 }
 
+/// Trust `client` (anew or for longer); returns until when.
 #[inline(always)]
-fn earn(policy: &Policy, client: &SrcKey, now: u64) {
+fn earn(policy: &Policy, client: &SrcKey, now: u64) -> u64 {
     let expires_ns = now + policy.trust_for_ns;
     if let Some(t) = TRUSTED.get_ptr_mut(client) {
         // SAFETY: valid map value pointer for this program run.
@@ -82,4 +101,5 @@ fn earn(policy: &Policy, client: &SrcKey, now: u64) {
         let _ = TRUSTED.insert(client, fresh, 0);
     }
     stats::table(TableStat::TrustEarned);
+    expires_ns
 }

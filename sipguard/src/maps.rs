@@ -391,6 +391,14 @@ impl Maps {
                 Err(MapError::KeyNotFound) => changed.missing += 1,
                 Err(e) => return Err(e).context("removing a trusted source"),
             }
+            // The program reads trust from the source's rate state.
+            if let Ok(mut st) = self.src_state.get(key, 0)
+                && st.trusted_until_ns != 0
+            {
+                st.trusted_until_ns = 0;
+                // A state evicted meanwhile needs no clearing.
+                let _ = self.src_state.insert(key, st, BPF_EXIST);
+            }
         }
         Ok(changed)
     }
@@ -444,3 +452,6 @@ fn count_removal(res: Result<(), MapError>, net: &IpNet, changed: &mut Changed) 
     }
     Ok(())
 }
+
+/// BPF_EXIST (linux/bpf.h): update an entry only if it is still there.
+const BPF_EXIST: u64 = 2;

@@ -688,6 +688,13 @@ fn trusted_sources_skip_the_global_budget() {
         assert_eq!(lab.ingress(&invite_from(trusted.into())), XDP_DROP);
     });
     assert_eq!(d, vec![("drop", Reason::RateGlobal.name(), 1)]);
+    // A source the program already keeps rate state for earns trust: the
+    // cached trust in that state follows at once.
+    lab.respond(&to_client(untrusted, &response(200, "OK", "INVITE")));
+    let d = reasons(&lab, &|| {
+        assert_eq!(lab.ingress(&invite_from(untrusted.into())), XDP_PASS);
+    });
+    assert_eq!(d, vec![("pass", Reason::Accepted.name(), 1)]);
 }
 
 #[test]
