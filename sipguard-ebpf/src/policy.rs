@@ -250,7 +250,7 @@ pub fn limits(policy: &Policy, src: &SrcKey, bucket: u32, now: u64) -> (Verdict,
     // skips the global budgets, which are then spent only on unknown sources.
     let b = bucket as usize & 3;
     let trust_on = policy.flags & POLICY_TRUST != 0;
-    let mut st = if trust_on || !policy.source[b].unlimited() {
+    let st = if trust_on || !policy.source[b].unlimited() {
         src_state(src, now)
     } else {
         None
@@ -267,7 +267,7 @@ pub fn limits(policy: &Policy, src: &SrcKey, bucket: u32, now: u64) -> (Verdict,
     } else {
         &policy.source[b]
     };
-    if !per_source(policy, own, st.as_deref_mut(), src, bucket, now) {
+    if !per_source(policy, own, st, src, bucket, now) {
         return deny(policy, Reason::RateSource);
     }
     if trusted {
