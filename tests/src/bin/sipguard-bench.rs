@@ -136,6 +136,20 @@ fn banned_source(h: &mut Harness) -> Result<()> {
     )
 }
 
+/// A banned source, with 1 024 trunk networks on the allowlist (as on a
+/// production SBC): the allowlist's LPM lookup is then on every path.
+fn banned_with_allowlist(h: &mut Harness) -> Result<()> {
+    banned_source(h)?;
+    let trunks: Vec<ipnet::IpNet> = (0..1024u32)
+        .map(|i| {
+            let a = std::net::Ipv4Addr::new(198, 19, (i >> 2) as u8, ((i & 3) << 6) as u8);
+            ipnet::IpNet::V4(ipnet::Ipv4Net::new(a, 26).expect("a /26"))
+        })
+        .collect();
+    h.maps_mut().allow_add(&trunks)?;
+    Ok(())
+}
+
 /// Per-source INVITE limit of one packet an hour, bans off, and the one packet
 /// spent here: every timed packet is over the limit.
 fn over_limit(h: &mut Harness) -> Result<()> {
@@ -254,6 +268,12 @@ fn cases() -> Vec<Case> {
             packet: Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, invite.clone()).build(),
             path: Path::xdp(Verdict::Drop, Reason::Banned, Some(Class::Invite)),
             setup: banned_source,
+        },
+        Case {
+            name: "INVITE from a banned source, 1024 allowlisted nets",
+            packet: Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, invite.clone()).build(),
+            path: Path::xdp(Verdict::Drop, Reason::Banned, Some(Class::Invite)),
+            setup: banned_with_allowlist,
         },
         Case {
             name: "INVITE over its per-source limit",
