@@ -78,11 +78,14 @@ pub fn classify(xdp: *mut xdp_md, at: usize, off: usize, end: usize, len: usize)
         // A frame ending within 16 bytes of the payload start: one helper
         // copy instead of a checked loop per byte, whose paths (one per
         // length) the verifier would walk through everything after.
-        let mut buf = [0u64; 2];
+        // Not `[0u64; 2]`: see mem.rs.
+        let mut slot = core::mem::MaybeUninit::<[u64; 2]>::uninit();
+        let buf = crate::mem::zero_init(&mut slot);
+        let p = buf.as_mut_ptr();
         let n = end.saturating_sub(at) & (PEEK - 1);
         if n > 0 {
             unsafe {
-                bpf_xdp_load_bytes(xdp, off as u32, buf.as_mut_ptr() as *mut c_void, n as u32);
+                bpf_xdp_load_bytes(xdp, off as u32, p as *mut c_void, n as u32);
             }
         }
         (buf[0], buf[1])

@@ -15,6 +15,7 @@ mod clock;
 mod cursor;
 mod limit;
 mod maps;
+mod mem;
 mod opaque;
 mod parse;
 mod policy;

@@ -81,18 +81,21 @@ pub fn parse(data: usize, end: usize, egress: bool) -> Result<Flow, Reason> {
         ether_type = u16::from_be(unsafe { (*vlan).ether_type });
     }
 
-    let mut src = [0u8; 16];
+    // Not `[0u8; 16]`: see mem.rs (this runs for every packet).
+    let mut src_words: [u64; 2] = crate::mem::zeroed();
+    // SAFETY: 16 plain bytes.
+    let src = unsafe { &mut *(src_words.as_mut_ptr() as *mut [u8; 16]) };
     let mut fragmented = false;
     // Where the IP packet ends by its own length field: a short frame is
     // padded to 60 bytes, and the padding is neither IP nor UDP payload.
     let mut l3_end = end;
     let (proto, is_v6) = match ether_type {
         ETH_P_IP => (
-            ipv4(&mut c, &mut src, &mut fragmented, &mut l3_end, egress)?,
+            ipv4(&mut c, src, &mut fragmented, &mut l3_end, egress)?,
             false,
         ),
         ETH_P_IPV6 => (
-            ipv6(&mut c, &mut src, &mut fragmented, &mut l3_end, egress)?,
+            ipv6(&mut c, src, &mut fragmented, &mut l3_end, egress)?,
             true,
         ),
         _ => return Err(Reason::NotSipPort),
@@ -139,7 +142,7 @@ pub fn parse(data: usize, end: usize, egress: bool) -> Result<Flow, Reason> {
     }
 
     Ok(Flow {
-        src,
+        src: *src,
         is_v6,
         transport,
         syn,

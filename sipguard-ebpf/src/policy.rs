@@ -19,6 +19,7 @@ use crate::{
     maps::{
         ALLOW, BAN_EVENTS, BAN_HINTS, BANS, BLOCK, GLOBAL_STATE, LIST_EMPTY, POLICY, SRC_STATE,
     },
+    mem,
     parse::{Flow, Transport},
     scan, stats, trust,
 };
@@ -291,13 +292,14 @@ pub fn src_state(src: &SrcKey, now: u64) -> Option<&'static mut SrcState> {
         // SAFETY: valid map value pointer for the rest of this program run.
         return Some(unsafe { &mut *s });
     }
-    let fresh = SrcState {
-        window_start_ns: now,
-        targets_start_ns: now,
-        trusted_until_ns: trust::until(src),
-        ..SrcState::default()
-    };
-    if SRC_STATE.insert(src, fresh, 0).is_err() {
+    // Not a struct literal: see mem.rs (a new source is one packet of a
+    // spoofed flood).
+    let mut slot = core::mem::MaybeUninit::<SrcState>::uninit();
+    let fresh = mem::zero_init(&mut slot);
+    fresh.window_start_ns = now;
+    fresh.targets_start_ns = now;
+    fresh.trusted_until_ns = trust::until(src);
+    if SRC_STATE.insert(src, &*fresh, 0).is_err() {
         stats::table(TableStat::SrcStateFull);
         return None;
     }
@@ -311,7 +313,7 @@ pub fn src_state(src: &SrcKey, now: u64) -> Option<&'static mut SrcState> {
 fn enumerating(policy: &Policy, st: &mut SrcState, target: u64, now: u64) -> bool {
     if now.saturating_sub(st.targets_start_ns) > policy.enum_window_ns {
         st.targets_start_ns = now;
-        st.targets = [0, 0];
+        mem::zero(&mut st.targets);
     }
     // The hash's top bits: FNV-1a's low bits mix poorly for targets that
     // differ only in a digit or two.
@@ -319,7 +321,7 @@ fn enumerating(policy: &Policy, st: &mut SrcState, target: u64, now: u64) -> boo
     st.targets[(bit / 64) as usize & 1] |= 1 << (bit % 64);
     let distinct = st.targets[0].count_ones() + st.targets[1].count_ones();
     if distinct >= policy.enum_after {
-        st.targets = [0, 0];
+        mem::zero(&mut st.targets);
         return true;
     }
     false
