@@ -9,7 +9,7 @@ use core::{mem::MaybeUninit, ptr::write_volatile};
 /// 8-aligned and a whole number of words; checked at compile time.
 #[inline(always)]
 pub fn zeroed<T: Copy>() -> T {
-    const { assert!(size_of::<T>() % 8 == 0 && align_of::<T>() >= 8) };
+    const { assert!(size_of::<T>().is_multiple_of(8) && align_of::<T>() >= 8) };
     let mut v = MaybeUninit::<T>::uninit();
     let w = v.as_mut_ptr() as *mut u64;
     for i in 0..size_of::<T>() / 8 {
@@ -23,7 +23,7 @@ pub fn zeroed<T: Copy>() -> T {
 /// Zero `*dst` in place, a word at a time (same rules as `zeroed`).
 #[inline(always)]
 pub fn zero<T: Copy>(dst: &mut T) {
-    const { assert!(size_of::<T>() % 8 == 0 && align_of::<T>() >= 8) };
+    const { assert!(size_of::<T>().is_multiple_of(8) && align_of::<T>() >= 8) };
     let w = dst as *mut T as *mut u64;
     for i in 0..size_of::<T>() / 8 {
         // SAFETY: within `*dst`, 8-aligned.
@@ -35,7 +35,7 @@ pub fn zero<T: Copy>(dst: &mut T) {
 /// structs too big to build and then copy on the 512-byte stack.
 #[inline(always)]
 pub fn zero_init<T: Copy>(dst: &mut MaybeUninit<T>) -> &mut T {
-    const { assert!(size_of::<T>() % 8 == 0 && align_of::<T>() >= 8) };
+    const { assert!(size_of::<T>().is_multiple_of(8) && align_of::<T>() >= 8) };
     let w = dst.as_mut_ptr() as *mut u64;
     for i in 0..size_of::<T>() / 8 {
         // SAFETY: within `*dst`, 8-aligned.

@@ -299,7 +299,7 @@ pub fn src_state(src: &SrcKey, now: u64) -> Option<&'static mut SrcState> {
     fresh.window_start_ns = now;
     fresh.targets_start_ns = now;
     fresh.trusted_until_ns = trust::until(src);
-    if SRC_STATE.insert(src, &*fresh, 0).is_err() {
+    if SRC_STATE.insert(src, fresh, 0).is_err() {
         stats::table(TableStat::SrcStateFull);
         return None;
     }
