@@ -93,12 +93,19 @@ fn banned(src: &SrcKey, now: u64) -> bool {
     if let Some(h) = BAN_HINTS.get_ptr_mut(src.ban_slot()) {
         // SAFETY: a valid map value pointer; a racing update only skews a counter.
         let h = unsafe { &mut *h };
-        if h.any_until_ns <= now {
-            return false;
-        }
-        if h.until_ns > now && h.key.same(src) {
+        let mine = h.key.same(src);
+        if mine && h.until_ns > now {
             h.dropped += 1;
             return true;
+        }
+        if h.any_until_ns <= now {
+            if mine && h.until_ns != 0 {
+                // The source's own ban ran out: remove it now, not at the
+                // next sweep, and only once.
+                h.until_ns = 0;
+                expire(src);
+            }
+            return false;
         }
     }
     let Some(ban) = BANS.get_ptr_mut(src) else {
@@ -111,9 +118,16 @@ fn banned(src: &SrcKey, now: u64) -> bool {
             return true;
         }
     }
-    let _ = BANS.remove(src);
-    stats::table(TableStat::BanExpired);
+    expire(src);
     false
+}
+
+/// Remove `src`'s expired ban; counted once even if two CPUs race here.
+#[inline(always)]
+fn expire(src: &SrcKey) {
+    if BANS.remove(src).is_ok() {
+        stats::table(TableStat::BanExpired);
+    }
 }
 
 /// What the first stage decided.
