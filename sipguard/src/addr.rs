@@ -141,8 +141,9 @@ fn parse_list(text: &str, origin: &str, out: &mut Vec<IpNet>) -> Result<()> {
     Ok(())
 }
 
-/// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` reads, so expiries
-/// written by either side compare correctly.
+/// CLOCK_MONOTONIC in ns: the programs' timebase too (their calibrated
+/// jiffies clock, see clock.rs), so expiries written by either side compare
+/// correctly, to within a tick.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
