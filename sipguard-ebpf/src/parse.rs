@@ -82,7 +82,8 @@ pub fn parse(data: usize, end: usize, egress: bool) -> Result<Flow, Reason> {
     }
 
     // Not `[0u8; 16]`: see mem.rs (this runs for every packet).
-    let mut src_words: [u64; 2] = crate::mem::zeroed();
+    let mut slot = core::mem::MaybeUninit::<[u64; 2]>::uninit();
+    let src_words = crate::mem::zero_init(&mut slot);
     // SAFETY: 16 plain bytes.
     let src = unsafe { &mut *(src_words.as_mut_ptr() as *mut [u8; 16]) };
     let mut fragmented = false;

@@ -289,7 +289,7 @@ pub fn limits(policy: &Policy, src: &SrcKey, bucket: u32, now: u64) -> (Verdict,
         stats::table(TableStat::TrustedPass);
         return (Verdict::Pass, Reason::Accepted);
     }
-    let global = &policy.global[bucket as usize & 3];
+    let global = &policy.global[b];
     if !global.unlimited()
         && let Some(tat) = GLOBAL_STATE.get_ptr_mut(bucket)
         && !limit::conform_shared(tat, clock::for_limit(global, now), global)

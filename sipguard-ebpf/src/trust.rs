@@ -21,14 +21,10 @@ const REGISTER: u64 = token_hash(b"register");
 /// Whether `src` holds unexpired trust.
 #[inline(always)]
 pub fn is_trusted(src: &SrcKey, now: u64) -> bool {
-    match TRUSTED.get_ptr(src) {
-        // SAFETY: valid map value pointer for this program run.
-        Some(t) => unsafe { (*t).expires_ns > now },
-        None => false,
-    }
+    until(src) > now
 }
 
-/// When `src`'s trust lapses (0: not trusted), for a new rate state.
+/// When `src`'s trust lapses (0: not trusted).
 #[inline(always)]
 pub fn until(src: &SrcKey) -> u64 {
     match TRUSTED.get_ptr(src) {
