@@ -69,6 +69,13 @@ pub struct BanHint {
 }
 
 impl BanHint {
+    /// The slot holds this very ban of `key` (the one lifting at
+    /// `expires_ns`), so its `dropped` belongs to that ban.
+    #[inline(always)]
+    pub fn holds(&self, key: &SrcKey, expires_ns: u64) -> bool {
+        self.key.same(key) && self.until_ns == expires_ns
+    }
+
     /// Record a ban of `key` until `until_ns`, at `now_ns`: take the slot if
     /// it is free, expired or already `key`'s; always extend `any_until_ns`.
     #[inline(always)]

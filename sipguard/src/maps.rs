@@ -296,7 +296,7 @@ impl Maps {
         let mut out: Vec<(SrcKey, Ban)> = self.bans.iter().collect::<Result<_, _>>()?;
         for (key, ban) in &mut out {
             let hint = self.ban_hint(key)?;
-            if hint.key == *key && hint.until_ns == ban.expires_ns {
+            if hint.holds(key, ban.expires_ns) {
                 ban.dropped += hint.dropped;
             }
         }
@@ -337,17 +337,22 @@ impl Maps {
             .filter_map(|kv| kv.ok())
             .filter(|(_, b)| b.expires_ns > now_ns)
             .collect();
+        self.mend_ban_hints(&live, now_ns)
+    }
+
+    /// `sync_ban_hints` for bans already read (all live at `now_ns`).
+    fn mend_ban_hints(&mut self, live: &[(SrcKey, Ban)], now_ns: u64) -> Result<usize> {
         let mut mended = 0;
         for (key, ban) in live {
-            let hint = self.ban_hint(&key)?;
+            let hint = self.ban_hint(key)?;
             let mut fixed = hint;
-            fixed.record(&key, ban.expires_ns, now_ns);
+            fixed.record(key, ban.expires_ns, now_ns);
             // Keep the slot's drop count when it already held this ban.
-            if hint.key == key && hint.until_ns == ban.expires_ns {
+            if hint.holds(key, ban.expires_ns) {
                 fixed.dropped = hint.dropped;
             }
             if fixed != hint {
-                self.set_ban_hint(&key, &fixed)?;
+                self.set_ban_hint(key, &fixed)?;
                 mended += 1;
             }
         }
@@ -417,12 +422,13 @@ impl Maps {
     /// (and removes, for bans) expired entries it meets; this frees the room
     /// of those it never meets again.
     pub fn sweep_expired(&mut self, now_ns: u64) -> Result<(Vec<(SrcKey, Ban)>, usize)> {
-        let expired: Vec<(SrcKey, Ban)> = self
+        // One walk of BANS: the expired are removed, the live checked
+        // against their hints below.
+        let (expired, live): (Vec<_>, Vec<_>) = self
             .bans
             .iter()
             .filter_map(|kv| kv.ok())
-            .filter(|(_, b)| b.expires_ns <= now_ns)
-            .collect();
+            .partition(|(_, b)| b.expires_ns <= now_ns);
         for (k, _) in &expired {
             let _ = self.bans.remove(k);
         }
@@ -439,7 +445,7 @@ impl Maps {
         // Also repairs a flag left stale by two CLI calls racing, and ban
         // hints left short by racing writers.
         self.refresh_list_flags()?;
-        self.sync_ban_hints(now_ns)?;
+        self.mend_ban_hints(&live, now_ns)?;
         Ok((expired, blocks.len()))
     }
 }
