@@ -228,6 +228,14 @@ const TOKENIZE_KINDS: u64 = 1 << kind::USER_AGENT
     | 1 << kind::CONTACT
     | 1 << kind::REQUEST_URI
     | 1 << kind::CSEQ;
+/// Kinds whose value is a name-addr or URI, tokenized up to the end of the
+/// URI's user part: the first '@', or ';' or '>' if it has none (then the
+/// host is the user-visible part). The display name and user are where
+/// tools show (`"sipvicious" <sip:100@...>`, `sip:nm@...`) and what an
+/// enumeration varies; hosts and parameters (tags, `+sip.instance`) are
+/// most of the bytes and carry no signature.
+const URI_KINDS: u64 =
+    1 << kind::FROM | 1 << kind::TO | 1 << kind::CONTACT | 1 << kind::REQUEST_URI;
 /// Kinds that feed the enumeration target hash.
 const TARGET_KINDS: u64 = 1 << kind::TO | 1 << kind::REQUEST_URI;
 
@@ -343,7 +351,7 @@ extern "C" fn scan_line(_index: u64, _ctx: *mut c_void) -> i64 {
         Line::Done => CONTINUE,
         Line::Tokenize { k, value, nl } => {
             let (t, last) = tokenize(s, value, nl, k);
-            s.target ^= t & ((TARGET_KINDS >> k) & 1).wrapping_neg();
+            s.target ^= mix(t) & ((TARGET_KINDS >> k) & 1).wrapping_neg();
             // The method is CSeq's last token ("CSeq: 1 REGISTER").
             let is_cseq = ((1u64 << kind::CSEQ >> k) & 1).wrapping_neg();
             s.cseq_method = (last & is_cseq) | (s.cseq_method & !is_cseq);
@@ -492,8 +500,6 @@ fn tokenize(s: &mut Scan, from: usize, to: usize, k: u64) -> (u64, u64) {
     };
     // SAFETY: per-CPU map value, owned by this CPU during the program.
     let t = unsafe { &mut *t };
-    // The Request-URI ends at SP; the To target ends at the first ';' (the
-    // address without its parameters). Shifts, not compares.
     // Field by field with volatile stores: a struct literal of mostly zeros
     // becomes a call to a byte-at-a-time `memset` on this target, which
     // costs more than the tokenizing.
@@ -510,13 +516,12 @@ fn tokenize(s: &mut Scan, from: usize, to: usize, k: u64) -> (u64, u64) {
         w(addr_of_mut!(t.last), FNV_OFFSET);
         w(addr_of_mut!(t.alive), 1);
         w(addr_of_mut!(t.in_target), (TARGET_KINDS >> k) & 1);
-        // The Request-URI ends at SP; the To target ends at the first ';'
-        // (the address without its parameters). Shifts, not compares.
+        // Shifts, not compares.
         w(
             addr_of_mut!(t.stop_space),
             (1 << kind::REQUEST_URI >> k) & 1,
         );
-        w(addr_of_mut!(t.stop_semi), (1 << kind::TO >> k) & 1);
+        w(addr_of_mut!(t.stop_uri), (URI_KINDS >> k) & 1);
     }
     unsafe {
         bpf_loop(
@@ -565,8 +570,10 @@ pub struct Tokenize {
     last: u64,
     alive: u64,
     in_target: u64,
+    /// The value ends at SP (the Request-URI).
     stop_space: u64,
-    stop_semi: u64,
+    /// The value ends with the URI's user part (see `URI_KINDS`).
+    stop_uri: u64,
 }
 
 /// One `STEP`-byte step of `tokenize`.
@@ -588,8 +595,8 @@ extern "C" fn tokenize_word(index: u64, _ctx: *mut c_void) -> i64 {
     // SAFETY: per-CPU map value, owned by this CPU during the program.
     let scan = unsafe { &mut *st };
     let (mut h, mut target, mut prev, mut last) = (t.h, t.target, t.prev, t.last);
-    let (mut alive, mut in_target) = (t.alive, t.in_target);
-    let (stop_space, stop_semi) = (t.stop_space, t.stop_semi);
+    let (mut alive, in_target) = (t.alive, t.in_target);
+    let (stop_space, stop_uri) = (t.stop_space, t.stop_uri);
     for b in 0..STEP as u64 {
         let i = base + b;
         if i >= to {
@@ -617,14 +624,29 @@ extern "C" fn tokenize_word(index: u64, _ctx: *mut c_void) -> i64 {
                 alive = 0;
                 break;
             }
-            if stop_semi != 0 && c == b';' {
-                in_target = 0;
+            if stop_uri != 0 && (c == b'@' || c == b';' || c == b'>') {
+                alive = 0;
+                break;
             }
         }
     }
     (t.h, t.target, t.prev, t.last) = (h, target, prev, last);
-    (t.alive, t.in_target) = (alive, in_target);
+    t.alive = alive;
     CONTINUE
+}
+
+/// A 64-bit finalizer (MurmurHash3's fmix64) for a value's target hash
+/// before it is xor-ed with the other's: the Request-URI and To of one
+/// request usually name the same user, and two FNV chains over the same
+/// tokens (seeded apart only in their low bits) xor to a value that barely
+/// depends on the user.
+#[inline(always)]
+fn mix(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 /// Bloom filter first (no helper call), then the signature hash.
