@@ -37,13 +37,13 @@ const LINES_PER_CALL: usize = 3;
 pub const MSG_MAX: usize = 4096;
 const MSG_MASK: usize = MSG_MAX - 1;
 const WORD_MASK: usize = MSG_MAX / 8 - 1;
-/// The buffer, in words so the line walk loads whole aligned words; spare
-/// words so reads a little past a masked offset (`i + 1` words, a
-/// tokenizer step) stay inside whatever the compiler does with the masks.
-pub const MSG_WORDS: usize = MSG_MAX / 8 + 8;
 /// Words of one line searched per iteration: a longer line is judged by its
 /// start and skipped in the following iterations.
 const LINE_WORDS: usize = 32;
+/// The buffer, in words so the line walk loads whole aligned words. Spare
+/// words: the newline sentinel after a full buffer, and a line search from
+/// any masked word index reads its `LINE_WORDS` words without a mask each.
+pub const MSG_WORDS: usize = MSG_MAX / 8 + LINE_WORDS;
 
 #[repr(C)]
 pub struct Msg {
@@ -164,6 +164,10 @@ fn run_on<const SKB: bool>(ctx: *mut c_void, start: u64, limit: u64) -> Option<S
     if rc != 0 {
         return None;
     }
+    // SAFETY: per-CPU map value, owned by this CPU during the program;
+    // n <= MSG_MAX < its size. A '\n' right after the message ends every
+    // newline search there, so the search needs no end test per word.
+    unsafe { *(msg as *mut u8).add(n as usize & (MSG_MASK | MSG_MAX)) = b'\n' };
     // SAFETY: per-CPU map value, owned by this CPU during the program.
     unsafe {
         use core::ptr::{addr_of_mut, write_volatile as w};
@@ -370,7 +374,7 @@ fn line(s: &mut Scan, msg: &Msg) -> Line {
     }
     let pos = s.pos as usize & MSG_MASK;
 
-    let (nl, long) = match find_byte(msg, pos, len, b'\n') {
+    let (nl, long) = match find_newline(msg, pos, len) {
         Found::At(nl) => (nl, false),
         // A line longer than the search: judge its start (name, first part
         // of the value) now and skip the rest of it in the next iterations.
@@ -444,6 +448,32 @@ fn line(s: &mut Scan, msg: &Msg) -> Line {
         return Line::Tokenize { k, value, nl };
     }
     Line::Done
+}
+
+/// The first '\n' at or after `from` (< `len`). As `find_byte`, but the
+/// sentinel after the message (see `run_on`) stops the search, so a word
+/// costs a load, the SWAR test and the loop branch.
+#[inline(always)]
+fn find_newline(msg: &Msg, from: usize, len: usize) -> Found {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const PATTERN: u64 = ONES * b'\n' as u64;
+    let first = (from >> 3) & WORD_MASK;
+    let mut x = (msg.w[first] ^ PATTERN) | ((1u64 << ((from & 7) * 8)) - 1);
+    for j in 0..LINE_WORDS {
+        if j > 0 {
+            // first + j < MSG_MAX / 8 + LINE_WORDS = MSG_WORDS: no mask.
+            x = msg.w[first + j] ^ PATTERN;
+        }
+        let z = x.wrapping_sub(ONES) & !x & HIGH;
+        if z != 0 {
+            let low = z.isolate_lowest_one() >> 7;
+            let k = (low.wrapping_mul(0x0102_0304_0506_0708) >> 56) as usize - 1;
+            let at = (first + j) * 8 + (k & 7);
+            return if at < len { Found::At(at) } else { Found::End };
+        }
+    }
+    Found::Long((first + LINE_WORDS) * 8)
 }
 
 /// The first `byte` in `msg[from..to]`, eight bytes a step: aligned word
