@@ -618,15 +618,15 @@ extern "C" fn tokenize_word(index: u64, _ctx: *mut c_void) -> i64 {
     if base >= to || t.alive == 0 {
         return STOP;
     }
-    // Work on locals and write back once: the state lives in map memory.
     let Some(st) = SCAN_STATE.get_ptr_mut(0) else {
         return STOP;
     };
     // SAFETY: per-CPU map value, owned by this CPU during the program.
     let scan = unsafe { &mut *st };
-    let (mut h, mut target, mut prev, mut last) = (t.h, t.target, t.prev, t.last);
-    let (mut alive, in_target) = (t.alive, t.in_target);
-    let (stop_space, stop_uri) = (t.stop_space, t.stop_uri);
+    // Only what every byte touches is kept in registers (BPF has few: more
+    // live values spill to the stack and cost loads per byte); what changes
+    // at token ends stays in map memory.
+    let (mut h, mut prev) = (t.h, t.prev);
     for b in 0..STEP as u64 {
         let i = base + b;
         if i >= to {
@@ -639,29 +639,26 @@ extern "C" fn tokenize_word(index: u64, _ctx: *mut c_void) -> i64 {
         if lower != 0 {
             h = (h ^ lower as u64).wrapping_mul(FNV_PRIME);
             prev = 1;
-        } else {
-            if prev != 0 {
-                // A token just ended: every token is checked, however many.
-                check_token(scan, h);
-                // Into the target only while in it: a mask, not a branch.
-                let keep = in_target.wrapping_neg();
-                target = ((target ^ h).wrapping_mul(FNV_PRIME) & keep) | (target & !keep);
-                last = h;
-                h = t.offset;
-                prev = 0;
-            }
-            if stop_space != 0 && c == b' ' {
-                alive = 0;
-                break;
-            }
-            if stop_uri != 0 && (c == b'@' || c == b';' || c == b'>') {
-                alive = 0;
-                break;
-            }
+            continue;
+        }
+        if prev != 0 {
+            // A token just ended: every token is checked, however many.
+            check_token(scan, h);
+            // Into the target only while in it: a mask, not a branch.
+            let keep = t.in_target.wrapping_neg();
+            t.target = ((t.target ^ h).wrapping_mul(FNV_PRIME) & keep) | (t.target & !keep);
+            t.last = h;
+            h = t.offset;
+            prev = 0;
+        }
+        if (t.stop_space != 0 && c == b' ')
+            || (t.stop_uri != 0 && (c == b'@' || c == b';' || c == b'>'))
+        {
+            t.alive = 0;
+            break;
         }
     }
-    (t.h, t.target, t.prev, t.last) = (h, target, prev, last);
-    t.alive = alive;
+    (t.h, t.prev) = (h, prev);
     CONTINUE
 }
 
