@@ -354,7 +354,7 @@ extern "C" fn scan_line(_index: u64, _ctx: *mut c_void) -> i64 {
         Line::Stop => STOP,
         Line::Done => CONTINUE,
         Line::Tokenize { k, value, nl } => {
-            let (t, last) = tokenize(s, value, nl, k);
+            let (t, last) = tokenize(s, msg, value, nl, k);
             s.target ^= mix(t) & ((TARGET_KINDS >> k) & 1).wrapping_neg();
             // The method is CSeq's last token ("CSeq: 1 REGISTER").
             let is_cseq = ((1u64 << kind::CSEQ >> k) & 1).wrapping_neg();
@@ -520,11 +520,12 @@ const STEP: usize = 32;
 /// Hash the tokens of `msg[from..to]` and check them against the signatures;
 /// return the target hash kind `k` asks for, and the last token's hash.
 ///
-/// The bytes are walked by a nested `bpf_loop`, `STEP` bytes per iteration,
-/// with the running state in `TOKENIZE` (map memory): the verifier checks
-/// the step once.
+/// The bytes are walked `STEP` at a time, the first step in line and any
+/// further ones by a nested `bpf_loop`, with the running state in
+/// `TOKENIZE` (map memory): the verifier checks the step twice, not once
+/// per byte of a value.
 #[inline(always)]
-fn tokenize(s: &mut Scan, from: usize, to: usize, k: u64) -> (u64, u64) {
+fn tokenize(s: &mut Scan, msg: &Msg, from: usize, to: usize, k: u64) -> (u64, u64) {
     let Some(t) = TOKENIZE.get_ptr_mut(0) else {
         return (0, 0);
     };
@@ -553,13 +554,17 @@ fn tokenize(s: &mut Scan, from: usize, to: usize, k: u64) -> (u64, u64) {
         );
         w(addr_of_mut!(t.stop_uri), (URI_KINDS >> k) & 1);
     }
-    unsafe {
-        bpf_loop(
-            (VALUE_MAX / STEP) as u32,
-            tokenize_word as *mut c_void,
-            core::ptr::null_mut(),
-            0,
-        );
+    // The first step in line: most values end within it, and a
+    // `bpf_loop` iteration is a call.
+    if step(t, msg, s, 0) {
+        unsafe {
+            bpf_loop(
+                (VALUE_MAX / STEP - 1) as u32,
+                tokenize_word as *mut c_void,
+                core::ptr::null_mut(),
+                0,
+            );
+        }
     }
     // A token running to the end of the value.
     if t.prev != 0 {
@@ -606,23 +611,34 @@ pub struct Tokenize {
     stop_uri: u64,
 }
 
-/// One `STEP`-byte step of `tokenize`.
+/// The `bpf_loop` callback of `tokenize`: steps after the first.
 extern "C" fn tokenize_word(index: u64, _ctx: *mut c_void) -> i64 {
-    let (Some(t), Some(msg)) = (TOKENIZE.get_ptr_mut(0), SCAN_MSG.get_ptr(0)) else {
+    let (Some(t), Some(msg), Some(st)) = (
+        TOKENIZE.get_ptr_mut(0),
+        SCAN_MSG.get_ptr(0),
+        SCAN_STATE.get_ptr_mut(0),
+    ) else {
         return STOP;
     };
     // SAFETY: per-CPU map values, owned by this CPU during the program.
-    let (t, msg) = unsafe { (&mut *t, &*msg) };
+    let (t, msg, scan) = unsafe { (&mut *t, &*msg, &mut *st) };
+    // Step 0 ran in line (see `tokenize`).
+    if step(t, msg, scan, index + 1) {
+        CONTINUE
+    } else {
+        STOP
+    }
+}
+
+/// Step `index` (`STEP` bytes) of `tokenize`; true if the value goes on
+/// past it.
+#[inline(always)]
+fn step(t: &mut Tokenize, msg: &Msg, scan: &mut Scan, index: u64) -> bool {
     let base = (t.from & MSG_MASK as u64) + index * STEP as u64;
     let to = t.to & MSG_MASK as u64;
     if base >= to || t.alive == 0 {
-        return STOP;
+        return false;
     }
-    let Some(st) = SCAN_STATE.get_ptr_mut(0) else {
-        return STOP;
-    };
-    // SAFETY: per-CPU map value, owned by this CPU during the program.
-    let scan = unsafe { &mut *st };
     // Only what every byte touches is kept in registers (BPF has few: more
     // live values spill to the stack and cost loads per byte); what changes
     // at token ends stays in map memory.
@@ -659,7 +675,7 @@ extern "C" fn tokenize_word(index: u64, _ctx: *mut c_void) -> i64 {
         }
     }
     (t.h, t.prev) = (h, prev);
-    CONTINUE
+    t.alive != 0 && base + (STEP as u64) < to
 }
 
 /// A 64-bit finalizer (MurmurHash3's fmix64) for a value's target hash

@@ -1287,6 +1287,45 @@ fn bug_header_lines_longer_than_the_scan_window() {
     );
 }
 
+/// Values are tokenized 32 bytes a step (the first step in line, the rest
+/// by a loop): a signature across a step boundary, or wholly past the
+/// first step, is found like one at the start, and one past the 128 bytes
+/// tokenized is not.
+#[test]
+fn signatures_anywhere_in_the_tokenized_window() {
+    let ua = |value: &str| {
+        let mut l = invite_lines(false);
+        set_line(&mut l, "User-Agent", value);
+        message(&l, "")
+    };
+    // "friendly-scanner" at value offset 25: bytes 25..41 span steps 0 and 1.
+    let straddling = ua(&format!("{} friendly-scanner", "x".repeat(24)));
+    // "sipcli" at offset 100, in the fourth step.
+    let fourth_step = ua(&format!("{} sipcli/1.0", "y".repeat(99)));
+    // At offset 130: past the 128 bytes tokenized, so not seen.
+    let past_window = ua(&format!("{} sipcli/1.0", "z".repeat(129)));
+    check_rows(
+        &mut harness(),
+        vec![
+            (
+                "friendly-scanner across the first step boundary".into(),
+                from(0, straddling),
+                Want::denied(true, Reason::Scanner, Class::Invite).hits(&[("friendly-scanner", 1)]),
+            ),
+            (
+                "sipcli in the fourth step".into(),
+                from(1, fourth_step),
+                Want::denied(true, Reason::Scanner, Class::Invite).hits(&[("sipcli", 1)]),
+            ),
+            (
+                "sipcli past the tokenized window".into(),
+                from(2, past_window),
+                Want::accepted(Class::Invite),
+            ),
+        ],
+    );
+}
+
 /// scan.rs looks at 64 lines, then treats the message as having no end of
 /// headers (truncated). RFC 3261 sets no header count limit; a request
 /// that crossed many proxies carries one Via and Record-Route per hop.
