@@ -2,7 +2,7 @@
 
 /// Version of the pinned-map layout. Bump it whenever a key or value type
 /// changes, so a new controller never misreads maps pinned by an old one.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// bpffs mount point and the directory under it that sipguard owns.
 pub const BPFFS: &str = "/sys/fs/bpf";
@@ -22,7 +22,7 @@ pub const MAP_GLOBAL_STATE: &str = "GLOBAL_STATE";
 pub const MAP_BAN_EVENTS: &str = "BAN_EVENTS";
 pub const MAP_TABLE_STATS: &str = "TABLE_STATS";
 pub const MAP_SIGNATURES: &str = "SIGNATURES";
-pub const MAP_SIG_BLOOM: &str = "SIG_BLOOM";
+pub const MAP_SIG_INDEX: &str = "SIG_INDEX";
 pub const MAP_SIG_NAMES: &str = "SIG_NAMES";
 pub const MAP_SIG_HITS: &str = "SIG_HITS";
 /// Per-CPU working state of the programs (see sipguard-ebpf/src/maps.rs).

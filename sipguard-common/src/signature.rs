@@ -4,7 +4,10 @@
 //! (`friendly-scanner`, `sipvicious`, `nm`). The program splits the
 //! User-Agent, From, To and Contact values and the Request-URI into such
 //! tokens, hashes each with FNV-1a over its lower-cased bytes, tests a bloom
-//! filter, and only on a bloom hit looks the hash up in `SIGNATURES`.
+//! filter, and only on a bloom hit looks the hash up in the index's slot
+//! table (`SigIndex`: both in one array value, so a hit costs array reads,
+//! not a hash-map lookup). `SIGNATURES` (hash -> entry) stays the
+//! controller's record; the index is rebuilt from it on every change.
 
 /// Most signatures the maps hold (also the size of the hit counters).
 pub const SIGNATURES_MAX: u32 = 1024;
@@ -57,26 +60,74 @@ pub struct SigEntry {
     pub tier: u32,
 }
 
-/// The bloom filter (one array entry).
+/// Slots of the index's hash table: eight per possible signature, so
+/// linear probes stay short.
+pub const SIG_SLOTS: usize = 8 * SIGNATURES_MAX as usize;
+/// Slots a lookup probes: the controller places every signature within
+/// them (or refuses the change), and the program stops at an empty slot.
+pub const SIG_PROBES: usize = 8;
+
+/// One slot of the index's table; `entry.tier == 0` marks it empty.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SigSlot {
+    pub hash: u64,
+    pub entry: SigEntry,
+}
+
+/// Probe `probe` of hash `h`: the top bits of a Fibonacci multiply, which
+/// draw on all of `h` (FNV-1a's middle bits barely differ between tokens
+/// that differ in their last letters, `sip-1`, `sip-2`, ...).
+#[inline(always)]
+pub const fn sig_slot(h: u64, probe: usize) -> usize {
+    const SHIFT: u32 = 64 - SIG_SLOTS.trailing_zeros();
+    ((h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> SHIFT) as usize + probe) & (SIG_SLOTS - 1)
+}
+
+/// The kernel's view of the signatures (one array entry): a bloom filter,
+/// then an open-addressed table of their hashes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Bloom {
-    pub words: [u64; BLOOM_WORDS],
+pub struct SigIndex {
+    pub bloom: [u64; BLOOM_WORDS],
+    pub slots: [SigSlot; SIG_SLOTS],
 }
 
-impl Default for Bloom {
-    fn default() -> Self {
-        Bloom {
-            words: [0; BLOOM_WORDS],
+#[cfg(feature = "user")]
+impl SigIndex {
+    /// The index of `sigs` (hash, entry), or the hash of a signature that
+    /// found no free slot within `SIG_PROBES` (never with the table this
+    /// sparse, but refused rather than silently dropped).
+    pub fn build(sigs: impl IntoIterator<Item = (u64, SigEntry)>) -> Result<Self, u64> {
+        let mut idx = SigIndex {
+            bloom: [0; BLOOM_WORDS],
+            slots: [SigSlot::default(); SIG_SLOTS],
+        };
+        for (h, entry) in sigs {
+            let (a, b) = bloom_bits(h);
+            idx.bloom[(a / 64) as usize] |= 1 << (a % 64);
+            idx.bloom[(b / 64) as usize] |= 1 << (b % 64);
+            let free = (0..SIG_PROBES)
+                .map(|p| sig_slot(h, p))
+                .find(|&i| idx.slots[i].entry.tier == 0)
+                .ok_or(h)?;
+            idx.slots[free] = SigSlot { hash: h, entry };
         }
+        Ok(idx)
     }
-}
 
-impl Bloom {
-    pub fn insert(&mut self, h: u64) {
-        let (a, b) = bloom_bits(h);
-        self.words[(a / 64) as usize] |= 1 << (a % 64);
-        self.words[(b / 64) as usize] |= 1 << (b % 64);
+    /// The entry of hash `h`, probing as the program does.
+    pub fn get(&self, h: u64) -> Option<SigEntry> {
+        for p in 0..SIG_PROBES {
+            let slot = &self.slots[sig_slot(h, p)];
+            if slot.entry.tier == 0 {
+                return None;
+            }
+            if slot.hash == h {
+                return Some(slot.entry);
+            }
+        }
+        None
     }
 }
 
@@ -84,5 +135,6 @@ impl Bloom {
 mod pod {
     use super::*;
     unsafe impl aya::Pod for SigEntry {}
-    unsafe impl aya::Pod for Bloom {}
+    unsafe impl aya::Pod for SigSlot {}
+    unsafe impl aya::Pod for SigIndex {}
 }

@@ -14,7 +14,7 @@ use sipguard_common::{
         SRC_STATE_MAX, TABLE_STAT_SLOTS, TRUSTED_MAX, VERDICT_SLOTS,
     },
     policy::BUCKETS,
-    signature::{Bloom, SIG_NAME_MAX, SIGNATURES_MAX, SigEntry},
+    signature::{SIG_NAME_MAX, SIGNATURES_MAX, SigEntry, SigIndex},
     source::{BAN_HINT_SLOTS, Ban, BanHint, BlockEntry, SrcKey, SrcState, Trust},
     verdict::REASON_SLOTS,
 };
@@ -85,13 +85,16 @@ pub static TABLE_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(TABLE_S
 pub static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Scanner signatures: FNV-1a hash of a lower-cased token -> id and tier.
+/// The controller's record (the program reads `SIG_INDEX`).
 #[map]
 pub static SIGNATURES: HashMap<u64, SigEntry> = HashMap::with_max_entries(SIGNATURES_MAX, 0);
 
-/// Bloom filter over `SIGNATURES`, rebuilt by the controller on every change:
-/// most tokens of legitimate traffic stop here without a hash lookup.
+/// The signatures as the program reads them (`SigIndex`: bloom filter and
+/// slot table in one value), rebuilt from `SIGNATURES` by the controller on
+/// every change: a token costs two bit tests, a bloom hit a few slot reads,
+/// and no hash-map lookup either way.
 #[map]
-pub static SIG_BLOOM: Array<Bloom> = Array::with_max_entries(1, 0);
+pub static SIG_INDEX: Array<SigIndex> = Array::with_max_entries(1, 0);
 
 /// Signature id -> its token (NUL-padded), so any `sipguard` process can name
 /// a signature from the pins. Written by the controller only.

@@ -16,11 +16,11 @@ use aya_ebpf::{
     helpers::generated::{bpf_loop, bpf_skb_load_bytes, bpf_xdp_load_bytes},
 };
 use sipguard_common::signature::{
-    BLOOM_BITS, FNV_OFFSET, FNV_PRIME, SigEntry, TIER_BAN, is_token_byte,
+    BLOOM_BITS, FNV_OFFSET, FNV_PRIME, SIG_PROBES, TIER_BAN, is_token_byte, sig_slot,
 };
 
 use crate::{
-    maps::{SCAN_MSG, SCAN_STATE, SIG_BLOOM, SIG_HITS, SIGNATURES, TOKENIZE},
+    maps::{SCAN_MSG, SCAN_STATE, SIG_HITS, SIG_INDEX, TOKENIZE},
     opaque,
 };
 
@@ -692,23 +692,35 @@ fn mix(mut h: u64) -> u64 {
     h ^ (h >> 33)
 }
 
-/// Bloom filter first (no helper call), then the signature hash.
+/// Bloom filter first, then the slot table (`SigIndex`): array reads of one
+/// map value, no helper call.
 #[inline(always)]
 fn check_token(s: &mut Scan, h: u64) {
-    let Some(bloom) = SIG_BLOOM.get_ptr(0) else {
+    let Some(idx) = SIG_INDEX.get_ptr(0) else {
         return;
     };
+    // SAFETY: an array map value, read only.
+    let idx = unsafe { &*idx };
     let (a, b) = (h % BLOOM_BITS, (h >> 32) % BLOOM_BITS);
-    let words = unsafe { &(*bloom).words };
-    let hit_a = words[(a / 64) as usize & 63] & (1 << (a % 64)) != 0;
-    let hit_b = words[(b / 64) as usize & 63] & (1 << (b % 64)) != 0;
+    let hit_a = idx.bloom[(a / 64) as usize & 63] & (1 << (a % 64)) != 0;
+    let hit_b = idx.bloom[(b / 64) as usize & 63] & (1 << (b % 64)) != 0;
     if !(hit_a && hit_b) {
         return;
     }
-    let Some(sig) = (unsafe { SIGNATURES.get(h) }) else {
+    let mut found = None;
+    for p in 0..SIG_PROBES {
+        let slot = &idx.slots[sig_slot(h, p)];
+        if slot.entry.tier == 0 {
+            break;
+        }
+        if slot.hash == h {
+            found = Some(slot.entry);
+            break;
+        }
+    }
+    let Some(sig) = found else {
         return;
     };
-    let sig: SigEntry = *sig;
     if let Some(c) = SIG_HITS.get_ptr_mut(sig.id) {
         unsafe { *c += 1 };
     }

@@ -1,10 +1,12 @@
 //! Scanner signatures: the shipped defaults and their management in the
-//! maps (`SIGNATURES` hash, `SIG_BLOOM` filter, `SIG_NAMES`, `SIG_HITS`).
+//! maps (`SIGNATURES` hash, the `SIG_INDEX` the program reads, `SIG_NAMES`,
+//! `SIG_HITS`).
 
 use anyhow::{Result, bail};
 use serde::Serialize;
 use sipguard_common::signature::{
-    Bloom, SIG_NAME_MAX, SIGNATURES_MAX, SigEntry, TIER_BAN, TIER_COUNT, is_token_byte, token_hash,
+    SIG_NAME_MAX, SIGNATURES_MAX, SigEntry, SigIndex, TIER_BAN, TIER_COUNT, is_token_byte,
+    token_hash,
 };
 
 use crate::maps::Maps;
@@ -168,7 +170,7 @@ impl Maps {
         Ok(rows)
     }
 
-    /// Add (or re-tier) signatures, then rebuild the bloom filter.
+    /// Add (or re-tier) signatures, then rebuild the index.
     pub fn signatures_add(&mut self, tokens: &[String], tier: u32) -> Result<usize> {
         let tokens: Vec<String> = tokens.iter().map(|t| validate(t)).collect::<Result<_>>()?;
         let mut used: Vec<bool> = vec![false; SIGNATURES_MAX as usize];
@@ -197,7 +199,7 @@ impl Maps {
             self.sig_names.set(id, name_bytes(token), 0)?;
             self.signatures.insert(h, SigEntry { id, tier }, 0)?;
         }
-        self.rebuild_bloom()?;
+        self.rebuild_index()?;
         Ok(tokens.len())
     }
 
@@ -213,7 +215,7 @@ impl Maps {
                 removed += 1;
             }
         }
-        self.rebuild_bloom()?;
+        self.rebuild_index()?;
         Ok(removed)
     }
 
@@ -230,12 +232,22 @@ impl Maps {
         Ok(DEFAULTS.len())
     }
 
-    fn rebuild_bloom(&mut self) -> Result<()> {
-        let mut bloom = Bloom::default();
-        for kv in self.signatures.iter() {
-            bloom.insert(kv?.0);
-        }
-        self.sig_bloom.set(0, bloom, 0)?;
+    /// Rebuild `SIG_INDEX` from `SIGNATURES`, written in one map update:
+    /// the kernel copies it over the old value in place, so a packet scanned
+    /// during that copy may see a mix of the two (one token judged by the
+    /// old set), never a broken table.
+    fn rebuild_index(&mut self) -> Result<()> {
+        let sigs = self
+            .signatures
+            .iter()
+            .collect::<Result<Vec<(u64, SigEntry)>, _>>()?;
+        let idx = Box::new(SigIndex::build(sigs).map_err(|h| {
+            anyhow::anyhow!(
+                "no free slot for signature hash {h:#x} in the index (a hash collision run); \
+                 delete a signature and retry"
+            )
+        })?);
+        self.sig_index.set(0, idx, 0)?;
         Ok(())
     }
 }
@@ -265,6 +277,46 @@ impl Maps {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(id: u32) -> SigEntry {
+        SigEntry { id, tier: TIER_BAN }
+    }
+
+    /// A full table (SIGNATURES_MAX tokens) is indexed, every token is
+    /// found with its entry, and other tokens are not.
+    #[test]
+    fn index_finds_every_signature_of_a_full_table() {
+        let sigs: Vec<(u64, SigEntry)> = (0..SIGNATURES_MAX)
+            .map(|i| (token_hash(format!("sig-{i}").as_bytes()), entry(i)))
+            .collect();
+        let idx = SigIndex::build(sigs.iter().copied()).expect("a full table fits");
+        for (h, e) in &sigs {
+            assert_eq!(idx.get(*h), Some(*e));
+        }
+        for i in 0..1000 {
+            let other = token_hash(format!("user-{i}").as_bytes());
+            assert_eq!(idx.get(other), None, "user-{i}");
+        }
+        for d in DEFAULTS {
+            assert_eq!(idx.get(token_hash(d.token.as_bytes())), None, "{}", d.token);
+        }
+    }
+
+    /// More hashes on one probe run than `SIG_PROBES` are refused, not
+    /// silently left out.
+    #[test]
+    fn index_refuses_a_probe_run_it_cannot_hold() {
+        use sipguard_common::signature::{SIG_PROBES, sig_slot};
+        // Hashes whose first probes are taken: the first SIG_PROBES + 1 of
+        // them that share a home slot.
+        let home = sig_slot(1, 0);
+        let run: Vec<u64> = (1u64..)
+            .filter(|h| sig_slot(*h, 0) == home)
+            .take(SIG_PROBES + 1)
+            .collect();
+        let sigs = run.iter().enumerate().map(|(i, h)| (*h, entry(i as u32)));
+        assert_eq!(SigIndex::build(sigs), Err(run[SIG_PROBES]));
+    }
 
     #[test]
     fn defaults_are_valid_tokens() {
