@@ -185,11 +185,14 @@ fn run_on<const SKB: bool>(ctx: *mut c_void, start: u64, limit: u64) -> Option<S
         w(addr_of_mut!(st.capped), (n < whole) as u32);
         w(addr_of_mut!(st.cseq_method), 0);
     }
+    // The callback gets both map values through its context argument (a
+    // stack slot of this frame) instead of looking them up per iteration.
+    let mut ctx = Bufs { st, msg };
     unsafe {
         bpf_loop(
             MAX_LINES,
             scan_line as *mut c_void,
-            core::ptr::null_mut(),
+            &mut ctx as *mut Bufs as *mut c_void,
             0,
         );
         let st = &mut *st;
@@ -335,12 +338,19 @@ enum Line {
     Tokenize { k: u64, value: usize, nl: usize },
 }
 
-extern "C" fn scan_line(_index: u64, _ctx: *mut c_void) -> i64 {
-    let (Some(st), Some(msg)) = (SCAN_STATE.get_ptr_mut(0), SCAN_MSG.get_ptr(0)) else {
-        return STOP;
+/// `scan_line`'s context: the scan's two per-CPU map values.
+struct Bufs {
+    st: *mut Scan,
+    msg: *mut Msg,
+}
+
+extern "C" fn scan_line(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is `run_on`'s `Bufs`, live across the `bpf_loop`; its
+    // pointers are per-CPU map values, owned by this CPU during the program.
+    let (s, msg) = unsafe {
+        let b = &*(ctx as *const Bufs);
+        (&mut *b.st, &*b.msg)
     };
-    // SAFETY: per-CPU map values, owned by this CPU during the program.
-    let (s, msg) = unsafe { (&mut *st, &*msg) };
     // Up to `LINES_PER_CALL` lines per iteration while they need no
     // tokenizing: each iteration is a call, and most header lines are
     // skipped.
