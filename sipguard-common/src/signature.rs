@@ -93,6 +93,24 @@ pub struct SigIndex {
     pub slots: [SigSlot; SIG_SLOTS],
 }
 
+impl SigIndex {
+    /// The entry of hash `h`: its probe run up to the first empty slot (the
+    /// program's lookup; the index is in the program's map value).
+    #[inline(always)]
+    pub fn get(&self, h: u64) -> Option<SigEntry> {
+        for p in 0..SIG_PROBES {
+            let slot = &self.slots[sig_slot(h, p)];
+            if slot.entry.tier == 0 {
+                return None;
+            }
+            if slot.hash == h {
+                return Some(slot.entry);
+            }
+        }
+        None
+    }
+}
+
 #[cfg(feature = "user")]
 impl SigIndex {
     /// The index of `sigs` (hash, entry), or the hash of a signature that
@@ -114,20 +132,6 @@ impl SigIndex {
             idx.slots[free] = SigSlot { hash: h, entry };
         }
         Ok(idx)
-    }
-
-    /// The entry of hash `h`, probing as the program does.
-    pub fn get(&self, h: u64) -> Option<SigEntry> {
-        for p in 0..SIG_PROBES {
-            let slot = &self.slots[sig_slot(h, p)];
-            if slot.entry.tier == 0 {
-                return None;
-            }
-            if slot.hash == h {
-                return Some(slot.entry);
-            }
-        }
-        None
     }
 }
 

@@ -15,9 +15,7 @@ use aya_ebpf::{
     bindings::{__sk_buff, xdp_md},
     helpers::generated::{bpf_loop, bpf_skb_load_bytes, bpf_xdp_load_bytes},
 };
-use sipguard_common::signature::{
-    BLOOM_BITS, FNV_OFFSET, FNV_PRIME, SIG_PROBES, TIER_BAN, is_token_byte, sig_slot,
-};
+use sipguard_common::signature::{BLOOM_BITS, FNV_OFFSET, FNV_PRIME, TIER_BAN, is_token_byte};
 
 use crate::{
     maps::{SCAN_MSG, SCAN_STATE, SIG_HITS, SIG_INDEX, TOKENIZE},
@@ -478,13 +476,20 @@ fn find_newline(msg: &Msg, from: usize, len: usize) -> Found {
         }
         let z = x.wrapping_sub(ONES) & !x & HIGH;
         if z != 0 {
-            let low = z.isolate_lowest_one() >> 7;
-            let k = (low.wrapping_mul(0x0102_0304_0506_0708) >> 56) as usize - 1;
-            let at = (first + j) * 8 + (k & 7);
+            let at = (first + j) * 8 + first_flagged(z);
             return if at < len { Found::At(at) } else { Found::End };
         }
     }
     Found::Long((first + LINE_WORDS) * 8)
+}
+
+/// Index (0-7) of the lowest byte flagged 0x80 in a SWAR zero-byte test
+/// `z`: `z & -z` is 0x80 << 8k for that byte k, and a multiply turns it
+/// into k + 1 in the top byte (no loop, so no branch per byte).
+#[inline(always)]
+fn first_flagged(z: u64) -> usize {
+    let low = z.isolate_lowest_one() >> 7;
+    ((low.wrapping_mul(0x0102_0304_0506_0708) >> 56) as usize - 1) & 7
 }
 
 /// The first `byte` in `msg[from..to]`, eight bytes a step: aligned word
@@ -511,10 +516,7 @@ fn find_byte(msg: &Msg, from: usize, to: usize, byte: u8) -> Found {
         }
         let z = x.wrapping_sub(ONES) & !x & HIGH;
         if z != 0 {
-            // z & -z is 0x80 << 8k for the first matching byte k.
-            let low = z.isolate_lowest_one() >> 7;
-            let k = (low.wrapping_mul(0x0102_0304_0506_0708) >> 56) as usize - 1;
-            let at = wi * 8 + (k & 7);
+            let at = wi * 8 + first_flagged(z);
             return if at < to { Found::At(at) } else { Found::End };
         }
     }
@@ -718,18 +720,7 @@ fn check_token(s: &mut Scan, h: u64) {
     if !(hit_a && hit_b) {
         return;
     }
-    let mut found = None;
-    for p in 0..SIG_PROBES {
-        let slot = &idx.slots[sig_slot(h, p)];
-        if slot.entry.tier == 0 {
-            break;
-        }
-        if slot.hash == h {
-            found = Some(slot.entry);
-            break;
-        }
-    }
-    let Some(sig) = found else {
+    let Some(sig) = idx.get(h) else {
         return;
     };
     if let Some(c) = SIG_HITS.get_ptr_mut(sig.id) {
