@@ -9,7 +9,7 @@
 // Atomic add (BPF XADD) for the shared global buckets (see limit.rs).
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
-// An empty `asm!` as a compiler barrier (opaque::hide).
+// A one-instruction `asm!` as a compiler barrier (opaque::hide).
 #![feature(asm_experimental_arch)]
 
 mod classify;

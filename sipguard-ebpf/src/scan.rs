@@ -581,11 +581,7 @@ fn tokenize(s: &mut Scan, msg: &Msg, from: usize, to: usize, k: u64) -> (u64, u6
     }
     // A token running to the end of the value.
     if t.prev != 0 {
-        check_token(s, t.h);
-        if t.in_target != 0 {
-            t.target = (t.target ^ t.h).wrapping_mul(FNV_PRIME);
-        }
-        t.last = t.h;
+        end_token(t, s, t.h);
     }
     (t.target, t.last)
 }
@@ -672,11 +668,7 @@ fn step(t: &mut Tokenize, msg: &Msg, scan: &mut Scan, index: u64) -> bool {
         }
         if prev != 0 {
             // A token just ended: every token is checked, however many.
-            check_token(scan, h);
-            // Into the target only while in it: a mask, not a branch.
-            let keep = t.in_target.wrapping_neg();
-            t.target = ((t.target ^ h).wrapping_mul(FNV_PRIME) & keep) | (t.target & !keep);
-            t.last = h;
+            end_token(t, scan, h);
             h = t.offset;
             prev = 0;
         }
@@ -689,6 +681,17 @@ fn step(t: &mut Tokenize, msg: &Msg, scan: &mut Scan, index: u64) -> bool {
     }
     (t.h, t.prev) = (h, prev);
     t.alive != 0 && base + (STEP as u64) < to
+}
+
+/// A token of hash `h` ended: check it against the signatures, fold it into
+/// the target (if this value feeds one: a mask, not a branch) and keep it
+/// as the last token.
+#[inline(always)]
+fn end_token(t: &mut Tokenize, scan: &mut Scan, h: u64) {
+    check_token(scan, h);
+    let keep = t.in_target.wrapping_neg();
+    t.target = ((t.target ^ h).wrapping_mul(FNV_PRIME) & keep) | (t.target & !keep);
+    t.last = h;
 }
 
 /// A 64-bit finalizer (MurmurHash3's fmix64) for a value's target hash
