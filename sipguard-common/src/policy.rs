@@ -127,9 +127,19 @@ pub struct Policy {
     pub auth_fail_window_ns: u64,
 }
 
+// `v6_mask_words` reads the mask as two aligned words.
+const _: () = assert!(core::mem::offset_of!(Policy, v6_mask) % 8 == 0);
+
 impl Policy {
     pub const fn enforcing(&self) -> bool {
         self.flags & POLICY_ENFORCE != 0
+    }
+
+    /// `v6_mask` as two native-endian words, to mask `SrcKey::words`.
+    #[inline(always)]
+    pub const fn v6_mask_words(&self) -> [u64; 2] {
+        // SAFETY: 16 plain bytes at an 8-aligned offset of an 8-aligned struct.
+        unsafe { core::mem::transmute::<[u8; 16], [u64; 2]>(self.v6_mask) }
     }
 }
 

@@ -15,6 +15,15 @@ pub struct SrcKey {
 }
 
 impl SrcKey {
+    /// The key of two native-endian words (the inverse of `words`).
+    #[inline(always)]
+    pub const fn from_words(w: [u64; 2]) -> Self {
+        // SAFETY: 16 plain bytes either way.
+        Self {
+            addr: unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(w) },
+        }
+    }
+
     /// The key as two native-endian words.
     #[inline(always)]
     pub const fn words(&self) -> [u64; 2] {

@@ -7,6 +7,8 @@ use core::ffi::c_void;
 use aya_ebpf::{bindings::xdp_md, helpers::generated::bpf_xdp_load_bytes};
 use sipguard_common::Class;
 
+use crate::cursor::load_u64;
+
 /// Bytes of the start line we look at: enough for "SUBSCRIBE " and for
 /// "SIP/2.0 NNN ".
 const PEEK: usize = 16;
@@ -72,8 +74,8 @@ const VERSION_FOLD: u64 = 0x0020_2020;
 #[inline(always)]
 pub fn classify(xdp: *mut xdp_md, at: usize, off: usize, end: usize, len: usize) -> Class {
     let (mut w0, mut w1) = if at + PEEK <= end {
-        let w = unsafe { core::ptr::read_unaligned(at as *const [u64; 2]) };
-        (w[0], w[1])
+        // SAFETY: checked just above.
+        unsafe { (load_u64(at), load_u64(at + 8)) }
     } else {
         // A frame ending within 16 bytes of the payload start: one helper
         // copy instead of a checked loop per byte, whose paths (one per
@@ -178,7 +180,8 @@ pub fn status_code(at: usize, end: usize) -> Option<u32> {
     if at + PEEK > end {
         return None;
     }
-    let w = unsafe { core::ptr::read_unaligned(at as *const [u64; 2]) };
+    // SAFETY: checked just above.
+    let w = unsafe { [load_u64(at), load_u64(at + 8)] };
     if w[0] | VERSION_FOLD != SIP_VERSION.w0 || !is_status_code(w[0], w[1]) {
         return None;
     }

@@ -15,7 +15,10 @@ use sipguard_common::{
     maps::{PORT_TCP, PORT_UDP},
 };
 
-use crate::{cursor::Cursor, maps::SIP_PORTS};
+use crate::{
+    cursor::{Cursor, load_be16, load_u32, load_u64},
+    maps::SIP_PORTS,
+};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -44,8 +47,11 @@ pub enum Transport {
 pub struct Flow {
     /// The peer's address: the source on ingress, the destination (the
     /// client being answered) on egress. IPv4 as an IPv4-mapped IPv6 address
-    /// (::ffff:a.b.c.d) so one key type serves both families.
-    pub src: [u8; 16],
+    /// (::ffff:a.b.c.d) so one key type serves both families. Two
+    /// native-endian words of the address bytes (`SrcKey::from_words`):
+    /// built in registers, never as bytes on the stack, whose read back as
+    /// words would stall on store forwarding.
+    pub src: [u64; 2],
     pub is_v6: bool,
     pub transport: Transport,
     /// TCP SYN without ACK: a connection attempt.
@@ -81,22 +87,18 @@ pub fn parse(data: usize, end: usize, egress: bool) -> Result<Flow, Reason> {
         ether_type = u16::from_be(unsafe { (*vlan).ether_type });
     }
 
-    // Not `[0u8; 16]`: see mem.rs (this runs for every packet).
-    let mut slot = core::mem::MaybeUninit::<[u64; 2]>::uninit();
-    let src_words = crate::mem::zero_init(&mut slot);
-    // SAFETY: 16 plain bytes.
-    let src = unsafe { &mut *(src_words.as_mut_ptr() as *mut [u8; 16]) };
+    let mut src = [0u64; 2];
     let mut fragmented = false;
     // Where the IP packet ends by its own length field: a short frame is
     // padded to 60 bytes, and the padding is neither IP nor UDP payload.
     let mut l3_end = end;
     let (proto, is_v6) = match ether_type {
         ETH_P_IP => (
-            ipv4(&mut c, src, &mut fragmented, &mut l3_end, egress)?,
+            ipv4(&mut c, &mut src, &mut fragmented, &mut l3_end, egress)?,
             false,
         ),
         ETH_P_IPV6 => (
-            ipv6(&mut c, src, &mut fragmented, &mut l3_end, egress)?,
+            ipv6(&mut c, &mut src, &mut fragmented, &mut l3_end, egress)?,
             true,
         ),
         _ => return Err(Reason::NotSipPort),
@@ -106,15 +108,13 @@ pub fn parse(data: usize, end: usize, egress: bool) -> Result<Flow, Reason> {
     let (transport, dport, syn, payload_len) = match proto {
         IPPROTO_UDP => {
             let udp: *const UdpHdr = c.take().ok_or(Reason::Malformed)?;
-            let udp_len = u16::from_be_bytes(unsafe { (*udp).len }) as usize;
+            let udp = udp as usize;
+            // SAFETY (the loads below): `take` checked the 8-byte header.
+            let udp_len = unsafe { load_be16(udp + 4) } as usize;
             if udp_len < 8 {
                 return Err(Reason::Malformed);
             }
-            let dport = if egress {
-                u16::from_be_bytes(unsafe { (*udp).src })
-            } else {
-                u16::from_be_bytes(unsafe { (*udp).dst })
-            };
+            let dport = unsafe { load_be16(if egress { udp } else { udp + 2 }) };
             let in_frame = c.remaining();
             let in_ip = l3_end.saturating_sub(c.pos);
             let stated = udp_len - 8;
@@ -143,7 +143,7 @@ pub fn parse(data: usize, end: usize, egress: bool) -> Result<Flow, Reason> {
     }
 
     Ok(Flow {
-        src: *src,
+        src,
         is_v6,
         transport,
         syn,
@@ -159,14 +159,15 @@ pub fn parse(data: usize, end: usize, egress: bool) -> Result<Flow, Reason> {
 #[inline(always)]
 fn ipv4(
     c: &mut Cursor,
-    src: &mut [u8; 16],
+    src: &mut [u64; 2],
     fragmented: &mut bool,
     l3_end: &mut usize,
     egress: bool,
 ) -> Result<u8, Reason> {
     let start = c.pos;
     let ip: *const Ipv4Hdr = c.take().ok_or(Reason::Malformed)?;
-    let total = u16::from_be_bytes(unsafe { (*ip).tot_len }) as usize;
+    // SAFETY (the loads below): `take` checked the 20-byte header.
+    let total = unsafe { load_be16(start + 2) } as usize;
     // 0 is what segmentation offload leaves: no limit then.
     if total != 0 {
         *l3_end = start + total;
@@ -177,19 +178,15 @@ fn ipv4(
         return Err(Reason::Malformed);
     }
     c.skip(ihl - Ipv4Hdr::LEN).ok_or(Reason::Malformed)?;
-    let frags = u16::from_be_bytes(unsafe { (*ip).frags });
+    let frags = unsafe { load_be16(start + 6) };
     if frags & 0x1fff != 0 {
         return Err(Reason::Fragment);
     }
     *fragmented = frags & 0x2000 != 0;
-    src[10] = 0xff;
-    src[11] = 0xff;
-    let peer = if egress {
-        unsafe { &(*ip).dst_addr }
-    } else {
-        unsafe { &(*ip).src_addr }
-    };
-    src[12..16].copy_from_slice(peer);
+    // ::ffff:a.b.c.d: bytes 10 and 11 are 0xff, the address is bytes 12-15
+    // (the high half of the second little-endian word).
+    let peer = unsafe { load_u32(if egress { start + 16 } else { start + 12 }) };
+    src[1] = 0xffff_0000 | (peer as u64) << 32;
     Ok(unsafe { (*ip).proto })
 }
 
@@ -198,22 +195,21 @@ fn ipv4(
 #[inline(always)]
 fn ipv6(
     c: &mut Cursor,
-    src: &mut [u8; 16],
+    src: &mut [u64; 2],
     fragmented: &mut bool,
     l3_end: &mut usize,
     egress: bool,
 ) -> Result<u8, Reason> {
+    let start = c.pos;
     let ip: *const Ipv6Hdr = c.take().ok_or(Reason::Malformed)?;
-    let payload = u16::from_be_bytes(unsafe { (*ip).payload_len }) as usize;
+    // SAFETY (the loads below): `take` checked the 40-byte header.
+    let payload = unsafe { load_be16(start + 4) } as usize;
     // 0 means a jumbogram (hop-by-hop option): no limit then.
     if payload != 0 {
         *l3_end = c.pos + payload;
     }
-    *src = if egress {
-        unsafe { (*ip).dst_addr }
-    } else {
-        unsafe { (*ip).src_addr }
-    };
+    let peer = if egress { start + 24 } else { start + 8 };
+    *src = unsafe { [load_u64(peer), load_u64(peer + 8)] };
     let mut next = unsafe { (*ip).next_hdr };
     for _ in 0..MAX_IPV6_EXT_HDRS {
         match next {

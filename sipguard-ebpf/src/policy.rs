@@ -64,19 +64,25 @@ fn opens_target(class: u32) -> bool {
 /// prefix.
 #[inline(always)]
 pub fn group(flow: &Flow, policy: &Policy) -> SrcKey {
-    let mut key = SrcKey { addr: flow.src };
+    let [a, b] = flow.src;
     if flow.is_v6 {
-        for i in 0..16 {
-            key.addr[i] &= policy.v6_mask[i];
-        }
+        let [ma, mb] = policy.v6_mask_words();
+        SrcKey::from_words([a & ma, b & mb])
+    } else {
+        SrcKey::from_words([a, b])
     }
-    key
 }
 
 /// The source is on the allowlist: pass, never limited, banned or dropped.
 #[inline(always)]
 pub fn allowlisted(flow: &Flow) -> bool {
-    may_hold(LIST_ALLOW) && ALLOW.get(Key::new(128, flow.src)).is_some()
+    may_hold(LIST_ALLOW) && ALLOW.get(lpm_key(flow)).is_some()
+}
+
+/// The allow/block lists' key for the packet's source: the whole address.
+#[inline(always)]
+fn lpm_key(flow: &Flow) -> Key<[u8; 16]> {
+    Key::new(128, SrcKey::from_words(flow.src).addr)
 }
 
 /// False only when the controller has marked the list empty (see
@@ -155,10 +161,9 @@ pub fn front(flow: &Flow, class: u32) -> Step {
     let Some(policy) = POLICY.get(0) else {
         return Step::Done(Verdict::Pass, Reason::Accepted);
     };
-    let cidr = Key::new(128, flow.src);
     let now = clock::now();
     if may_hold(LIST_BLOCK)
-        && let Some(block) = BLOCK.get(&cidr)
+        && let Some(block) = BLOCK.get(lpm_key(flow))
         && (block.expires_ns == 0 || block.expires_ns > now)
     {
         let (v, r) = deny(policy, Reason::Blocklisted);

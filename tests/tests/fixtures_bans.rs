@@ -2,7 +2,11 @@
 //! fallback to `BANS`, lifting bans at once, expiry on the programs'
 //! calibrated clock, and the sweep mending a hint a racing writer lost.
 
-use std::{net::Ipv4Addr, thread, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    thread,
+    time::Duration,
+};
 
 use sipguard::{
     addr::{monotonic_ns, src_key},
@@ -11,11 +15,12 @@ use sipguard::{
 use sipguard_common::{
     Class, Reason, Verdict,
     maps::TableStat,
+    policy::prefix_mask,
     source::{Ban, BanHint, BanReason, SrcKey},
 };
 use sipguard_tests::{
     harness::{Delta, Harness},
-    packet::{Pkt, SERVER_V4, sip::Sip, v4},
+    packet::{Pkt, SERVER_V4, SERVER_V6, sip::Sip, v4, v6},
 };
 
 fn key(a: Ipv4Addr) -> SrcKey {
@@ -205,4 +210,63 @@ fn the_sweep_mends_a_lost_hint() {
     assert_eq!(h.maps_mut().sync_ban_hints(monotonic_ns()).unwrap(), 1);
     assert_eq!(verdict(&h, a), BANNED, "mended");
     assert_eq!(h.maps_mut().sync_ban_hints(monotonic_ns()).unwrap(), 0);
+}
+
+/// A ban keyed by its /64 (the default grouping) drops every address of
+/// that /64, on the hint's fast path and through `BANS` alike, and nothing
+/// outside it; an IPv4 ban drops that one address. The program builds the
+/// keys from the packet (parse.rs, `policy::group`) and the controller from
+/// the address (`src_key`): this checks that both agree, word for word.
+#[test]
+fn bans_match_the_programs_keys_v6_by_64_and_v4() {
+    let mut h = harness();
+    let from6 =
+        |a: Ipv6Addr| Pkt::udp_v6(a, SERVER_V6, 5060, Sip::invite_with_sdp().build()).build();
+    let verdict6 = |h: &Harness, a: Ipv6Addr| {
+        let pkt = from6(a);
+        let (_, d) = h.run_counted(&pkt).unwrap();
+        for (v, r) in [BANNED, PASSED] {
+            if d == Delta::one(v, r, Some(Class::Invite), pkt.len()) {
+                return (v, r);
+            }
+        }
+        panic!("{a}: unexpected counters {d:?}");
+    };
+    let net = v6(7);
+    let same_64 = Ipv6Addr::from(u128::from(net) ^ 0xffff_ffff_ffff_ffff);
+    let next_64 = Ipv6Addr::from(u128::from(net) + (1 << 64));
+    let v4_banned = v4(3);
+    let now = monotonic_ns();
+    let entry = Ban {
+        expires_ns: now + HOUR,
+        since_ns: now,
+        reason: BanReason::Manual as u32,
+        bucket: 0,
+        dropped: 0,
+    };
+    let key64 = src_key(IpAddr::V6(net), &prefix_mask(64));
+    h.maps_mut().ban_add(key64, entry).unwrap();
+    h.maps_mut().ban_add(key(v4_banned), entry).unwrap();
+
+    for a in [net, same_64] {
+        assert_eq!(verdict6(&h, a), BANNED, "{a} is in the banned /64");
+    }
+    assert_eq!(verdict6(&h, next_64), PASSED, "{next_64} is in another /64");
+    assert_eq!(verdict(&h, v4_banned), BANNED);
+    assert_eq!(verdict(&h, v4(4)), PASSED);
+
+    // The same with the /64's hint slot held by another key's live ban
+    // (banned first, so the slot keeps it): `BANS` decides, by the same key.
+    let mut h = harness();
+    let squatter = (1..1 << 20)
+        .map(v4)
+        .find(|a| key(*a).ban_slot() == key64.ban_slot())
+        .expect("an IPv4 key sharing the /64's hint slot");
+    h.maps_mut().ban_add(key(squatter), entry).unwrap();
+    h.maps_mut().ban_add(key64, entry).unwrap();
+    let hint = h.maps().ban_hints.get(&key64.ban_slot(), 0).unwrap();
+    assert!(hint.key.same(&key(squatter)), "the slot is the squatter's");
+    assert_eq!(verdict6(&h, same_64), BANNED, "BANS holds the /64");
+    assert_eq!(verdict6(&h, next_64), PASSED);
+    assert_eq!(verdict(&h, squatter), BANNED);
 }
