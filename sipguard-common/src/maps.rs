@@ -30,7 +30,6 @@ pub const MAP_PENDING: &str = "PENDING";
 pub const MAP_SCAN_STATE: &str = "SCAN_STATE";
 pub const MAP_SCAN_MSG: &str = "SCAN_MSG";
 pub const MAP_TOKENIZE: &str = "TOKENIZE";
-pub const MAP_SCRATCH: &str = "SCRATCH";
 pub const MAP_TRUSTED: &str = "TRUSTED";
 pub const MAP_PENDING_RESP: &str = "PENDING_RESP";
 pub const MAP_LIST_EMPTY: &str = "LIST_EMPTY";

@@ -79,11 +79,6 @@ pub static CLASS_STATS: PerCpuArray<Counter> =
 #[map]
 pub static TABLE_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(TABLE_STAT_SLOTS, 0);
 
-/// One per-CPU scratch word: `opaque::launder` passes values through it so
-/// the verifier stops tracking them as constants.
-#[map]
-pub static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-
 /// Scanner signatures: FNV-1a hash of a lower-cased token -> id and tier.
 /// The controller's record (the program reads `SIG_INDEX`).
 #[map]

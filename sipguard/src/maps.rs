@@ -15,8 +15,8 @@ use sipguard_common::{
     maps::{
         LIST_ALLOW, LIST_BLOCK, MAP_ALLOW, MAP_BAN_EVENTS, MAP_BAN_HINTS, MAP_BANS, MAP_BLOCK,
         MAP_CLASS_STATS, MAP_GLOBAL_STATE, MAP_LIST_EMPTY, MAP_PENDING, MAP_PENDING_RESP,
-        MAP_POLICY, MAP_PROGS, MAP_PROGS_TC, MAP_REASON_STATS, MAP_SCAN_STATE, MAP_SCRATCH,
-        MAP_SIG_HITS, MAP_SIG_INDEX, MAP_SIG_NAMES, MAP_SIGNATURES, MAP_SIP_PORTS, MAP_SRC_STATE,
+        MAP_POLICY, MAP_PROGS, MAP_PROGS_TC, MAP_REASON_STATS, MAP_SCAN_STATE, MAP_SIG_HITS,
+        MAP_SIG_INDEX, MAP_SIG_NAMES, MAP_SIGNATURES, MAP_SIP_PORTS, MAP_SRC_STATE,
         MAP_TABLE_STATS, MAP_TOKENIZE, MAP_TRUSTED, PORT_TCP, PORT_UDP,
     },
     policy::POLICY_ENFORCE,
@@ -50,7 +50,7 @@ pub struct Maps {
 /// restarted or upgraded agent (same `LAYOUT_VERSION`) takes it over and the
 /// old and new programs use the same maps while the link is swapped.
 /// `BAN_EVENTS` is read only by the agent.
-pub const ALL: [&str; 25] = [
+pub const ALL: [&str; 24] = [
     MAP_BAN_HINTS,
     MAP_LIST_EMPTY,
     MAP_PROGS_TC,
@@ -59,7 +59,6 @@ pub const ALL: [&str; 25] = [
     MAP_PENDING,
     MAP_SCAN_STATE,
     MAP_TOKENIZE,
-    MAP_SCRATCH,
     MAP_SIGNATURES,
     MAP_SIG_INDEX,
     MAP_SIG_NAMES,
