@@ -579,9 +579,16 @@ fn tokenize(s: &mut Scan, msg: &Msg, from: usize, to: usize, k: u64) -> (u64, u6
             );
         }
     }
-    // A token running to the end of the value.
+    // A token running to the end of the value. The same as the byte loop's
+    // end of a token (`step`), but with a branch where the loop has a mask:
+    // one helper for both, masked, made the verifier walk 489 k
+    // instructions instead of 355 k (measured; `verified_insns`).
     if t.prev != 0 {
-        end_token(t, s, t.h);
+        check_token(s, t.h);
+        if t.in_target != 0 {
+            t.target = (t.target ^ t.h).wrapping_mul(FNV_PRIME);
+        }
+        t.last = t.h;
     }
     (t.target, t.last)
 }
@@ -668,7 +675,11 @@ fn step(t: &mut Tokenize, msg: &Msg, scan: &mut Scan, index: u64) -> bool {
         }
         if prev != 0 {
             // A token just ended: every token is checked, however many.
-            end_token(t, scan, h);
+            check_token(scan, h);
+            // Into the target only while in it: a mask, not a branch.
+            let keep = t.in_target.wrapping_neg();
+            t.target = ((t.target ^ h).wrapping_mul(FNV_PRIME) & keep) | (t.target & !keep);
+            t.last = h;
             h = t.offset;
             prev = 0;
         }
@@ -681,17 +692,6 @@ fn step(t: &mut Tokenize, msg: &Msg, scan: &mut Scan, index: u64) -> bool {
     }
     (t.h, t.prev) = (h, prev);
     t.alive != 0 && base + (STEP as u64) < to
-}
-
-/// A token of hash `h` ended: check it against the signatures, fold it into
-/// the target (if this value feeds one: a mask, not a branch) and keep it
-/// as the last token.
-#[inline(always)]
-fn end_token(t: &mut Tokenize, scan: &mut Scan, h: u64) {
-    check_token(scan, h);
-    let keep = t.in_target.wrapping_neg();
-    t.target = ((t.target ^ h).wrapping_mul(FNV_PRIME) & keep) | (t.target & !keep);
-    t.last = h;
 }
 
 /// A 64-bit finalizer (MurmurHash3's fmix64) for a value's target hash
