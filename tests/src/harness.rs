@@ -90,6 +90,18 @@ impl Harness {
         test_run(prog, PROG_BENCH_EMPTY, pkt, repeat)
     }
 
+    /// Instructions the verifier walked to accept each loaded program (the
+    /// kernel's `verified_insns`; the budget is one million per program).
+    pub fn verified_insns(&self) -> Vec<(String, u32)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let n = p.info().ok()?.verified_instruction_count()?;
+                Some((name.to_string(), n))
+            })
+            .collect()
+    }
+
     /// Run the TC egress program (`sipguard_egress`, which tail-calls
     /// `sipguard_resp`) once on `frame`, a frame the server sends; returns
     /// the TC action.

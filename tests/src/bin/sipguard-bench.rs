@@ -556,6 +556,13 @@ fn run() -> Result<()> {
         floor.median.as_nanos(),
         floor.min.as_nanos()
     );
+    let mut insns = Harness::new()?.verified_insns();
+    insns.sort();
+    let insns: Vec<String> = insns.iter().map(|(n, c)| format!("{n} {c}")).collect();
+    println!(
+        "instructions the verifier walked (budget 1000000 each): {}",
+        insns.join(", ")
+    );
     println!();
     println!(
         "{:<42} {:>6} {:<32} {:>9} {:>9} {:>10} {:>10}",
