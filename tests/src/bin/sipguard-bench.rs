@@ -420,15 +420,24 @@ fn machine() -> String {
 struct Figures {
     median: Duration,
     min: Duration,
+    /// Median over the timed calls of (the call minus the empty program's
+    /// call right after it): the program's own cost, each pair measured
+    /// under the same conditions. Zero when not paired.
+    program: Duration,
 }
 
 impl Figures {
-    /// From the per-run times of the timed calls (at least one).
-    fn of(mut times: Vec<Duration>) -> Self {
+    /// From the per-run times of the timed calls (at least one), each with
+    /// the per-run time of the empty program timed right after it.
+    fn of(pairs: &[(Duration, Duration)]) -> Self {
+        let mut times: Vec<Duration> = pairs.iter().map(|p| p.0).collect();
         times.sort();
+        let mut own: Vec<Duration> = pairs.iter().map(|(t, e)| t.saturating_sub(*e)).collect();
+        own.sort();
         Figures {
             median: times[times.len() / 2],
             min: times[0],
+            program: own[own.len() / 2],
         }
     }
 }
@@ -441,7 +450,7 @@ fn measure(case: &Case, args: &Args) -> Result<Figures> {
     // One untimed call first: warms caches and the JIT image.
     let calls = args.runs + 1;
     let runs = calls as u64 * args.repeat as u64;
-    let mut times = Vec::with_capacity(args.runs);
+    let mut pairs = Vec::with_capacity(args.runs);
     for i in 0..calls {
         let per_run = match case.path {
             Path::Xdp { .. } => h.run_repeat(&case.packet, args.repeat)?.1,
@@ -454,8 +463,10 @@ fn measure(case: &Case, args: &Args) -> Result<Figures> {
                 per_run
             }
         };
+        // The floor right after, on the same packet, CPU and conditions.
+        let (_, empty) = h.empty_repeat(&case.packet, args.repeat)?;
         if i > 0 {
-            times.push(per_run);
+            pairs.push((per_run, empty));
         }
     }
     let got = Delta::between(&before, &h.snapshot()?);
@@ -502,22 +513,22 @@ fn measure(case: &Case, args: &Args) -> Result<Figures> {
             learnt(&h, runs).with_context(|| format!("case {:?}", case.name))?;
         }
     }
-    Ok(Figures::of(times))
+    Ok(Figures::of(&pairs))
 }
 
 /// The empty program on a 950-byte INVITE: the test-run floor.
 fn floor(args: &Args) -> Result<Figures> {
     let mut h = Harness::new()?;
     let pkt = Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, Sip::invite_with_sdp().build()).build();
-    let mut times = Vec::with_capacity(args.runs);
+    let mut pairs = Vec::with_capacity(args.runs);
     for i in 0..=args.runs {
         let (action, per_run) = h.empty_repeat(&pkt, args.repeat)?;
         ensure!(action == XDP_PASS, "the empty program returned {action}");
         if i > 0 {
-            times.push(per_run);
+            pairs.push((per_run, per_run));
         }
     }
-    Ok(Figures::of(times))
+    Ok(Figures::of(&pairs))
 }
 
 fn path(case: &Case) -> String {
@@ -552,7 +563,8 @@ fn run() -> Result<()> {
     let floor = floor(&args)?;
     println!(
         "an empty XDP program costs {} ns (median; min {}) here: BPF_PROG_TEST_RUN's own \
-         cost per run, in every figure below; program_ns = median_ns minus it",
+         cost per run, in every median and min below. program_ns: the program's own cost, \
+         the median of (each timed call minus the empty program's call right after it)",
         floor.median.as_nanos(),
         floor.min.as_nanos()
     );
@@ -591,7 +603,7 @@ fn run() -> Result<()> {
             path(case),
             median_ns,
             f.min.as_nanos(),
-            median_ns.saturating_sub(floor.median.as_nanos()),
+            f.program.as_nanos(),
             mpps
         );
     }
