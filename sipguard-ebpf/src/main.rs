@@ -85,8 +85,8 @@ pub fn sipguard_xdp(ctx: XdpContext) -> u32 {
         return finish(&ctx, Verdict::Pass, Reason::Allowlisted, Some(class as u32));
     }
     // One unknown class for the verifier, not 18 constants (see opaque.rs),
-    // hidden behind the frame's first word: parse read past it, so the
-    // check below always holds, and the load is the one the verifier sees.
+    // hidden behind the frame's first 8 bytes. Parse read past them, so the
+    // check always holds; it is there because the verifier wants it.
     if data + 8 > end {
         return finish(&ctx, Verdict::Pass, Reason::Malformed, None);
     }
