@@ -464,8 +464,6 @@ fn line(s: &mut Scan, msg: &Msg) -> Line {
 /// costs a load, the SWAR test and the loop branch.
 #[inline(always)]
 fn find_newline(msg: &Msg, from: usize, len: usize) -> Found {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
     const PATTERN: u64 = ONES * b'\n' as u64;
     let first = (from >> 3) & WORD_MASK;
     let mut x = (msg.w[first] ^ PATTERN) | ((1u64 << ((from & 7) * 8)) - 1);
@@ -474,7 +472,7 @@ fn find_newline(msg: &Msg, from: usize, len: usize) -> Found {
             // first + j < MSG_MAX / 8 + LINE_WORDS = MSG_WORDS: no mask.
             x = msg.w[first + j] ^ PATTERN;
         }
-        let z = x.wrapping_sub(ONES) & !x & HIGH;
+        let z = zero_bytes(x);
         if z != 0 {
             let at = (first + j) * 8 + first_flagged(z);
             return if at < len { Found::At(at) } else { Found::End };
@@ -483,8 +481,18 @@ fn find_newline(msg: &Msg, from: usize, len: usize) -> Found {
     Found::Long((first + LINE_WORDS) * 8)
 }
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The SWAR zero-byte test: 0x80 in the byte of every zero byte of `x`
+/// (and possibly above the lowest one, never below it).
+#[inline(always)]
+fn zero_bytes(x: u64) -> u64 {
+    x.wrapping_sub(ONES) & !x & HIGH
+}
+
 /// Index (0-7) of the lowest byte flagged 0x80 in a SWAR zero-byte test
-/// `z`: `z & -z` is 0x80 << 8k for that byte k, and a multiply turns it
+/// `z` (`zero_bytes`): `z & -z` is 0x80 << 8k for that byte k, and a multiply turns it
 /// into k + 1 in the top byte (no loop, so no branch per byte).
 #[inline(always)]
 fn first_flagged(z: u64) -> usize {
@@ -498,8 +506,6 @@ fn first_flagged(z: u64) -> usize {
 /// loop, so the verifier sees one branch per word instead of one per byte.
 #[inline(always)]
 fn find_byte(msg: &Msg, from: usize, to: usize, byte: u8) -> Found {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
     let pattern = ONES * byte as u64;
     let first = from >> 3;
     // Bytes of the first word before `from` must not match: make them
@@ -514,7 +520,7 @@ fn find_byte(msg: &Msg, from: usize, to: usize, byte: u8) -> Found {
         if j == 0 {
             x |= before;
         }
-        let z = x.wrapping_sub(ONES) & !x & HIGH;
+        let z = zero_bytes(x);
         if z != 0 {
             let at = wi * 8 + first_flagged(z);
             return if at < to { Found::At(at) } else { Found::End };
