@@ -94,6 +94,18 @@ pub struct SigIndex {
 }
 
 impl SigIndex {
+    /// False when the bloom filter rules `h` out (most tokens of legitimate
+    /// traffic): two bit tests, before any slot is read.
+    #[inline(always)]
+    pub fn may_hold(&self, h: u64) -> bool {
+        let (a, b) = bloom_bits(h);
+        // The masks are no-ops (a, b < BLOOM_BITS) that bound the index for
+        // the verifier.
+        let hit_a = self.bloom[(a / 64) as usize & (BLOOM_WORDS - 1)] & (1 << (a % 64)) != 0;
+        let hit_b = self.bloom[(b / 64) as usize & (BLOOM_WORDS - 1)] & (1 << (b % 64)) != 0;
+        hit_a && hit_b
+    }
+
     /// The entry of hash `h`: its probe run up to the first empty slot (the
     /// program's lookup; the index is in the program's map value).
     #[inline(always)]

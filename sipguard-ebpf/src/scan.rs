@@ -15,7 +15,7 @@ use aya_ebpf::{
     bindings::{__sk_buff, xdp_md},
     helpers::generated::{bpf_loop, bpf_skb_load_bytes, bpf_xdp_load_bytes},
 };
-use sipguard_common::signature::{BLOOM_BITS, FNV_OFFSET, FNV_PRIME, TIER_BAN, is_token_byte};
+use sipguard_common::signature::{FNV_OFFSET, FNV_PRIME, TIER_BAN, is_token_byte};
 
 use crate::{
     maps::{SCAN_MSG, SCAN_STATE, SIG_HITS, SIG_INDEX, TOKENIZE},
@@ -723,10 +723,7 @@ fn check_token(s: &mut Scan, h: u64) {
     };
     // SAFETY: an array map value, read only.
     let idx = unsafe { &*idx };
-    let (a, b) = (h % BLOOM_BITS, (h >> 32) % BLOOM_BITS);
-    let hit_a = idx.bloom[(a / 64) as usize & 63] & (1 << (a % 64)) != 0;
-    let hit_b = idx.bloom[(b / 64) as usize & 63] & (1 << (b % 64)) != 0;
-    if !(hit_a && hit_b) {
+    if !idx.may_hold(h) {
         return;
     }
     let Some(sig) = idx.get(h) else {
