@@ -2,7 +2,7 @@
 
 /// Version of the pinned-map layout. Bump it whenever a key or value type
 /// changes, so a new controller never misreads maps pinned by an old one.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// bpffs mount point and the directory under it that sipguard owns.
 pub const BPFFS: &str = "/sys/fs/bpf";

@@ -1287,10 +1287,11 @@ fn bug_header_lines_longer_than_the_scan_window() {
     );
 }
 
-/// Values are tokenized 32 bytes a step (the first step in line, the rest
-/// by a loop): a signature across a step boundary, or wholly past the
-/// first step, is found like one at the start, and one past the 128 bytes
-/// tokenized is not.
+/// Values are tokenized 32 bytes a step (the first step with the line, the
+/// rest in the scan loop's next iterations): a signature across a step
+/// boundary, or wholly past the first step, is found like one at the start,
+/// and one past the 128 bytes tokenized is not. The lines after a value of
+/// several steps are read as before it.
 #[test]
 fn signatures_anywhere_in_the_tokenized_window() {
     let ua = |value: &str| {
@@ -1304,6 +1305,17 @@ fn signatures_anywhere_in_the_tokenized_window() {
     let fourth_step = ua(&format!("{} sipcli/1.0", "y".repeat(99)));
     // At offset 130: past the 128 bytes tokenized, so not seen.
     let past_window = ua(&format!("{} sipcli/1.0", "z".repeat(129)));
+    // A From whose display name takes four steps, then the other headers.
+    let long_from = |user_agent: &str| {
+        let mut l = invite_lines(false);
+        set_line(
+            &mut l,
+            "From",
+            &format!("\"{}\" <sip:bob@example.com>;tag=1", "w".repeat(110)),
+        );
+        set_line(&mut l, "User-Agent", user_agent);
+        message(&l, "")
+    };
     check_rows(
         &mut harness(),
         vec![
@@ -1321,6 +1333,16 @@ fn signatures_anywhere_in_the_tokenized_window() {
                 "sipcli past the tokenized window".into(),
                 from(2, past_window),
                 Want::accepted(Class::Invite),
+            ),
+            (
+                "a four-step From, then every mandatory header".into(),
+                from(3, long_from("Linphone/5.2.5")),
+                Want::accepted(Class::Invite),
+            ),
+            (
+                "a four-step From, then a scanner User-Agent".into(),
+                from(4, long_from("friendly-scanner")),
+                Want::denied(true, Reason::Scanner, Class::Invite).hits(&[("friendly-scanner", 1)]),
             ),
         ],
     );
