@@ -37,10 +37,10 @@ pub const MAP_LIST_EMPTY: &str = "LIST_EMPTY";
 pub const MAP_CLOCK: &str = "CLOCK";
 pub const MAP_CLOCK_SAMPLE: &str = "CLOCK_SAMPLE";
 
-/// `LIST_EMPTY` slots: the allowlist and the blocklist.
-pub const LIST_ALLOW: u32 = 0;
-pub const LIST_BLOCK: u32 = 1;
-pub const LIST_SLOTS: u32 = 2;
+/// `LIST_EMPTY` bits, set while that list is known to be empty: the
+/// allowlist and the blocklist.
+pub const LIST_ALLOW: u32 = 1 << 0;
+pub const LIST_BLOCK: u32 = 1 << 1;
 
 /// Trusted sources. LRU: losing a trust entry only sends that source back to
 /// the shared budgets until its next 2xx; trust is never a reason to drop.

@@ -80,8 +80,9 @@ pub fn sipguard_xdp(ctx: XdpContext) -> u32 {
         ),
     };
     // The allowlist comes first (see policy.rs), here before the class is
-    // laundered, so a trunk's packets skip that map round trip too.
-    if policy::allowlisted(&flow) {
+    // hidden, so a trunk's packets skip that too.
+    let empty = policy::empty_lists();
+    if policy::allowlisted(&flow, empty) {
         return finish(&ctx, Verdict::Pass, Reason::Allowlisted, Some(class as u32));
     }
     // One unknown class for the verifier, not 18 constants (see opaque.rs),
@@ -92,7 +93,7 @@ pub fn sipguard_xdp(ctx: XdpContext) -> u32 {
     }
     // SAFETY: checked just above.
     let class = opaque::hide(class as u64, unsafe { cursor::load_u64(data) }) as u32;
-    let (verdict, reason) = match policy::front(&flow, class) {
+    let (verdict, reason) = match policy::front(&flow, class, empty) {
         Step::Done(v, r) => (v, r),
         Step::Next {
             src,

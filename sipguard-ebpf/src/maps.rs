@@ -10,8 +10,8 @@ use sipguard_common::{
     class::CLASS_SLOTS,
     clock::{Clock, ClockSample},
     maps::{
-        ALLOW_MAX, BAN_EVENTS_BYTES, BANS_MAX, BLOCK_MAX, LIST_SLOTS, PROG_SLOTS, SIP_PORTS_LEN,
-        SRC_STATE_MAX, TABLE_STAT_SLOTS, TRUSTED_MAX, VERDICT_SLOTS,
+        ALLOW_MAX, BAN_EVENTS_BYTES, BANS_MAX, BLOCK_MAX, PROG_SLOTS, SIP_PORTS_LEN, SRC_STATE_MAX,
+        TABLE_STAT_SLOTS, TRUSTED_MAX, VERDICT_SLOTS,
     },
     policy::BUCKETS,
     signature::{SIG_NAME_MAX, SIGNATURES_MAX, SigEntry, SigIndex},
@@ -139,12 +139,13 @@ pub struct Pending {
     pub now: u64,
 }
 
-/// Per list (`LIST_ALLOW`, `LIST_BLOCK`): 1 when the controller knows the
-/// trie is empty, so the program skips its lookup (an LPM lookup is a
-/// function call, the dearest step of a banned packet's path). A fresh map
-/// reads 0, "look": the skip is only ever an optimisation.
+/// One word, a bit per list (`LIST_ALLOW`, `LIST_BLOCK`) set when the
+/// controller knows that list's trie is empty, so the program skips its
+/// lookup (an LPM lookup is a function call, the dearest step of a banned
+/// packet's path). One word, so a packet reads both flags with one lookup.
+/// A fresh map reads 0, "look": the skip is only ever an optimisation.
 #[map]
-pub static LIST_EMPTY: Array<u32> = Array::with_max_entries(LIST_SLOTS, 0);
+pub static LIST_EMPTY: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map]
 pub static PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);

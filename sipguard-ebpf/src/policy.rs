@@ -74,9 +74,10 @@ pub fn group(flow: &Flow, policy: &Policy) -> SrcKey {
 }
 
 /// The source is on the allowlist: pass, never limited, banned or dropped.
+/// `empty`: the `LIST_EMPTY` word (`empty_lists`).
 #[inline(always)]
-pub fn allowlisted(flow: &Flow) -> bool {
-    may_hold(LIST_ALLOW) && ALLOW.get(lpm_key(flow)).is_some()
+pub fn allowlisted(flow: &Flow, empty: u32) -> bool {
+    empty & LIST_ALLOW == 0 && ALLOW.get(lpm_key(flow)).is_some()
 }
 
 /// The allow/block lists' key for the packet's source: the whole address.
@@ -85,11 +86,11 @@ fn lpm_key(flow: &Flow) -> Key<[u8; 16]> {
     Key::new(128, SrcKey::from_words(flow.src).addr)
 }
 
-/// False only when the controller has marked the list empty (see
-/// `LIST_EMPTY`).
+/// The lists the controller has marked empty (`LIST_EMPTY`), read once per
+/// packet for both lists.
 #[inline(always)]
-fn may_hold(list: u32) -> bool {
-    !matches!(LIST_EMPTY.get(list), Some(1))
+pub fn empty_lists() -> u32 {
+    LIST_EMPTY.get(0).map_or(0, |e| *e)
 }
 
 /// `src` is banned now. Its `BAN_HINTS` slot decides unless another key's
@@ -156,13 +157,13 @@ pub enum Step {
 /// the code) run in the second stage, which the verifier checks once rather
 /// than once per parse path.
 #[inline(always)]
-pub fn front(flow: &Flow, class: u32) -> Step {
+pub fn front(flow: &Flow, class: u32, empty: u32) -> Step {
     // No policy written yet (controller still starting): pass, never drop.
     let Some(policy) = POLICY.get(0) else {
         return Step::Done(Verdict::Pass, Reason::Accepted);
     };
     let now = clock::now();
-    if may_hold(LIST_BLOCK)
+    if empty & LIST_BLOCK == 0
         && let Some(block) = BLOCK.get(lpm_key(flow))
         && (block.expires_ns == 0 || block.expires_ns > now)
     {

@@ -279,14 +279,16 @@ impl Maps {
     /// list is marked non-empty, so a rule is in force once its command
     /// returns.
     pub fn refresh_list_flags(&mut self) -> Result<()> {
-        let allow_empty = self.allow.keys().next().is_none();
-        let block_empty = self.block.keys().next().is_none();
-        for (slot, empty) in [(LIST_ALLOW, allow_empty), (LIST_BLOCK, block_empty)] {
-            self.list_empty
-                .set(slot, empty as u32, 0)
-                .context("updating the list-empty flags")?;
+        let mut empty = 0;
+        if self.allow.keys().next().is_none() {
+            empty |= LIST_ALLOW;
         }
-        Ok(())
+        if self.block.keys().next().is_none() {
+            empty |= LIST_BLOCK;
+        }
+        self.list_empty
+            .set(0, empty, 0)
+            .context("updating the list-empty flags")
     }
 
     /// The bans, each with the packets dropped for it by `BANS` and by its
