@@ -2,7 +2,7 @@
 
 /// Version of the pinned-map layout. Bump it whenever a key or value type
 /// changes, so a new controller never misreads maps pinned by an old one.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// bpffs mount point and the directory under it that sipguard owns.
 pub const BPFFS: &str = "/sys/fs/bpf";
@@ -26,18 +26,19 @@ pub const MAP_SIG_INDEX: &str = "SIG_INDEX";
 pub const MAP_SIG_NAMES: &str = "SIG_NAMES";
 pub const MAP_SIG_HITS: &str = "SIG_HITS";
 /// Per-CPU working state of the programs (see sipguard-ebpf/src/maps.rs).
+/// `PENDING` is pinned: an adopted `sipguard_xdp` may tail-call the new
+/// `sipguard_sip`. The header scan's buffers (`SCAN_MSG`, `SCAN_STATE`,
+/// `TOKENIZE`) are not: each load has its own, so their layout can change
+/// without a new `LAYOUT_VERSION`.
 pub const MAP_PENDING: &str = "PENDING";
-pub const MAP_SCAN_STATE: &str = "SCAN_STATE";
-pub const MAP_SCAN_MSG: &str = "SCAN_MSG";
-pub const MAP_TOKENIZE: &str = "TOKENIZE";
 pub const MAP_TRUSTED: &str = "TRUSTED";
 pub const MAP_PENDING_RESP: &str = "PENDING_RESP";
-pub const MAP_LIST_EMPTY: &str = "LIST_EMPTY";
+pub const MAP_EMPTY_LISTS: &str = "EMPTY_LISTS";
 /// Per loaded object, not pinned: each load calibrates its own (clock.rs).
 pub const MAP_CLOCK: &str = "CLOCK";
 pub const MAP_CLOCK_SAMPLE: &str = "CLOCK_SAMPLE";
 
-/// `LIST_EMPTY` bits, set while that list is known to be empty: the
+/// `EMPTY_LISTS` bits, set while that list is known to be empty: the
 /// allowlist and the blocklist.
 pub const LIST_ALLOW: u32 = 1 << 0;
 pub const LIST_BLOCK: u32 = 1 << 1;

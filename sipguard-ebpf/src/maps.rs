@@ -107,6 +107,7 @@ pub static SCAN_MSG: PerCpuArray<crate::scan::Msg> = PerCpuArray::with_max_entri
 
 /// The header scan's state and results (`scan::Scan`), per CPU: kept in map
 /// memory so the verifier checks the scan callback once (see scan.rs).
+/// Scratch only, like `SCAN_MSG`.
 #[map]
 pub static SCAN_STATE: PerCpuArray<crate::scan::Scan> = PerCpuArray::with_max_entries(1, 0);
 
@@ -145,13 +146,13 @@ pub struct Pending {
 /// packet's path). One word, so a packet reads both flags with one lookup.
 /// A fresh map reads 0, "look": the skip is only ever an optimisation.
 #[map]
-pub static LIST_EMPTY: Array<u32> = Array::with_max_entries(1, 0);
+pub static EMPTY_LISTS: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map]
 pub static PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
 
 /// The tokenizer's running state (`scan::Tokenize`), per CPU, in map memory
-/// for the same reason as `SCAN_STATE`.
+/// for the same reason as `SCAN_STATE`. Scratch only, like `SCAN_MSG`.
 #[map]
 pub static TOKENIZE: PerCpuArray<crate::scan::Tokenize> = PerCpuArray::with_max_entries(1, 0);
 

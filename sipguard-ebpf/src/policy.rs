@@ -17,7 +17,7 @@ use crate::{
     clock, limit,
     maps::Pending,
     maps::{
-        ALLOW, BAN_EVENTS, BAN_HINTS, BANS, BLOCK, GLOBAL_STATE, LIST_EMPTY, POLICY, SRC_STATE,
+        ALLOW, BAN_EVENTS, BAN_HINTS, BANS, BLOCK, EMPTY_LISTS, GLOBAL_STATE, POLICY, SRC_STATE,
     },
     mem,
     parse::{Flow, Transport},
@@ -74,7 +74,7 @@ pub fn group(flow: &Flow, policy: &Policy) -> SrcKey {
 }
 
 /// The source is on the allowlist: pass, never limited, banned or dropped.
-/// `empty`: the `LIST_EMPTY` word (`empty_lists`).
+/// `empty`: the `EMPTY_LISTS` word (`empty_lists`).
 #[inline(always)]
 pub fn allowlisted(flow: &Flow, empty: u32) -> bool {
     empty & LIST_ALLOW == 0 && ALLOW.get(lpm_key(flow)).is_some()
@@ -86,11 +86,11 @@ fn lpm_key(flow: &Flow) -> Key<[u8; 16]> {
     Key::new(128, SrcKey::from_words(flow.src).addr)
 }
 
-/// The lists the controller has marked empty (`LIST_EMPTY`), read once per
+/// The lists the controller has marked empty (`EMPTY_LISTS`), read once per
 /// packet for both lists.
 #[inline(always)]
 pub fn empty_lists() -> u32 {
-    LIST_EMPTY.get(0).map_or(0, |e| *e)
+    EMPTY_LISTS.get(0).map_or(0, |e| *e)
 }
 
 /// `src` is banned now. Its `BAN_HINTS` slot decides unless another key's

@@ -14,10 +14,10 @@ use sipguard_common::{
     Counter, Policy,
     maps::{
         LIST_ALLOW, LIST_BLOCK, MAP_ALLOW, MAP_BAN_EVENTS, MAP_BAN_HINTS, MAP_BANS, MAP_BLOCK,
-        MAP_CLASS_STATS, MAP_GLOBAL_STATE, MAP_LIST_EMPTY, MAP_PENDING, MAP_PENDING_RESP,
-        MAP_POLICY, MAP_PROGS, MAP_PROGS_TC, MAP_REASON_STATS, MAP_SCAN_STATE, MAP_SIG_HITS,
-        MAP_SIG_INDEX, MAP_SIG_NAMES, MAP_SIGNATURES, MAP_SIP_PORTS, MAP_SRC_STATE,
-        MAP_TABLE_STATS, MAP_TOKENIZE, MAP_TRUSTED, PORT_TCP, PORT_UDP,
+        MAP_CLASS_STATS, MAP_EMPTY_LISTS, MAP_GLOBAL_STATE, MAP_PENDING, MAP_PENDING_RESP,
+        MAP_POLICY, MAP_PROGS, MAP_PROGS_TC, MAP_REASON_STATS, MAP_SIG_HITS, MAP_SIG_INDEX,
+        MAP_SIG_NAMES, MAP_SIGNATURES, MAP_SIP_PORTS, MAP_SRC_STATE, MAP_TABLE_STATS, MAP_TRUSTED,
+        PORT_TCP, PORT_UDP,
     },
     policy::POLICY_ENFORCE,
     signature::{SIG_NAME_MAX, SigEntry, SigIndex},
@@ -43,22 +43,20 @@ pub struct Maps {
     pub sig_names: Array<MapData, [u8; SIG_NAME_MAX]>,
     pub sig_hits: PerCpuArray<MapData, u64>,
     pub trusted: HashMap<MapData, SrcKey, Trust>,
-    pub list_empty: Array<MapData, u32>,
+    pub empty_lists: Array<MapData, u32>,
 }
 
 /// Every map the agent pins, by name: all state the programs share, so a
 /// restarted or upgraded agent (same `LAYOUT_VERSION`) takes it over and the
 /// old and new programs use the same maps while the link is swapped.
 /// `BAN_EVENTS` is read only by the agent.
-pub const ALL: [&str; 24] = [
+pub const ALL: [&str; 22] = [
     MAP_BAN_HINTS,
-    MAP_LIST_EMPTY,
+    MAP_EMPTY_LISTS,
     MAP_PROGS_TC,
     MAP_TRUSTED,
     MAP_PENDING_RESP,
     MAP_PENDING,
-    MAP_SCAN_STATE,
-    MAP_TOKENIZE,
     MAP_SIGNATURES,
     MAP_SIG_INDEX,
     MAP_SIG_NAMES,
@@ -123,7 +121,7 @@ impl Maps {
             sig_names: take(MAP_SIG_NAMES)?.try_into()?,
             sig_hits: take(MAP_SIG_HITS)?.try_into()?,
             trusted: take(MAP_TRUSTED)?.try_into()?,
-            list_empty: take(MAP_LIST_EMPTY)?.try_into()?,
+            empty_lists: take(MAP_EMPTY_LISTS)?.try_into()?,
         })
     }
 
@@ -156,7 +154,7 @@ impl Maps {
             sig_names: Map::Array(open(MAP_SIG_NAMES)?).try_into()?,
             sig_hits: Map::PerCpuArray(open(MAP_SIG_HITS)?).try_into()?,
             trusted: Map::LruHashMap(open(MAP_TRUSTED)?).try_into()?,
-            list_empty: Map::Array(open(MAP_LIST_EMPTY)?).try_into()?,
+            empty_lists: Map::Array(open(MAP_EMPTY_LISTS)?).try_into()?,
         })
     }
 
@@ -286,7 +284,7 @@ impl Maps {
         if self.block.keys().next().is_none() {
             empty |= LIST_BLOCK;
         }
-        self.list_empty
+        self.empty_lists
             .set(0, empty, 0)
             .context("updating the list-empty flags")
     }

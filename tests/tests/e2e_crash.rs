@@ -2,7 +2,8 @@
 //!
 //! * `kill -9` of the agent during a flood: the pinned programs keep
 //!   dropping the banned source, its ban survives, and a new `sipguard run`
-//!   adopts the pinned state (counters carry on from where they were);
+//!   adopts the pinned state (counters carry on from where they were), also
+//!   with pins an older agent left that this one no longer uses;
 //! * `sipguard reload` (SIGHUP) applies a changed config file at once, and a
 //!   broken file is refused while the running policy is kept.
 //!
@@ -17,6 +18,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, ensure};
+use aya::maps::MapData;
 use serde_json::Value;
 use sipguard_tests::{
     flood::{Ctl, Delta, Stream, ban_sources, send, spawn_send},
@@ -106,6 +108,16 @@ fn kill_9_keeps_filtering_and_the_next_agent_adopts_the_bans() -> Result<()> {
         "the banned source got packets through after the kill"
     );
     drop(first); // already dead; nothing to stop
+
+    // Pins an older agent of the same layout left that this one no longer
+    // uses (the two-slot `LIST_EMPTY`, the scan's `TOKENIZE`, pinned until
+    // their layouts changed): adoption must ignore them, a clean stop
+    // remove them.
+    let leftovers = ["LIST_EMPTY", "TOKENIZE"];
+    let any_map = MapData::from_pin(pin_dir(&iface).join("GLOBAL_STATE"))?;
+    for name in leftovers {
+        any_map.pin(pin_dir(&iface).join(name))?;
+    }
 
     // A new agent adopts the pinned state: the ban and the counters survive.
     let second = lab.start_agent(&["--metrics", "off"])?;

@@ -699,10 +699,14 @@ fn udp_length_past_ip_and_lower_case_version() {
     check(&mut harness(), &rows);
 }
 
-/// `list`'s bit of `LIST_EMPTY`, as the program reads it (1 = known empty,
+/// `list`'s bit of `EMPTY_LISTS`, as the program reads it (1 = known empty,
 /// lookup skipped).
 fn list_empty(h: &Harness, list: u32) -> u32 {
-    let word = h.maps().list_empty.get(&0, 0).expect("reading LIST_EMPTY");
+    let word = h
+        .maps()
+        .empty_lists
+        .get(&0, 0)
+        .expect("reading EMPTY_LISTS");
     (word & list != 0) as u32
 }
 
@@ -767,7 +771,7 @@ fn lists_apply_at_once_and_their_empty_flags_follow() {
     );
 
     // A flag wrongly left "empty" would hide the entry; the sweep repairs it.
-    h.maps_mut().list_empty.set(0, LIST_BLOCK, 0).unwrap();
+    h.maps_mut().empty_lists.set(0, LIST_BLOCK, 0).unwrap();
     check(
         &mut h,
         &[Row::accepted(
