@@ -79,8 +79,8 @@ pub fn sipguard_xdp(ctx: XdpContext) -> u32 {
             flow.payload_len,
         ),
     };
-    // The allowlist comes first (see policy.rs), here before the class is
-    // hidden, so a trunk's packets skip that too.
+    // The allowlist comes first (see policy.rs). `empty`: the lists known
+    // to be empty, read once for the allowlist and the blocklist.
     let empty = policy::empty_lists();
     if policy::allowlisted(&flow, empty) {
         return finish(&ctx, Verdict::Pass, Reason::Allowlisted, Some(class as u32));

@@ -140,11 +140,11 @@ pub struct Pending {
     pub now: u64,
 }
 
-/// One word, a bit per list (`LIST_ALLOW`, `LIST_BLOCK`) set when the
-/// controller knows that list's trie is empty, so the program skips its
-/// lookup (an LPM lookup is a function call, the dearest step of a banned
-/// packet's path). One word, so a packet reads both flags with one lookup.
-/// A fresh map reads 0, "look": the skip is only ever an optimisation.
+/// A bit per list (`LIST_ALLOW`, `LIST_BLOCK`), set when the controller
+/// knows that list's trie is empty, so the program skips its lookup (an LPM
+/// lookup is a function call, the dearest step of a banned packet's path).
+/// One word, so a packet reads both flags with one lookup. A fresh map
+/// reads 0, "look": the skip is only ever an optimisation.
 #[map]
 pub static EMPTY_LISTS: Array<u32> = Array::with_max_entries(1, 0);
 

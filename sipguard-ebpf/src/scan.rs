@@ -343,8 +343,8 @@ struct Line {
 }
 
 const DONE: u64 = 0;
-const _: () = assert!(STOP as u64 != DONE && STOP as u64 != TOKENIZE_VALUE);
 const TOKENIZE_VALUE: u64 = 2;
+const _: () = assert!(STOP as u64 != DONE && STOP as u64 != TOKENIZE_VALUE);
 
 impl Line {
     const STOP: Line = Line::only(STOP as u64);
