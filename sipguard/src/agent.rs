@@ -61,7 +61,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // Until attached, a failure removes what this agent pinned, but never
     // the state of a previous agent whose filter is still running.
     let mut guard = PinGuard((!adopting).then(|| dir.clone()));
-    let mut live = Maps::from_ebpf(&mut ebpf)?;
+    let mut live = Maps::from_ebpf(&mut ebpf)?.pinned_at(&dir);
     if adopting {
         let kept = live.bans_list().map(|b| b.len()).unwrap_or(0);
         info!(

@@ -1,12 +1,15 @@
 //! One agent per interface: an exclusive, non-blocking `flock` on
 //! /run/sipguard/IFACE.lock, holding the owner's PID so other commands can
-//! name it (errors) or signal it (`reload`, `detach`).
+//! name it (errors) or signal it (`reload`, `detach`). And `ListsLock`,
+//! which serialises the list-flag updates of all sipguard processes.
 
 use std::{
     fs::{self, File, OpenOptions},
     io::{Read as _, Seek as _, Write as _},
     os::fd::AsRawFd,
     path::{Path, PathBuf},
+    thread::sleep,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -72,4 +75,36 @@ pub fn running_agent(iface: &str) -> Option<i32> {
     let mut pid = String::new();
     file.read_to_string(&mut pid).ok()?;
     pid.trim().parse().ok()
+}
+
+/// How long a command waits for another to finish its list-flag update.
+const LISTS_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// An exclusive `flock` on an interface's pin directory, held while a
+/// process reads the allow and block lists and writes their `EMPTY_LISTS`
+/// flags (`Maps::refresh_list_flags`). Without it, a command that read a
+/// list as empty could write that flag after another command had added an
+/// entry and cleared it, hiding the entry until the agent's next sweep.
+/// Released when dropped (the kernel releases it if the process dies).
+pub struct ListsLock {
+    _dir: File,
+}
+
+impl ListsLock {
+    pub fn acquire(dir: &Path) -> Result<ListsLock> {
+        let file = File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+        let deadline = Instant::now() + LISTS_LOCK_WAIT;
+        while !try_lock(&file) {
+            if Instant::now() >= deadline {
+                bail!(
+                    "another sipguard process has held the list lock on {} for {} s; retry, \
+                     and if it persists, look for a stuck `sipguard` process",
+                    dir.display(),
+                    LISTS_LOCK_WAIT.as_secs()
+                );
+            }
+            sleep(Duration::from_millis(10));
+        }
+        Ok(ListsLock { _dir: file })
+    }
 }

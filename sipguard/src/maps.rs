@@ -2,7 +2,7 @@
 //! object (the agent, the tests) or from the agent's pins (client commands),
 //! and the operations the CLI performs on them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use aya::{
@@ -24,7 +24,7 @@ use sipguard_common::{
     source::{Ban, BanHint, BlockEntry, SrcKey, SrcState, Trust},
 };
 
-use crate::{addr, config::Config};
+use crate::{addr, config::Config, lock::ListsLock};
 
 pub struct Maps {
     pub sip_ports: Array<MapData, u8>,
@@ -44,6 +44,9 @@ pub struct Maps {
     pub sig_hits: PerCpuArray<MapData, u64>,
     pub trusted: HashMap<MapData, SrcKey, Trust>,
     pub empty_lists: Array<MapData, u32>,
+    /// The pin directory, locked around list-flag updates (`ListsLock`);
+    /// `None` for maps no other process can reach (an unpinned load).
+    pin_dir: Option<PathBuf>,
 }
 
 /// Every map the agent pins, by name: all state the programs share, so a
@@ -122,7 +125,15 @@ impl Maps {
             sig_hits: take(MAP_SIG_HITS)?.try_into()?,
             trusted: take(MAP_TRUSTED)?.try_into()?,
             empty_lists: take(MAP_EMPTY_LISTS)?.try_into()?,
+            pin_dir: None,
         })
+    }
+
+    /// The maps of an object loaded with its maps pinned in `dir`
+    /// (`loader::load_pinned`): list-flag updates then take `ListsLock`.
+    pub fn pinned_at(mut self, dir: &Path) -> Self {
+        self.pin_dir = Some(dir.to_path_buf());
+        self
     }
 
     /// Open the maps a running agent pinned in `dir`.
@@ -155,6 +166,7 @@ impl Maps {
             sig_hits: Map::PerCpuArray(open(MAP_SIG_HITS)?).try_into()?,
             trusted: Map::LruHashMap(open(MAP_TRUSTED)?).try_into()?,
             empty_lists: Map::Array(open(MAP_EMPTY_LISTS)?).try_into()?,
+            pin_dir: Some(dir.to_path_buf()),
         })
     }
 
@@ -275,8 +287,14 @@ impl Maps {
     /// Tell the program which lists are empty, so it skips their lookups.
     /// Called after every change to a list; an entry is added before its
     /// list is marked non-empty, so a rule is in force once its command
-    /// returns.
+    /// returns. Under `ListsLock`: the flags written are those of the lists
+    /// as they are when written, whatever other commands run meanwhile.
     pub fn refresh_list_flags(&mut self) -> Result<()> {
+        let _lock = self
+            .pin_dir
+            .as_deref()
+            .map(ListsLock::acquire)
+            .transpose()?;
         let mut empty = 0;
         if self.allow.keys().next().is_none() {
             empty |= LIST_ALLOW;

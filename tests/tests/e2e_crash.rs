@@ -5,7 +5,9 @@
 //!   adopts the pinned state (counters carry on from where they were), also
 //!   with pins an older agent left that this one no longer uses;
 //! * `sipguard reload` (SIGHUP) applies a changed config file at once, and a
-//!   broken file is refused while the running policy is kept.
+//!   broken file is refused while the running policy is kept;
+//! * a list change waits while another process holds the list lock, so
+//!   concurrent commands cannot leave a list's "empty" flag stale.
 //!
 //! Needs root, python3, iproute2 and nsenter. Bounded: a few seconds of
 //! traffic at 2000 packets/s.
@@ -20,9 +22,11 @@ use std::{
 use anyhow::{Context as _, Result, ensure};
 use aya::maps::MapData;
 use serde_json::Value;
+use sipguard::{lock::ListsLock, maps::Maps};
+use sipguard_common::maps::LIST_ALLOW;
 use sipguard_tests::{
     flood::{Ctl, Delta, Stream, ban_sources, send, spawn_send},
-    netns::{Lab, exited, packets, pin_dir, sipguard_stats},
+    netns::{Lab, exited, packets, pin_dir, sipguard_bin, sipguard_stats},
 };
 
 const FLOOD_RATE: u64 = 2000;
@@ -243,6 +247,55 @@ fn reload_applies_a_good_file_and_refuses_a_bad_one() -> Result<()> {
         "the bad file changed the policy"
     );
     ensure!(pin_dir(&iface).join("link").exists(), "the agent went away");
+    agent.stop()?;
+    Ok(())
+}
+
+/// `sipguard allow add` while another process holds the interface's list
+/// lock (`ListsLock`): it waits, and once the lock is released it finishes
+/// and the allowlist's flag says "not empty".
+#[test]
+fn a_list_change_waits_for_the_list_lock() -> Result<()> {
+    let lab = Lab::new("listlock")?;
+    let iface = lab.iface().to_string();
+    let agent = lab.start_agent(&["--metrics", "off"])?;
+    let allow_empty = || -> Result<bool> {
+        let word = Maps::from_pins(&pin_dir(&iface))?.empty_lists.get(&0, 0)?;
+        Ok(word & LIST_ALLOW != 0)
+    };
+    ensure!(
+        allow_empty()?,
+        "a fresh agent's allowlist is not marked empty"
+    );
+
+    let held = ListsLock::acquire(&pin_dir(&iface))?;
+    let mut add = Command::new(sipguard_bin()?)
+        .args(["allow", "add", "198.18.77.0/24", "--iface", &iface])
+        .spawn()
+        .context("starting sipguard allow add")?;
+    std::thread::sleep(Duration::from_secs(1));
+    let early = add.try_wait()?;
+    drop(held);
+    ensure!(
+        early.is_none(),
+        "allow add finished ({early:?}) while another process held the list lock"
+    );
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(status) = add.try_wait()? {
+            break status;
+        }
+        if t0.elapsed() > Duration::from_secs(10) {
+            let _ = add.kill();
+            anyhow::bail!("allow add did not finish after the lock was released");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    ensure!(status.success(), "allow add failed: {status}");
+    ensure!(
+        !allow_empty()?,
+        "the allowlist holds an entry but is marked empty"
+    );
     agent.stop()?;
     Ok(())
 }

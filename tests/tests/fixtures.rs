@@ -713,7 +713,8 @@ fn list_empty(h: &Harness, list: u32) -> u32 {
 /// The allowlist and blocklist by CIDR over IPv4 and IPv6, and the flags
 /// that let the program skip an empty list's lookup: every change to a list
 /// updates them at once, so an entry is in force as soon as it is added,
-/// and the agent's sweep repairs a flag left wrong (two CLI calls racing).
+/// and the agent's sweep repairs a flag left wrong (the backstop: commands
+/// update the flags under `ListsLock`, see e2e_crash).
 #[test]
 fn lists_apply_at_once_and_their_empty_flags_follow() {
     use sipguard_common::maps::{LIST_ALLOW, LIST_BLOCK};
