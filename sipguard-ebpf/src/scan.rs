@@ -24,7 +24,8 @@ use crate::{
 };
 
 /// `scan_line` calls (each one to `LINES_PER_CALL` header lines or pieces of
-/// long lines) before giving up; a SIP message has 10-30 lines.
+/// long lines, or one `STEP` of a value) before giving up; a SIP message has
+/// 10-30 lines, and value steps past the first add at most `MSG_MAX / STEP`.
 const MAX_LINES: u32 = 256;
 /// Header lines one `scan_line` call may walk when they need no
 /// tokenizing: fewer calls (~10 % off a 1400-byte INVITE's scan at 3),
