@@ -86,6 +86,8 @@ pub fn classify(xdp: *mut xdp_md, at: usize, off: usize, end: usize, len: usize)
         let p = buf.as_mut_ptr();
         let n = end.saturating_sub(at) & (PEEK - 1);
         if n > 0 {
+            let n = crate::opaque::len_1_to::<{ PEEK as u64 }>(n as u64);
+            // SAFETY: `buf` holds PEEK bytes, n <= PEEK.
             unsafe {
                 bpf_xdp_load_bytes(xdp, off as u32, p as *mut c_void, n as u32);
             }

@@ -75,10 +75,26 @@ pub unsafe fn load_u32(p: usize) -> u32 {
 
 /// The big-endian (network order) u16 at `p`. Safety as `load_u64`, for 2
 /// bytes.
+///
+/// The swap and a mask are in the `asm!`: the verifiers of Debian's 6.1 to
+/// 6.18 kernels forget a register's range across `be16` (7.x keeps it), and a
+/// length from it added to a packet pointer is then rejected ("math between
+/// pkt pointer and register with unbounded min value"). LLVM would drop a
+/// mask written in Rust (it knows a swapped u16 fits 16 bits); the `&=`
+/// gives the verifier the range back.
 #[inline(always)]
 pub unsafe fn load_be16(p: usize) -> u16 {
     let v: u64;
-    // SAFETY: as `load_u64`.
-    unsafe { asm!("{0} = *(u16 *)({1} + 0)", out(reg) v, in(reg) p, options(readonly, nostack)) };
-    u16::from_be(v as u16)
+    // SAFETY: as `load_u64`; the swap and mask touch only the register.
+    unsafe {
+        asm!(
+            "{0} = *(u16 *)({1} + 0)",
+            "{0} = be16 {0}",
+            "{0} &= 0xffff",
+            out(reg) v,
+            in(reg) p,
+            options(readonly, nostack)
+        )
+    };
+    v as u16
 }
