@@ -6,24 +6,25 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::{
     maps::{MapData, RingBuf},
     programs::{
-        LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        ProgramError, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
-        tc::{SchedClassifierLink, TcAttachOptions},
         xdp::XdpLink,
     },
 };
 use sipguard::{
     addr, bpffs,
     config::Config,
+    egress::{self, EgressMode},
     loader,
     lock::IfaceLock,
     maps::Maps,
     metrics::{self, AgentInfo},
     preflight,
     stats::Snapshot,
+    status::AgentStatus,
 };
 use sipguard_common::{
-    maps::{MAP_BAN_EVENTS, PROG_EGRESS, PROG_XDP},
+    maps::{MAP_BAN_EVENTS, PROG_XDP},
     source::{BanEvent, BanReason},
 };
 use tokio::{
@@ -119,11 +120,29 @@ pub async fn run(args: RunArgs) -> Result<()> {
         pins = %dir.display(),
         "sipguard attached"
     );
-    let egress_link = attach_egress(&mut ebpf, &args.iface, &dir)?;
+    let egress = egress::attach(&mut ebpf, &args.iface, &dir)?;
+    match (egress.mode, &egress.why_off) {
+        (EgressMode::Off, Some(why)) => warn!(
+            "the TC egress program is not attached to {}: {why}. Trust earned from the \
+             server's answers and credential-attack bans are off; everything else works",
+            args.iface
+        ),
+        (mode, _) => info!(mode = mode.name(), "TC egress program attached"),
+    }
     warn_about(&live, &cfg)?;
 
     let mode = xdp_mode_name(ifindex).unwrap_or("auto");
-    let metrics_info = AgentInfo::new(&args.iface, mode);
+    let mut metrics_info = AgentInfo::new(&args.iface, mode);
+    metrics_info.tc_egress = egress.mode.name().to_string();
+    let status = AgentStatus {
+        kernel: metrics_info.kernel.clone(),
+        xdp_mode: mode.to_string(),
+        tc_egress: egress.mode,
+        tc_egress_off_because: egress.why_off.clone(),
+    };
+    if let Err(e) = status.write(&args.iface) {
+        warn!("`sipguard stats` will not show which features are on: {e:#}");
+    }
     let (metrics_stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics_task = if args.metrics == "off" {
         None
@@ -184,9 +203,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     guard.0 = None;
     fs::remove_file(&link_pin).context("removing the XDP link pin")?;
     drop(link);
-    if let Some(path) = &egress_link {
-        let _ = fs::remove_file(path);
-    }
+    egress.detach();
+    AgentStatus::remove(&args.iface);
     bpffs::remove_pins(&dir)?;
     lock.release();
     if let Some(t) = total {
@@ -287,58 +305,6 @@ fn xdp_mode_name(ifindex: u32) -> Option<&'static str> {
         3 => Some("hw"),
         _ => None,
     }
-}
-
-/// Name of the pinned TC egress link (the responses the trust and
-/// credential-attack rules learn from).
-const EGRESS_LINK_PIN: &str = "egress_link";
-
-/// Attach the TC egress program (TCX link, Linux 6.6+) and pin its link, or
-/// swap the program inside the link a previous agent pinned. Returns the pin
-/// path, or `None` when this kernel has no TCX: then trust and
-/// credential-attack bans are off (logged), and everything else works.
-fn attach_egress(
-    ebpf: &mut aya::Ebpf,
-    iface: &str,
-    dir: &std::path::Path,
-) -> Result<Option<PathBuf>> {
-    let pin = dir.join(EGRESS_LINK_PIN);
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(PROG_EGRESS)
-        .ok_or_else(|| anyhow!("program {PROG_EGRESS} missing"))?
-        .try_into()?;
-    if pin.exists() {
-        let old: FdLink = PinnedLink::from_pin(&pin)
-            .context("opening the pinned egress link")?
-            .into();
-        let old = SchedClassifierLink::try_from(old)
-            .map_err(|e| anyhow!("the pinned egress link is not a TC link: {e}"))?;
-        let id = prog
-            .attach_to_link(old)
-            .context("replacing the program in the pinned egress link")?;
-        // The pin keeps it attached; our handle may go.
-        let _ = prog.take_link(id)?;
-        return Ok(Some(pin));
-    }
-    let id = match prog.attach_with_options(
-        iface,
-        TcAttachType::Egress,
-        TcAttachOptions::TcxOrder(LinkOrder::default()),
-    ) {
-        Ok(id) => id,
-        Err(e) => {
-            warn!(
-                "could not attach the TC egress program to {iface} ({e}); trust and \
-                 credential-attack bans are off (they need Linux 6.6+ TCX links)"
-            );
-            return Ok(None);
-        }
-    };
-    let link = FdLink::try_from(prog.take_link(id)?)
-        .map_err(|_| anyhow!("the egress program was attached without a link"))?;
-    let pinned = link.pin(&pin).context("pinning the egress link")?;
-    drop(FdLink::from(pinned));
-    Ok(Some(pin))
 }
 
 /// Warnings an operator must see at start and after a reload.

@@ -84,6 +84,14 @@ pub enum Command {
         /// The TOML file to check.
         file: PathBuf,
     },
+    /// Load every sipguard program into this kernel without attaching
+    /// anything, and report what the verifier made of each: whether sipguard
+    /// can run here, before you start it.
+    CheckKernel {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Which running agent a control command talks to.

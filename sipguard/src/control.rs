@@ -441,6 +441,9 @@ pub fn detach(target: Target) -> Result<()> {
     if dir.exists() {
         bpffs::remove_pins(&dir)?;
     }
+    // On kernels without TCX the egress program is a netlink filter, which
+    // no pin holds: an agent that died left it on the interface.
+    sipguard::egress::remove_filter(&iface);
     println!("sipguard detached from {iface}; pinned state removed");
     Ok(())
 }

@@ -133,10 +133,10 @@ fn verifier_error(name: &str, err: ProgramError) -> anyhow::Error {
             }
             let lines: Vec<&str> = log.lines().collect();
             let tail = lines[lines.len().saturating_sub(VERIFIER_TAIL_LINES)..].join("\n");
+            let hint = crate::kernel::unsupported_hint(&crate::kernel::Release::running());
             anyhow!(
-                "the kernel verifier rejected the sipguard XDP program {name} ({io_error}). Last \
-                 lines of its log:\n{tail}\nThis is a sipguard bug or an unsupported kernel: \
-                 report it with `uname -r` and this log."
+                "the kernel verifier rejected the sipguard program {name} ({io_error}). Last \
+                 lines of its log:\n{tail}\n{hint}"
             )
         }
         other => anyhow::Error::new(other).context(format!("loading the XDP program {name}")),

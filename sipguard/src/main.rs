@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::Parser as _;
-use sipguard::{bpffs, config::Config, maps::Maps, preflight, stats::Snapshot};
+use sipguard::{
+    bpffs, config::Config, kernel, maps::Maps, preflight, stats::Snapshot, status::AgentStatus,
+};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command, StatsArgs};
@@ -51,6 +53,7 @@ async fn dispatch(cmd: Command) -> Result<()> {
         Command::Enforce { state, target } => control::enforce(state, target),
         Command::Reload { target } => control::reload(target),
         Command::Detach { target } => control::detach(target),
+        Command::CheckKernel { json } => check_kernel(json),
         Command::CheckConfig { file } => {
             Config::load(&file)?;
             println!("{}: ok", file.display());
@@ -59,15 +62,53 @@ async fn dispatch(cmd: Command) -> Result<()> {
     }
 }
 
+fn check_kernel(json: bool) -> Result<()> {
+    preflight::require_root("sipguard check-kernel")?;
+    let report = kernel::check();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "kernel {}: {}",
+            report.kernel,
+            if report.ok {
+                "sipguard loads"
+            } else {
+                "sipguard does NOT load"
+            }
+        );
+        for p in &report.programs {
+            let insns = p.verified_insns.map_or("?".to_string(), |n| n.to_string());
+            println!("  {:<18} verified in {insns} instructions", p.name);
+        }
+        println!("  tc egress via     {}", report.tc_egress.name());
+        println!("  load time         {} ms", report.load_ms);
+    }
+    match report.error {
+        Some(e) => anyhow::bail!("{e}"),
+        None => Ok(()),
+    }
+}
+
 async fn stats(args: StatsArgs) -> Result<()> {
     preflight::require_root("sipguard stats")?;
     let dir = bpffs::find_agent(args.iface.as_deref())?;
     let maps = Maps::from_pins(&dir)?;
+    let iface = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let status = AgentStatus::read(&iface);
     let Some(every) = args.watch else {
         let snap = Snapshot::read(&maps)?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&snap)?);
+            let mut v = serde_json::to_value(&snap)?;
+            v["agent"] = serde_json::to_value(&status)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
         } else {
+            if let Some(s) = &status {
+                println!("{}", s.line());
+            }
             print!("{}", snap.table(None));
         }
         return Ok(());

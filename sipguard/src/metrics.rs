@@ -95,6 +95,10 @@ pub struct AgentInfo {
     /// Expired bans the agent's periodic sweep removed (the program counts
     /// those it removes itself in `TABLE_STATS`); the agent adds to it.
     pub bans_swept: Arc<AtomicU64>,
+    /// The running kernel (`uname -r`).
+    pub kernel: String,
+    /// How the TC egress program is attached: `tcx`, `netlink` or `off`.
+    pub tc_egress: String,
 }
 
 impl AgentInfo {
@@ -108,6 +112,8 @@ impl AgentInfo {
             start_time: SystemTime::now(),
             reload: Arc::new(ReloadStatus::new()),
             bans_swept: Arc::new(AtomicU64::new(0)),
+            kernel: crate::kernel::Release::running().text,
+            tc_egress: "off".to_string(),
         }
     }
 }
@@ -406,7 +412,8 @@ impl Collector for Exposition {
         let i = &self.info;
         let family = enc.encode_descriptor(
             "sipguard",
-            "The running agent: sipguard version, protected interface, XDP attach mode",
+            "The running agent: sipguard version, protected interface, XDP attach mode, kernel, \
+             how the TC egress program is attached (tcx, netlink or off)",
             None,
             MetricType::Info,
         )?;
@@ -414,8 +421,23 @@ impl Collector for Exposition {
             ("version", i.version.clone()),
             ("iface", i.iface.clone()),
             ("mode", i.mode.clone()),
+            ("kernel", i.kernel.clone()),
+            ("tc_egress", i.tc_egress.clone()),
         ])
         .encode(family)?;
+        // What the egress program carries: off on a kernel where it could
+        // not be attached (the agent logs why at start).
+        let egress_on = u64::from(i.tc_egress != "off");
+        gauges(
+            &mut enc,
+            "sipguard_feature_enabled",
+            "1 when this kernel runs the feature, 0 when it is off (the agent logs why at start): \
+             earned_trust and auth_failure_bans need the TC egress program",
+            [
+                ([("feature", "earned_trust")], egress_on),
+                ([("feature", "auth_failure_bans")], egress_on),
+            ],
+        )?;
         gauge(
             &mut enc,
             "sipguard_enforcing",

@@ -1,0 +1,69 @@
+//! What the running agent could switch on on this kernel, published in
+//! /run/sipguard/IFACE.status (JSON) for `sipguard stats`: the maps say
+//! what the programs counted, not which programs this kernel runs.
+
+use std::{fs, path::PathBuf};
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::{egress::EgressMode, lock::LOCK_DIR};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgentStatus {
+    /// `uname -r`.
+    pub kernel: String,
+    /// XDP attach mode as the kernel reports it: native, skb or auto.
+    pub xdp_mode: String,
+    /// How the TC egress program is attached.
+    pub tc_egress: EgressMode,
+    /// Why it is off, when it is.
+    pub tc_egress_off_because: Option<String>,
+}
+
+impl AgentStatus {
+    /// The features that need the egress program, and whether they are on.
+    pub fn features(&self) -> [(&'static str, bool); 2] {
+        let on = self.tc_egress != EgressMode::Off;
+        [("earned_trust", on), ("auth_failure_bans", on)]
+    }
+
+    /// One line for `sipguard stats`.
+    pub fn line(&self) -> String {
+        let features: Vec<String> = self
+            .features()
+            .iter()
+            .map(|(name, on)| format!("{name}={}", if *on { "on" } else { "off" }))
+            .collect();
+        let mut line = format!(
+            "kernel {}: xdp={} tc_egress={} {}",
+            self.kernel,
+            self.xdp_mode,
+            self.tc_egress.name(),
+            features.join(" ")
+        );
+        if let Some(why) = &self.tc_egress_off_because {
+            line.push_str(&format!(" ({why})"));
+        }
+        line
+    }
+
+    pub fn write(&self, iface: &str) -> Result<()> {
+        let path = path(iface);
+        fs::write(&path, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// The status the agent on `iface` published, if it did.
+    pub fn read(iface: &str) -> Option<AgentStatus> {
+        serde_json::from_slice(&fs::read(path(iface)).ok()?).ok()
+    }
+
+    pub fn remove(iface: &str) {
+        let _ = fs::remove_file(path(iface));
+    }
+}
+
+fn path(iface: &str) -> PathBuf {
+    PathBuf::from(LOCK_DIR).join(format!("{iface}.status"))
+}
