@@ -5,6 +5,7 @@ mod cmd;
 mod demo;
 mod dist;
 mod install;
+mod kernels;
 mod lab;
 mod labbin;
 mod lint;
@@ -67,6 +68,22 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// The kernel matrix: boot Debian's kernels (12's 6.1 and 6.12, 13's
+    /// 6.12, 6.18 and the newest) in throwaway VMs (virtme-ng, qemu TCG),
+    /// load every program, run the fixture suites and a real attach in
+    /// each; one line per kernel. Downloads kernel packages into
+    /// target/kernels (never installs them). Needs root; 10-20 minutes.
+    Kernels {
+        /// Only these kernels (labels as printed, e.g. debian12).
+        #[arg(long = "kernel")]
+        only: Vec<String>,
+        /// VMs at once (each takes one core under emulation).
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        /// Also run the check on the running kernel, in namespaces.
+        #[arg(long)]
+        host: bool,
+    },
     /// rustfmt check, clippy on the host crates and on the XDP program.
     Lint,
     /// Setup (plus cargo-deb), then the release binary and a Debian package
@@ -84,6 +101,9 @@ fn main() {
         Task::Run { release, args } => tasks::run(release, args).map(|()| 0),
         Task::Test { args } => tasks::test(args),
         Task::Bench { args } => tasks::bench(args),
+        Task::Kernels { only, jobs, host } => {
+            kernels::kernels(kernels::Options { only, jobs, host })
+        }
         Task::Lint => lint::lint().map(|()| 0),
         Task::Dist => dist::dist().map(|()| 0),
     };

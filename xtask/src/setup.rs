@@ -44,6 +44,13 @@ const PIP_IMPORT_CHECK: &str = "import sipvicious, scapy";
 
 const BPFFS: &str = "/sys/fs/bpf";
 
+/// What the kernel matrix (`cargo xtask kernels`) boots its VMs with:
+/// qemu, kmod (depmod) and busybox (virtme-ng's initramfs, which loads the
+/// 9p and virtio modules of a distribution kernel) from Debian, virtme-ng
+/// from PyPI.
+const VM_APT_PACKAGES: [&str; 4] = ["qemu-system-x86", "kmod", "busybox-static", "file"];
+const VM_PIP_PACKAGE: &str = "virtme-ng";
+
 /// Print one line for a step that needed nothing, or that installed.
 fn report(step: &str, what: &str) {
     eprintln!("setup: {step}: {what}");
@@ -188,12 +195,40 @@ pub fn cargo_deb() -> Result<()> {
     Ok(())
 }
 
-/// The APT packages that dpkg does not report as installed.
-fn missing_apt_packages() -> Vec<&'static str> {
+/// The VM tools of the kernel matrix (not part of `setup --test-deps`:
+/// only `cargo xtask kernels` needs them).
+pub fn vm_tools() -> Result<()> {
+    install_apt("VM tools", &VM_APT_PACKAGES)?;
+    let step = format!("PyPI {VM_PIP_PACKAGE}");
+    if cmd::probe("vng", &["--version"]).is_some() {
+        report(&step, "present");
+        return Ok(());
+    }
+    let mut c = Command::new("python3");
+    c.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--root-user-action=ignore",
+        VM_PIP_PACKAGE,
+    ]);
+    let took = install::run(&step, "pip", c, "check the network and `python3 -m pip`")?;
+    let _ = cmd::probe("pyenv", &["rehash"]);
+    if cmd::probe("vng", &["--version"]).is_none() {
+        bail!("pip installed {VM_PIP_PACKAGE} but `vng` is not on PATH");
+    }
+    report(&step, &format!("installed in {}s", took.as_secs()));
+    Ok(())
+}
+
+/// The APT packages of `wanted` that dpkg does not report as installed.
+fn missing_apt_packages(wanted: &[&'static str]) -> Vec<&'static str> {
     let mut args = vec!["-W", "-f=${Package} ${Status}\n"];
-    args.extend(APT_PACKAGES);
+    args.extend(wanted);
     let listed = cmd::probe_stdout("dpkg-query", &args).unwrap_or_default();
-    APT_PACKAGES
+    wanted
         .iter()
         .copied()
         .filter(|pkg| {
@@ -219,10 +254,13 @@ fn apt_command(args: &[&str]) -> Command {
 }
 
 fn apt_packages() -> Result<()> {
-    let step = "Debian packages";
-    let missing = missing_apt_packages();
+    install_apt("Debian packages", &APT_PACKAGES)
+}
+
+fn install_apt(step: &str, wanted: &[&'static str]) -> Result<()> {
+    let missing = missing_apt_packages(wanted);
     if missing.is_empty() {
-        report(step, &format!("present ({})", APT_PACKAGES.join(" ")));
+        report(step, &format!("present ({})", wanted.join(" ")));
         return Ok(());
     }
     require_root(step)?;
@@ -245,7 +283,7 @@ fn apt_packages() -> Result<()> {
         c,
         hint,
     )?;
-    let still = missing_apt_packages();
+    let still = missing_apt_packages(wanted);
     if !still.is_empty() {
         bail!(
             "apt-get reported success but {} are still not installed; see target/xtask/apt.log",
