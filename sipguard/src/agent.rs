@@ -47,6 +47,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
 
     let lock = IfaceLock::acquire(&args.iface)?;
+    // A previous agent's status (it died without cleaning up) is not ours.
+    AgentStatus::remove(&args.iface);
     bpffs::ensure_mounted()?;
     let dir = bpffs::iface_dir(&args.iface);
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -120,17 +122,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         pins = %dir.display(),
         "sipguard attached"
     );
-    let egress = egress::attach(&mut ebpf, &args.iface, &dir)?;
-    match (egress.mode, &egress.why_off) {
-        (EgressMode::Off, Some(why)) => warn!(
-            "the TC egress program is not attached to {}: {why}. Trust earned from the \
-             server's answers and credential-attack bans are off; everything else works",
-            args.iface
-        ),
-        (mode, _) => info!(mode = mode.name(), "TC egress program attached"),
-    }
-    warn_about(&live, &cfg)?;
-
+    let egress = egress::attach(&mut ebpf, &args.iface, &dir, args.tc_egress)?;
     let mode = xdp_mode_name(ifindex).unwrap_or("auto");
     let mut metrics_info = AgentInfo::new(&args.iface, mode);
     metrics_info.tc_egress = egress.mode.name().to_string();
@@ -143,6 +135,16 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if let Err(e) = status.write(&args.iface) {
         warn!("`sipguard stats` will not show which features are on: {e:#}");
     }
+    match (egress.mode, &egress.why_off) {
+        (EgressMode::Off, Some(why)) => warn!(
+            "the TC egress program is not attached to {}: {why}. Trust earned from the \
+             server's answers and credential-attack bans are off; everything else works",
+            args.iface
+        ),
+        (mode, _) => info!(mode = mode.name(), "TC egress program attached"),
+    }
+    warn_about(&live, &cfg)?;
+
     let (metrics_stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics_task = if args.metrics == "off" {
         None

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use sipguard::loader::KernelLog;
+use sipguard::{egress::EgressChoice, loader::KernelLog};
 
 #[derive(Parser)]
 #[command(
@@ -299,6 +299,11 @@ pub struct RunArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics ("off" to disable).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
     pub metrics: String,
+    /// How to attach the TC egress program (earned trust, credential-attack
+    /// bans): auto (a TCX link on Linux 6.6+, else a netlink cls_bpf
+    /// filter), tcx, or netlink.
+    #[arg(long, value_enum, default_value_t = EgressChoice::Auto)]
+    pub tc_egress: EgressChoice,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -60,6 +60,18 @@ impl EgressMode {
     }
 }
 
+/// How the operator wants the egress program attached (`--tc-egress`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum EgressChoice {
+    /// TCX where the kernel has it, else netlink.
+    #[default]
+    Auto,
+    /// TCX only; off when the kernel has none.
+    Tcx,
+    /// Netlink only (e.g. for tooling that lists `tc filter`s).
+    Netlink,
+}
+
 /// What `attach` did, and how to undo it at a clean stop.
 pub struct Egress {
     pub mode: EgressMode,
@@ -72,7 +84,12 @@ pub struct Egress {
 /// Attach the egress program to `iface`, adopting what a previous agent left
 /// (a pinned TCX link, or sipguard's netlink filter). A kernel that offers
 /// neither leaves it off: logged by the caller, everything else works.
-pub fn attach(ebpf: &mut aya::Ebpf, iface: &str, dir: &Path) -> Result<Egress> {
+pub fn attach(
+    ebpf: &mut aya::Ebpf,
+    iface: &str,
+    dir: &Path,
+    choice: EgressChoice,
+) -> Result<Egress> {
     let pin = dir.join(LINK_PIN);
     let prog: &mut SchedClassifier = ebpf
         .program_mut(PROG_EGRESS)
@@ -97,31 +114,41 @@ pub fn attach(ebpf: &mut aya::Ebpf, iface: &str, dir: &Path) -> Result<Egress> {
         let _ = prog.take_link(id)?;
         return Ok(done);
     }
-    let tcx_error = match prog.attach_with_options(
-        iface,
-        TcAttachType::Egress,
-        TcAttachOptions::TcxOrder(LinkOrder::default()),
-    ) {
-        Ok(id) => {
-            let link = FdLink::try_from(prog.take_link(id)?)
-                .map_err(|_| anyhow!("the egress program was attached without a link"))?;
-            let pinned = link.pin(&pin).context("pinning the egress link")?;
-            drop(FdLink::from(pinned));
-            return Ok(done);
+    let tcx_error = if choice == EgressChoice::Netlink {
+        "not tried (--tc-egress netlink)".to_string()
+    } else {
+        match prog.attach_with_options(
+            iface,
+            TcAttachType::Egress,
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        ) {
+            Ok(id) => {
+                let link = FdLink::try_from(prog.take_link(id)?)
+                    .map_err(|_| anyhow!("the egress program was attached without a link"))?;
+                let pinned = link.pin(&pin).context("pinning the egress link")?;
+                drop(FdLink::from(pinned));
+                // An agent that ran with netlink before left its filter:
+                // two egress programs would count every answer twice.
+                remove_filter(iface);
+                return Ok(done);
+            }
+            Err(e) => format!("{e}; TCX needs Linux 6.6"),
         }
-        Err(e) => e,
     };
     done.mode = EgressMode::Netlink;
-    match attach_netlink(prog, iface) {
-        Ok(()) => Ok(done),
-        Err(e) => {
-            done.mode = EgressMode::Off;
-            done.why_off = Some(format!(
-                "no TCX link ({tcx_error}; needs Linux 6.6) and no clsact filter ({e:#})"
-            ));
-            Ok(done)
+    let netlink_error = if choice == EgressChoice::Tcx {
+        "not tried (--tc-egress tcx)".to_string()
+    } else {
+        match attach_netlink(prog, iface) {
+            Ok(()) => return Ok(done),
+            Err(e) => format!("{e:#}"),
         }
-    }
+    };
+    done.mode = EgressMode::Off;
+    done.why_off = Some(format!(
+        "no TCX link ({tcx_error}) and no clsact filter ({netlink_error})"
+    ));
+    Ok(done)
 }
 
 /// The clsact qdisc (added if missing; one an operator made is shared) and

@@ -88,7 +88,9 @@ ip netns add $NS && ip netns add $PEER &&
 in_ns() { nsenter --net=/run/netns/$NS "$@"; }
 
 start_agent() { # LOG
-    in_ns env SIPGUARD_LOG=info "$BIN" run --iface $A --mode native --metrics off > "$1" 2>&1 &
+    # nsenter execs (no fork), so $! is the agent itself.
+    nsenter --net=/run/netns/$NS env SIPGUARD_LOG=info "$BIN" run --iface $A --mode native \
+        --metrics off > "$1" 2>&1 &
     AGENT=$!
     for _ in $(seq 1 120); do
         grep -q 'TC egress program\|Error\|error:' "$1" && break
@@ -107,7 +109,7 @@ egress_mode() { # LOG -> tcx|netlink|off|none
 
 # The server side: answers REGISTER with 200 OK (what earns trust), from
 # port 5060 so the egress program sees a SIP response.
-in_ns python3 "$HERE/responder.py" $NET.1 > "$OUT/responder.log" 2>&1 &
+nsenter --net=/run/netns/$NS python3 "$HERE/responder.py" $NET.1 > "$OUT/responder.log" 2>&1 &
 RESPONDER=$!
 
 if start_agent "$OUT/agent-1.log"; then
