@@ -33,11 +33,14 @@ pub enum Class {
     /// A TCP segment to a SIP port. Its payload is not classified: XDP sees one
     /// segment of a byte stream, not SIP messages.
     Tcp = 17,
+    /// A keep-alive a SIP client must send to the port it registered on
+    /// (RFC 5626): a CRLF ping or pong, or a STUN binding request.
+    Keepalive = 18,
 }
 
 impl Class {
     /// Every class in counter order.
-    pub const ALL: [Class; 18] = [
+    pub const ALL: [Class; 19] = [
         Class::Invite,
         Class::Register,
         Class::Options,
@@ -56,6 +59,7 @@ impl Class {
         Class::Response,
         Class::NotSip,
         Class::Tcp,
+        Class::Keepalive,
     ];
 
     /// Stable lower-case name used in CLI output, JSON and metric labels.
@@ -79,6 +83,7 @@ impl Class {
             Class::Response => "response",
             Class::NotSip => "not_sip",
             Class::Tcp => "tcp",
+            Class::Keepalive => "keepalive",
         }
     }
 

@@ -102,8 +102,38 @@ pub fn classify(xdp: *mut xdp_md, at: usize, off: usize, end: usize, len: usize)
     } else if len < PEEK {
         w1 &= (1u64 << (8 * (len - 8))) - 1;
     }
+    if is_keepalive(w0, len) {
+        return Class::Keepalive;
+    }
     classify_words(w0, w1)
 }
+
+/// RFC 5626 keep-alives: a double-CRLF ping or a CRLF pong alone in the
+/// datagram, or a STUN binding request (RFC 8489: type 0x0001, the magic
+/// cookie, a length that accounts for the rest of the datagram).
+#[inline(always)]
+fn is_keepalive(w0: u64, len: usize) -> bool {
+    if len == 4 {
+        return w0 & 0xffff_ffff == CRLF_CRLF;
+    }
+    if len == 2 {
+        return w0 & 0xffff == CRLF_CRLF & 0xffff;
+    }
+    // Bytes 2-3: the attributes' length, big-endian.
+    let stun_len = ((w0 >> 8) & 0xff00) | ((w0 >> 24) & 0xff);
+    len >= STUN_HEADER
+        && w0 & 0xffff == STUN_BINDING_REQUEST
+        && w0 >> 32 == STUN_MAGIC_COOKIE
+        && stun_len as usize == len - STUN_HEADER
+}
+
+/// "\r\n\r\n" as a little-endian word.
+const CRLF_CRLF: u64 = 0x0a0d_0a0d;
+/// STUN's 20-byte header; its first two bytes 0x00 0x01 (a binding
+/// request) and bytes 4-7 the magic cookie 0x2112A442, little-endian.
+const STUN_HEADER: usize = 20;
+const STUN_BINDING_REQUEST: u64 = 0x0100;
+const STUN_MAGIC_COOKIE: u64 = 0x42a4_1221;
 
 /// Byte `i` (0..16) of the two words.
 #[inline(always)]

@@ -16,7 +16,7 @@ use sipguard_tests::{
     packet::{
         CLIENT_V4, CLIENT_V6, Cut, ETH_MIN_FRAME, Ext6, Frag, IPV4_ROUTER_ALERT, Pkt, SERVER_V4,
         SERVER_V6, Tcp, arp_request, garbage, ipv4_nop_options,
-        sip::{Sip, not_sip},
+        sip::{Sip, keepalive, not_sip},
     },
 };
 
@@ -490,7 +490,18 @@ fn not_sip_payloads() -> Vec<(&'static str, Vec<u8>)> {
         ("hello world", not_sip::HELLO.to_vec()),
         ("lower-case invite", not_sip::LOWERCASE_INVITE.to_vec()),
         ("SIP/2.0 999 x", not_sip::BAD_STATUS.to_vec()),
-        ("CRLF keep-alive", not_sip::CRLF_KEEPALIVE.to_vec()),
+        (
+            "three CRLFs (not a keep-alive)",
+            not_sip::CRLF_TRIPLE.to_vec(),
+        ),
+        (
+            "STUN binding response (not a request)",
+            keepalive::stun(keepalive::BINDING_RESPONSE, 8, 8),
+        ),
+        (
+            "STUN binding request whose length is not the datagram's",
+            keepalive::stun(keepalive::BINDING_REQUEST, 8, 12),
+        ),
         ("noise", noise),
         ("INVITE without a Request-URI", b"INVITE".to_vec()),
         (
@@ -506,6 +517,55 @@ fn not_sip_rows(row: impl Fn(String, Vec<u8>) -> Row + Copy) -> Vec<Row> {
         .iter()
         .flat_map(|(name, payload)| both_families_as(name, payload, row))
         .collect()
+}
+
+/// RFC 5626 keep-alives a registered client must send: the double-CRLF
+/// ping, the CRLF pong and a STUN binding request pass and are counted as
+/// `keepalive`, not dropped as `not_sip`.
+#[test]
+fn keepalives_pass_and_are_counted() {
+    let mut rows = Vec::new();
+    for (name, payload) in [
+        ("CRLF CRLF ping", keepalive::PING.to_vec()),
+        ("CRLF pong", keepalive::PONG.to_vec()),
+        (
+            "STUN binding request",
+            keepalive::stun(keepalive::BINDING_REQUEST, 0, 0),
+        ),
+        (
+            "STUN binding request with attributes",
+            keepalive::stun(keepalive::BINDING_REQUEST, 24, 24),
+        ),
+    ] {
+        rows.extend(both_families(name, &payload, Class::Keepalive));
+    }
+    check(&mut harness(), &rows);
+}
+
+/// A flood of keep-alives from one source is limited like other requests:
+/// the per-source `other` bucket (default burst 100).
+#[test]
+fn a_keepalive_flood_is_limited_like_other_requests() {
+    let h = harness();
+    let burst = Config::default().limits.other.burst as u32;
+    let pkt = udp4(SIP, keepalive::PING).build();
+    let (action, _) = h.run_repeat(&pkt, burst).unwrap();
+    assert_eq!(action, XDP_PASS, "the burst passes");
+    let (action, got) = h.run_counted(&pkt).unwrap();
+    assert_eq!(
+        (action, got),
+        (
+            XDP_DROP,
+            Delta::one(
+                Verdict::Drop,
+                Reason::RateSource,
+                Some(Class::Keepalive),
+                pkt.len()
+            )
+        ),
+        "keep-alive {} from one source",
+        burst + 1
+    );
 }
 
 /// The default configuration drops them (`malformed.drop`).

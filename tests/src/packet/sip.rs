@@ -30,8 +30,8 @@ pub mod not_sip {
         b"invite sip:alice@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.2\r\n\r\n";
     /// A status line whose code is out of range.
     pub const BAD_STATUS: &[u8] = b"SIP/2.0 999 x\r\n\r\n";
-    /// Keep-alive CRLFs (RFC 5626) carry no message.
-    pub const CRLF_KEEPALIVE: &[u8] = b"\r\n\r\n";
+    /// Three CRLFs: neither RFC 5626's ping (two) nor its pong (one).
+    pub const CRLF_TRIPLE: &[u8] = b"\r\n\r\n\r\n";
     pub const EMPTY: &[u8] = b"";
 }
 
@@ -342,4 +342,27 @@ mod tests {
         let msg = Sip::response(401, "Unauthorized").build();
         assert!(msg.starts_with(b"SIP/2.0 401 Unauthorized\r\n"));
     }
+}
+
+/// RFC 5626 keep-alives a registered client sends to the server's SIP port.
+pub mod keepalive {
+    /// The double-CRLF ping.
+    pub const PING: &[u8] = b"\r\n\r\n";
+    /// The single-CRLF pong.
+    pub const PONG: &[u8] = b"\r\n";
+
+    /// A STUN binding request (RFC 8489) with `attrs` bytes of attributes
+    /// (a multiple of 4) and the length field `stated` (normally `attrs`).
+    pub fn stun(msg_type: u16, attrs: usize, stated: u16) -> Vec<u8> {
+        let mut m = Vec::with_capacity(20 + attrs);
+        m.extend_from_slice(&msg_type.to_be_bytes());
+        m.extend_from_slice(&stated.to_be_bytes());
+        m.extend_from_slice(&0x2112_a442u32.to_be_bytes());
+        m.extend_from_slice(b"sipguard-txn");
+        m.extend(std::iter::repeat_n(0u8, attrs));
+        m
+    }
+
+    pub const BINDING_REQUEST: u16 = 0x0001;
+    pub const BINDING_RESPONSE: u16 = 0x0101;
 }
