@@ -43,6 +43,16 @@ pub const MAP_CLOCK_SAMPLE: &str = "CLOCK_SAMPLE";
 pub const LIST_ALLOW: u32 = 1 << 0;
 pub const LIST_BLOCK: u32 = 1 << 1;
 
+/// An allowlist value with this bit is a hole, not an entry: IPv4 sources
+/// are keyed as ::ffff:a.b.c.d, so an IPv6 prefix covering ::ffff:0:0/96
+/// (`::/0`, say) would also match every IPv4 source. While one does, the
+/// controller keeps a hole at ::ffff:0:0/96, the longest match for IPv4
+/// sources that no IPv4 entry covers. (Blocklist holes are entries that
+/// expired at `BLOCK_HOLE_EXPIRY`, which the program already ignores.)
+pub const ALLOW_HOLE: u32 = 1 << 0;
+/// The expiry that marks a blocklist hole (see `ALLOW_HOLE`): long past.
+pub const BLOCK_HOLE_EXPIRY: u64 = 1;
+
 /// Trusted sources. LRU: losing a trust entry only sends that source back to
 /// the shared budgets until its next 2xx; trust is never a reason to drop.
 pub const TRUSTED_MAX: u32 = 64 * 1024;

@@ -28,8 +28,8 @@ pub static SIP_PORTS: Array<u8> = Array::with_max_entries(SIP_PORTS_LEN, 0);
 #[map]
 pub static POLICY: Array<Policy> = Array::with_max_entries(1, 0);
 
-/// Allowlist: CIDR (prefix over the IPv4-mapped address) -> unused flags.
-/// Matched on the full source address before anything else.
+/// Allowlist: CIDR (prefix over the IPv4-mapped address) -> flags
+/// (`ALLOW_HOLE`). Matched on the full source address before anything else.
 #[map]
 pub static ALLOW: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(ALLOW_MAX, 0);
 

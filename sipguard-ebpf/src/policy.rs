@@ -7,7 +7,7 @@
 use aya_ebpf::{bindings::xdp_md, maps::lpm_trie::Key};
 use sipguard_common::{
     Class, Policy, Reason, Verdict,
-    maps::{LIST_ALLOW, LIST_BLOCK, TableStat},
+    maps::{ALLOW_HOLE, LIST_ALLOW, LIST_BLOCK, TableStat},
     policy::{Bucket, Limit, POLICY_MALFORMED, POLICY_SCAN, POLICY_TRUST},
     signature::TIER_BAN,
     source::{Ban, BanEvent, BanReason, SrcKey, SrcState},
@@ -77,7 +77,10 @@ pub fn group(flow: &Flow, policy: &Policy) -> SrcKey {
 /// `empty`: the `EMPTY_LISTS` word (`empty_lists`).
 #[inline(always)]
 pub fn allowlisted(flow: &Flow, empty: u32) -> bool {
-    empty & LIST_ALLOW == 0 && ALLOW.get(lpm_key(flow)).is_some()
+    empty & LIST_ALLOW == 0
+        && ALLOW
+            .get(lpm_key(flow))
+            .is_some_and(|f| *f & ALLOW_HOLE == 0)
 }
 
 /// The allow/block lists' key for the packet's source: the whole address.

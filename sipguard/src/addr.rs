@@ -79,17 +79,54 @@ pub fn mask_len(mask: &[u8; 16]) -> u8 {
     mask.iter().map(|b| b.count_ones() as u8).sum()
 }
 
-/// Parse one address or CIDR; a bare address is a host route.
+/// Parse one address or CIDR; a bare address is a host route. IPv6 inside
+/// ::ffff:0:0/96 is IPv4 written another way, and becomes the IPv4 entry.
 pub fn parse_cidr(s: &str) -> Result<IpNet> {
-    if let Ok(net) = s.parse::<IpNet>() {
-        return Ok(net);
+    let net = match (s.parse::<IpNet>(), s.parse::<IpAddr>()) {
+        (Ok(net), _) => net,
+        (_, Ok(ip)) => IpNet::from(ip),
+        _ => bail!("'{s}' is not an IPv4/IPv6 address or CIDR (e.g. 198.18.0.0/15, 2001:db8::/32)"),
+    };
+    Ok(unmap(net))
+}
+
+/// ::ffff:a.b.c.d/N (N >= 96) as a.b.c.d/(N - 96); anything else as is.
+pub fn unmap(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(n) if n.prefix_len() >= V4_MAPPED_BITS => match n.addr().to_ipv4_mapped() {
+            Some(v4) => {
+                IpNet::V4(Ipv4Net::new(v4, n.prefix_len() - V4_MAPPED_BITS).expect("prefix <= 32"))
+            }
+            None => net,
+        },
+        _ => net,
     }
-    match s.parse::<IpAddr>() {
-        Ok(ip) => Ok(IpNet::from(ip)),
-        Err(_) => {
-            bail!("'{s}' is not an IPv4/IPv6 address or CIDR (e.g. 198.18.0.0/15, 2001:db8::/32)")
-        }
+}
+
+/// The key of ::ffff:0:0/96: every IPv4 source, where the lists keep their
+/// holes (`ALLOW_HOLE`).
+pub fn v4_space_key() -> Key<[u8; 16]> {
+    Key::new(
+        u32::from(V4_MAPPED_BITS),
+        std::net::Ipv4Addr::UNSPECIFIED.to_ipv6_mapped().octets(),
+    )
+}
+
+/// True when `key` is an IPv6 prefix shorter than /96 that contains
+/// ::ffff:0:0/96, so that without a hole it would match IPv4 sources.
+pub fn covers_v4_space(key: &Key<[u8; 16]>) -> bool {
+    let len = key.prefix_len();
+    if len >= u32::from(V4_MAPPED_BITS) {
+        return false;
     }
+    let want = u128::from_be_bytes(v4_space_key().data());
+    let have = u128::from_be_bytes(key.data());
+    let mask = if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - len)
+    };
+    want & mask == have & mask
 }
 
 pub fn parse_ip(s: &str) -> Result<IpAddr> {
@@ -193,6 +230,34 @@ mod tests {
         assert_eq!(out.len(), 2);
         let err = parse_list("198.18.0.1\nnonsense\n", "feed.txt", &mut out).unwrap_err();
         assert!(format!("{err:#}").contains("feed.txt line 2"), "{err:#}");
+    }
+
+    #[test]
+    fn mapped_ipv6_is_ipv4_and_v6_prefixes_that_cover_v4_are_known() {
+        assert_eq!(
+            parse_cidr("::ffff:198.19.0.0/112").unwrap().to_string(),
+            "198.19.0.0/16"
+        );
+        assert_eq!(
+            parse_cidr("::ffff:0:0/96").unwrap().to_string(),
+            "0.0.0.0/0"
+        );
+        assert_eq!(
+            parse_cidr("2001:db8::/32").unwrap().to_string(),
+            "2001:db8::/32"
+        );
+        for (net, covers) in [
+            ("::/0", true),
+            ("::/80", true),
+            ("::ffff:0:0/95", true),
+            ("::/81", false),
+            ("2001:db8::/32", false),
+            ("0.0.0.0/0", false),
+            ("198.18.0.0/15", false),
+        ] {
+            let key = cidr_key(net.parse().unwrap());
+            assert_eq!(covers_v4_space(&key), covers, "{net}");
+        }
     }
 
     #[test]

@@ -13,11 +13,11 @@ use ipnet::IpNet;
 use sipguard_common::{
     Counter, Policy,
     maps::{
-        LIST_ALLOW, LIST_BLOCK, MAP_ALLOW, MAP_BAN_EVENTS, MAP_BAN_HINTS, MAP_BANS, MAP_BLOCK,
-        MAP_CLASS_STATS, MAP_EMPTY_LISTS, MAP_GLOBAL_STATE, MAP_PENDING, MAP_PENDING_RESP,
-        MAP_POLICY, MAP_PROGS, MAP_PROGS_TC, MAP_REASON_STATS, MAP_SIG_HITS, MAP_SIG_INDEX,
-        MAP_SIG_NAMES, MAP_SIGNATURES, MAP_SIP_PORTS, MAP_SRC_STATE, MAP_TABLE_STATS, MAP_TRUSTED,
-        PORT_TCP, PORT_UDP,
+        ALLOW_HOLE, BLOCK_HOLE_EXPIRY, LIST_ALLOW, LIST_BLOCK, MAP_ALLOW, MAP_BAN_EVENTS,
+        MAP_BAN_HINTS, MAP_BANS, MAP_BLOCK, MAP_CLASS_STATS, MAP_EMPTY_LISTS, MAP_GLOBAL_STATE,
+        MAP_PENDING, MAP_PENDING_RESP, MAP_POLICY, MAP_PROGS, MAP_PROGS_TC, MAP_REASON_STATS,
+        MAP_SIG_HITS, MAP_SIG_INDEX, MAP_SIG_NAMES, MAP_SIGNATURES, MAP_SIP_PORTS, MAP_SRC_STATE,
+        MAP_TABLE_STATS, MAP_TRUSTED, PORT_TCP, PORT_UDP,
     },
     policy::POLICY_ENFORCE,
     signature::{SIG_NAME_MAX, SigEntry, SigIndex},
@@ -234,7 +234,12 @@ impl Maps {
     pub fn allow_del(&mut self, nets: &[IpNet]) -> Result<Changed> {
         let mut changed = Changed::default();
         for net in nets {
-            count_removal(self.allow.remove(&addr::cidr_key(*net)), net, &mut changed)?;
+            let key = addr::cidr_key(*net);
+            if self.allow.get(&key, 0).is_ok_and(|f| f & ALLOW_HOLE != 0) {
+                changed.missing += 1;
+                continue;
+            }
+            count_removal(self.allow.remove(&key), net, &mut changed)?;
         }
         self.refresh_list_flags()?;
         Ok(changed)
@@ -243,8 +248,9 @@ impl Maps {
     pub fn allow_list(&self) -> Result<Vec<IpNet>> {
         let mut out: Vec<IpNet> = self
             .allow
-            .keys()
-            .map(|k| k.map(|k| addr::cidr_of(&k)))
+            .iter()
+            .filter(|kv| !matches!(kv, Ok((_, f)) if f & ALLOW_HOLE != 0))
+            .map(|kv| kv.map(|(k, _)| addr::cidr_of(&k)))
             .collect::<Result<_, _>>()?;
         out.sort();
         Ok(out)
@@ -268,7 +274,16 @@ impl Maps {
     pub fn block_del(&mut self, nets: &[IpNet]) -> Result<Changed> {
         let mut changed = Changed::default();
         for net in nets {
-            count_removal(self.block.remove(&addr::cidr_key(*net)), net, &mut changed)?;
+            let key = addr::cidr_key(*net);
+            if self
+                .block
+                .get(&key, 0)
+                .is_ok_and(|e| e.expires_ns == BLOCK_HOLE_EXPIRY)
+            {
+                changed.missing += 1;
+                continue;
+            }
+            count_removal(self.block.remove(&key), net, &mut changed)?;
         }
         self.refresh_list_flags()?;
         Ok(changed)
@@ -278,6 +293,7 @@ impl Maps {
         let mut out: Vec<(IpNet, BlockEntry)> = self
             .block
             .iter()
+            .filter(|kv| !matches!(kv, Ok((_, e)) if e.expires_ns == BLOCK_HOLE_EXPIRY))
             .map(|kv| kv.map(|(k, v)| (addr::cidr_of(&k), v)))
             .collect::<Result<_, _>>()?;
         out.sort_by_key(|(n, _)| *n);
@@ -295,6 +311,7 @@ impl Maps {
             .as_deref()
             .map(ListsLock::acquire)
             .transpose()?;
+        self.mend_holes()?;
         let mut empty = 0;
         if self.allow.keys().next().is_none() {
             empty |= LIST_ALLOW;
@@ -305,6 +322,54 @@ impl Maps {
         self.empty_lists
             .set(0, empty, 0)
             .context("updating the list-empty flags")
+    }
+
+    /// Keep each list's hole at ::ffff:0:0/96 (`ALLOW_HOLE`) exactly while
+    /// an IPv6 prefix of that list covers the IPv4 space and no IPv4 entry
+    /// (0.0.0.0/0, the same key) takes the place.
+    fn mend_holes(&mut self) -> Result<()> {
+        let v4 = addr::v4_space_key();
+        let at_v4 = |k: &Key<[u8; 16]>| k.prefix_len() == v4.prefix_len() && k.data() == v4.data();
+        // A lookup would be a longest-prefix match: walk for the exact key.
+        let (mut covered, mut here) = (false, None);
+        for (k, f) in self.allow.iter().filter_map(|kv| kv.ok()) {
+            covered |= f & ALLOW_HOLE == 0 && addr::covers_v4_space(&k);
+            if at_v4(&k) {
+                here = Some(f & ALLOW_HOLE != 0);
+            }
+        }
+        match (here, covered) {
+            (Some(true), false) => {
+                let _ = self.allow.remove(&v4);
+            }
+            (None, true) => self
+                .allow
+                .insert(&v4, ALLOW_HOLE, 0)
+                .context("keeping IPv4 sources out of an IPv6 allowlist prefix (is it full?)")?,
+            _ => {}
+        }
+        let (mut covered, mut here) = (false, None);
+        for (k, e) in self.block.iter().filter_map(|kv| kv.ok()) {
+            let hole = e.expires_ns == BLOCK_HOLE_EXPIRY;
+            covered |= !hole && addr::covers_v4_space(&k);
+            if at_v4(&k) {
+                here = Some(hole);
+            }
+        }
+        let hole = BlockEntry {
+            expires_ns: BLOCK_HOLE_EXPIRY,
+        };
+        match (here, covered) {
+            (Some(true), false) => {
+                let _ = self.block.remove(&v4);
+            }
+            (None, true) => self
+                .block
+                .insert(&v4, hole, 0)
+                .context("keeping IPv4 sources out of an IPv6 blocklist prefix (is it full?)")?,
+            _ => {}
+        }
+        Ok(())
     }
 
     /// The bans, each with the packets dropped for it by `BANS` and by its
@@ -453,7 +518,9 @@ impl Maps {
             .block
             .iter()
             .filter_map(|kv| kv.ok())
-            .filter(|(_, e)| e.expires_ns != 0 && e.expires_ns <= now_ns)
+            .filter(|(_, e)| {
+                e.expires_ns != 0 && e.expires_ns != BLOCK_HOLE_EXPIRY && e.expires_ns <= now_ns
+            })
             .map(|(k, _)| k)
             .collect();
         for k in &blocks {

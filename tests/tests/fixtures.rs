@@ -859,3 +859,91 @@ fn lists_apply_at_once_and_their_empty_flags_follow() {
     h.maps_mut().block_del(&[net("2001:db8::/32")]).unwrap();
     assert_eq!(list_empty(&h, LIST_BLOCK), 1);
 }
+
+/// IPv4 sources are keyed as ::ffff:a.b.c.d; an IPv6 prefix covering that
+/// space (`::/0`) must still match IPv6 sources only, in both lists, and an
+/// IPv4 entry (0.0.0.0/0 is the same key) must still work beside it.
+#[test]
+fn ipv6_prefixes_never_match_ipv4_sources() {
+    use sipguard_common::maps::{LIST_ALLOW, LIST_BLOCK};
+    let mut h = harness();
+    let net = |s: &str| -> ipnet::IpNet { s.parse().unwrap() };
+    let v4 = || udp4(SIP, Sip::invite_with_sdp().build()).build();
+    let v6 = || udp6(SIP, Sip::invite_with_sdp().build()).build();
+    let allowlisted = |name: &str, pkt: Vec<u8>| {
+        Row::new(
+            name,
+            pkt,
+            XDP_PASS,
+            Verdict::Pass,
+            Reason::Allowlisted,
+            Some(Class::Invite),
+        )
+    };
+
+    h.maps_mut().block_add(&[net("::/0")], 0).unwrap();
+    check(
+        &mut h,
+        &[
+            Row::dropped(
+                "v6 under block ::/0",
+                v6(),
+                Reason::Blocklisted,
+                Class::Invite,
+            ),
+            Row::accepted("v4 under block ::/0", v4(), Class::Invite),
+        ],
+    );
+    h.maps_mut()
+        .block_add(&[net(&format!("{CLIENT_V4}/16"))], 0)
+        .unwrap();
+    check(
+        &mut h,
+        &[Row::dropped(
+            "v4 /16 beside ::/0",
+            v4(),
+            Reason::Blocklisted,
+            Class::Invite,
+        )],
+    );
+    let listed: Vec<String> = h
+        .maps()
+        .block_list()
+        .unwrap()
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    assert_eq!(listed.len(), 2, "the hole is not an entry: {listed:?}");
+    h.maps_mut().block_del(&[net("::/0")]).unwrap();
+    h.maps_mut()
+        .block_del(&[net(&format!("{CLIENT_V4}/16"))])
+        .unwrap();
+    assert_eq!(list_empty(&h, LIST_BLOCK), 1, "no hole left behind");
+
+    h.maps_mut().allow_add(&[net("::/0")]).unwrap();
+    check(
+        &mut h,
+        &[
+            allowlisted("v6 under allow ::/0", v6()),
+            Row::accepted("v4 under allow ::/0", v4(), Class::Invite),
+        ],
+    );
+    h.maps_mut().allow_add(&[net("0.0.0.0/0")]).unwrap();
+    check(&mut h, &[allowlisted("v4 under allow 0.0.0.0/0", v4())]);
+    h.maps_mut().allow_del(&[net("0.0.0.0/0")]).unwrap();
+    check(
+        &mut h,
+        &[Row::accepted(
+            "v4 once 0.0.0.0/0 is gone",
+            v4(),
+            Class::Invite,
+        )],
+    );
+    assert_eq!(
+        h.maps().allow_list().unwrap(),
+        vec![net("::/0")],
+        "the list shows what was added"
+    );
+    h.maps_mut().allow_del(&[net("::/0")]).unwrap();
+    assert_eq!(list_empty(&h, LIST_ALLOW), 1, "no hole left behind");
+}
