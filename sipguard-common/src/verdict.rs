@@ -34,10 +34,12 @@ impl Verdict {
 pub enum Reason {
     /// Not IPv4/IPv6, not UDP/TCP, or not to a SIP port: never inspected.
     NotSipPort = 0,
-    /// A non-first IP fragment: it carries no transport header to judge.
+    /// A non-first IP fragment: it carries no transport header to judge, so
+    /// only the lists and bans apply to it.
     Fragment = 1,
-    /// Headers shorter than they claim (truncated frame, bad IHL, too many
-    /// IPv6 extension headers): left for the kernel stack to discard.
+    /// Headers shorter than they claim (truncated frame, bad IHL, an IPv6
+    /// extension header running past the frame): left for the kernel stack
+    /// to discard.
     Malformed = 2,
     /// SIP traffic that passed every rule.
     Accepted = 3,
@@ -66,10 +68,14 @@ pub enum Reason {
     Truncated = 13,
     /// A UDP SIP payload larger than `max_message_bytes`.
     Oversized = 14,
+    /// An IPv6 extension header chain longer than the parser walks: its
+    /// transport header (and port) is out of reach, and no real traffic
+    /// needs such a chain. Dropped unless the source is allowlisted.
+    HeaderChain = 15,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 16] = [
         Reason::NotSipPort,
         Reason::Fragment,
         Reason::Malformed,
@@ -85,6 +91,7 @@ impl Reason {
         Reason::MissingHeader,
         Reason::Truncated,
         Reason::Oversized,
+        Reason::HeaderChain,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -104,6 +111,7 @@ impl Reason {
             Reason::MissingHeader => "missing_header",
             Reason::Truncated => "truncated",
             Reason::Oversized => "oversized",
+            Reason::HeaderChain => "header_chain",
         }
     }
 }

@@ -40,7 +40,7 @@ use sipguard_common::{
 
 use crate::{
     maps::{PENDING, PENDING_RESP, PROGS, PROGS_TC},
-    parse::Transport,
+    parse::{Skip, Transport},
     policy::Step,
 };
 
@@ -67,7 +67,11 @@ pub fn sipguard_xdp(ctx: XdpContext) -> u32 {
     let (data, end) = (ctx.data(), ctx.data_end());
     let flow = match parse::parse(data, end, false) {
         Ok(flow) => flow,
-        Err(reason) => return finish(&ctx, Verdict::Pass, reason, None),
+        Err(Skip::Pass(reason)) => return finish(&ctx, Verdict::Pass, reason, None),
+        Err(Skip::Opaque { reason, src, is_v6 }) => {
+            let (verdict, reason) = policy::opaque(src, is_v6, reason);
+            return finish(&ctx, verdict, reason, None);
+        }
     };
     let class = match flow.transport {
         Transport::Tcp => Class::Tcp,
@@ -82,7 +86,7 @@ pub fn sipguard_xdp(ctx: XdpContext) -> u32 {
     // The allowlist comes first (see policy.rs). `empty`: the lists known
     // to be empty, read once for the allowlist and the blocklist.
     let empty = policy::empty_lists();
-    if policy::allowlisted(&flow, empty) {
+    if policy::allowlisted(flow.src, empty) {
         return finish(&ctx, Verdict::Pass, Reason::Allowlisted, Some(class as u32));
     }
     // One unknown class for the verifier, not 18 constants (see opaque.rs),

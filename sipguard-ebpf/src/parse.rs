@@ -1,7 +1,7 @@
 //! Header parsing: Ethernet, up to two VLAN tags, IPv4 (with options) or IPv6
 //! (skipping hop-by-hop, routing, destination-options and fragment headers),
-//! then UDP or TCP. Produces a `Flow` for packets to a SIP port, or the reason
-//! the packet is not inspected.
+//! then UDP or TCP. Produces a `Flow` for packets to a SIP port, or why the
+//! packet is not inspected (`Skip`).
 
 use network_types::{
     eth::EthHdr,
@@ -71,10 +71,31 @@ pub struct Flow {
     pub payload_len: usize,
 }
 
+/// Why a packet is not a `Flow`.
+pub enum Skip {
+    /// Not inspected: not IP, not UDP/TCP, not to a SIP port, or headers
+    /// shorter than they claim.
+    Pass(Reason),
+    /// The source is known but the transport header is out of reach (a
+    /// non-first fragment, an over-long IPv6 header chain): the lists and
+    /// bans still apply, whatever the headers (`policy::opaque`).
+    Opaque {
+        reason: Reason,
+        src: [u64; 2],
+        is_v6: bool,
+    },
+}
+
+impl From<Reason> for Skip {
+    fn from(r: Reason) -> Skip {
+        Skip::Pass(r)
+    }
+}
+
 /// Parse the headers between `data` and `end`. `egress`: a packet the server
 /// sends, matched on its source port and keyed by its destination.
 #[inline(always)]
-pub fn parse(data: usize, end: usize, egress: bool) -> Result<Flow, Reason> {
+pub fn parse(data: usize, end: usize, egress: bool) -> Result<Flow, Skip> {
     let mut c = Cursor::new(data, end);
     let eth: *const EthHdr = c.take().ok_or(Reason::Malformed)?;
     let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
@@ -101,7 +122,7 @@ pub fn parse(data: usize, end: usize, egress: bool) -> Result<Flow, Reason> {
             ipv6(&mut c, &mut src, &mut fragmented, &mut l3_end, egress)?,
             true,
         ),
-        _ => return Err(Reason::NotSipPort),
+        _ => return Err(Reason::NotSipPort.into()),
     };
 
     let mut stated_len = 0;
@@ -112,7 +133,7 @@ pub fn parse(data: usize, end: usize, egress: bool) -> Result<Flow, Reason> {
             // SAFETY (the loads below): `take` checked the 8-byte header.
             let udp_len = unsafe { load_be16(udp + 4) } as usize;
             if udp_len < 8 {
-                return Err(Reason::Malformed);
+                return Err(Reason::Malformed.into());
             }
             let dport = unsafe { load_be16(if egress { udp } else { udp + 2 }) };
             let in_frame = c.remaining();
@@ -130,7 +151,7 @@ pub fn parse(data: usize, end: usize, egress: bool) -> Result<Flow, Reason> {
             let flags = unsafe { *((tcp as *const u8).add(13)) };
             (Transport::Tcp, dport, flags & 0x12 == 0x02, 0)
         }
-        _ => return Err(Reason::NotSipPort),
+        _ => return Err(Reason::NotSipPort.into()),
     };
 
     let want = match transport {
@@ -139,7 +160,7 @@ pub fn parse(data: usize, end: usize, egress: bool) -> Result<Flow, Reason> {
     };
     match SIP_PORTS.get(dport as u32) {
         Some(bits) if *bits & want != 0 => {}
-        _ => return Err(Reason::NotSipPort),
+        _ => return Err(Reason::NotSipPort.into()),
     }
 
     Ok(Flow {
@@ -155,7 +176,8 @@ pub fn parse(data: usize, end: usize, egress: bool) -> Result<Flow, Reason> {
     })
 }
 
-/// IPv4: skip options, refuse non-first fragments, return the protocol.
+/// IPv4: skip options, hand non-first fragments back with their source,
+/// return the protocol.
 #[inline(always)]
 fn ipv4(
     c: &mut Cursor,
@@ -163,7 +185,7 @@ fn ipv4(
     fragmented: &mut bool,
     l3_end: &mut usize,
     egress: bool,
-) -> Result<u8, Reason> {
+) -> Result<u8, Skip> {
     let start = c.pos;
     let ip: *const Ipv4Hdr = c.take().ok_or(Reason::Malformed)?;
     // SAFETY (the loads below): `take` checked the 20-byte header.
@@ -175,23 +197,28 @@ fn ipv4(
     let vihl = unsafe { (*ip).vihl };
     let ihl = ((vihl & 0x0f) as usize) * 4;
     if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
-        return Err(Reason::Malformed);
+        return Err(Reason::Malformed.into());
     }
     c.skip(ihl - Ipv4Hdr::LEN).ok_or(Reason::Malformed)?;
-    let frags = unsafe { load_be16(start + 6) };
-    if frags & 0x1fff != 0 {
-        return Err(Reason::Fragment);
-    }
-    *fragmented = frags & 0x2000 != 0;
     // ::ffff:a.b.c.d: bytes 10 and 11 are 0xff, the address is bytes 12-15
     // (the high half of the second little-endian word).
     let peer = unsafe { load_u32(if egress { start + 16 } else { start + 12 }) };
     src[1] = 0xffff_0000 | (peer as u64) << 32;
+    let frags = unsafe { load_be16(start + 6) };
+    if frags & 0x1fff != 0 {
+        return Err(Skip::Opaque {
+            reason: Reason::Fragment,
+            src: *src,
+            is_v6: false,
+        });
+    }
+    *fragmented = frags & 0x2000 != 0;
     Ok(unsafe { (*ip).proto })
 }
 
-/// IPv6: walk the extension headers we know, refuse non-first fragments,
-/// return the upper-layer protocol.
+/// IPv6: walk the extension headers we know, hand non-first fragments and
+/// over-long chains back with their source, return the upper-layer
+/// protocol.
 #[inline(always)]
 fn ipv6(
     c: &mut Cursor,
@@ -199,7 +226,7 @@ fn ipv6(
     fragmented: &mut bool,
     l3_end: &mut usize,
     egress: bool,
-) -> Result<u8, Reason> {
+) -> Result<u8, Skip> {
     let start = c.pos;
     let ip: *const Ipv6Hdr = c.take().ok_or(Reason::Malformed)?;
     // SAFETY (the loads below): `take` checked the 40-byte header.
@@ -226,7 +253,11 @@ fn ipv6(
                 next = unsafe { (*frag)[0] };
                 let off_m = u16::from_be_bytes(unsafe { [(*frag)[2], (*frag)[3]] });
                 if off_m >> 3 != 0 {
-                    return Err(Reason::Fragment);
+                    return Err(Skip::Opaque {
+                        reason: Reason::Fragment,
+                        src: *src,
+                        is_v6: true,
+                    });
                 }
                 *fragmented = off_m & 1 != 0;
             }
@@ -235,7 +266,11 @@ fn ipv6(
     }
     match next {
         IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT => {
-            Err(Reason::Malformed)
+            Err(Skip::Opaque {
+                reason: Reason::HeaderChain,
+                src: *src,
+                is_v6: true,
+            })
         }
         _ => Ok(next),
     }

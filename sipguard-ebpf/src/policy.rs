@@ -64,8 +64,13 @@ fn opens_target(class: u32) -> bool {
 /// prefix.
 #[inline(always)]
 pub fn group(flow: &Flow, policy: &Policy) -> SrcKey {
-    let [a, b] = flow.src;
-    if flow.is_v6 {
+    group_src(flow.src, flow.is_v6, policy)
+}
+
+#[inline(always)]
+fn group_src(src: [u64; 2], is_v6: bool, policy: &Policy) -> SrcKey {
+    let [a, b] = src;
+    if is_v6 {
         let [ma, mb] = policy.v6_mask_words();
         SrcKey::from_words([a & ma, b & mb])
     } else {
@@ -76,17 +81,53 @@ pub fn group(flow: &Flow, policy: &Policy) -> SrcKey {
 /// The source is on the allowlist: pass, never limited, banned or dropped.
 /// `empty`: the `EMPTY_LISTS` word (`empty_lists`).
 #[inline(always)]
-pub fn allowlisted(flow: &Flow, empty: u32) -> bool {
+pub fn allowlisted(src: [u64; 2], empty: u32) -> bool {
     empty & LIST_ALLOW == 0
         && ALLOW
-            .get(lpm_key(flow))
+            .get(lpm_key(src))
             .is_some_and(|f| *f & ALLOW_HOLE == 0)
 }
 
 /// The allow/block lists' key for the packet's source: the whole address.
 #[inline(always)]
-fn lpm_key(flow: &Flow) -> Key<[u8; 16]> {
-    Key::new(128, SrcKey::from_words(flow.src).addr)
+fn lpm_key(src: [u64; 2]) -> Key<[u8; 16]> {
+    Key::new(128, SrcKey::from_words(src).addr)
+}
+
+/// The source is blocklisted now.
+#[inline(always)]
+fn blocklisted(src: [u64; 2], empty: u32, now: u64) -> bool {
+    empty & LIST_BLOCK == 0
+        && BLOCK
+            .get(lpm_key(src))
+            .is_some_and(|b| b.expires_ns == 0 || b.expires_ns > now)
+}
+
+/// A packet whose transport header is out of reach (`Skip::Opaque`): the
+/// lists and bans apply whatever its headers, so no header trick walks a
+/// blocklisted or banned source past them. Then a later fragment passes
+/// (it may belong to any protocol); an over-long IPv6 header chain is
+/// dropped.
+#[inline(always)]
+pub fn opaque(src: [u64; 2], is_v6: bool, reason: Reason) -> (Verdict, Reason) {
+    let empty = empty_lists();
+    if allowlisted(src, empty) {
+        return (Verdict::Pass, Reason::Allowlisted);
+    }
+    let Some(policy) = POLICY.get(0) else {
+        return (Verdict::Pass, reason);
+    };
+    let now = clock::now();
+    if blocklisted(src, empty, now) {
+        return deny(policy, Reason::Blocklisted);
+    }
+    if banned(&group_src(src, is_v6, policy), now) {
+        return deny(policy, Reason::Banned);
+    }
+    if reason == Reason::Fragment {
+        return (Verdict::Pass, Reason::Fragment);
+    }
+    deny(policy, reason)
 }
 
 /// The lists the controller has marked empty (`EMPTY_LISTS`), read once per
@@ -166,10 +207,7 @@ pub fn front(flow: &Flow, class: u32, empty: u32) -> Step {
         return Step::Done(Verdict::Pass, Reason::Accepted);
     };
     let now = clock::now();
-    if empty & LIST_BLOCK == 0
-        && let Some(block) = BLOCK.get(lpm_key(flow))
-        && (block.expires_ns == 0 || block.expires_ns > now)
-    {
+    if blocklisted(flow.src, empty, now) {
         let (v, r) = deny(policy, Reason::Blocklisted);
         return Step::Done(v, r);
     }

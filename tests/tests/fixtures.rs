@@ -17,6 +17,7 @@ use sipguard_tests::{
         CLIENT_V4, CLIENT_V6, Cut, ETH_MIN_FRAME, Ext6, Frag, IPV4_ROUTER_ALERT, Pkt, SERVER_V4,
         SERVER_V6, Tcp, arp_request, garbage, ipv4_nop_options,
         sip::{Sip, keepalive, not_sip},
+        v4,
     },
 };
 
@@ -263,19 +264,146 @@ fn encapsulations() {
             udp6(SIP, invite.clone()).fragment(Frag::Atomic).build(),
             Class::Invite,
         ),
-        Row::unclassified(
-            "IPv6 5 extension headers (one more than walked)",
-            udp6(SIP, invite.clone())
-                .ext6(Ext6::HopByHop)
-                .ext6(Ext6::DestOpts)
-                .ext6(Ext6::Routing)
-                .ext6(Ext6::FinalDestOpts)
-                .fragment(Frag::Atomic)
-                .build(),
-            Reason::Malformed,
+        Row::new(
+            "IPv6 5 extension headers (one more than walked): dropped, not passed",
+            five_ext_headers(udp6(SIP, invite.clone())),
+            XDP_DROP,
+            Verdict::Drop,
+            Reason::HeaderChain,
+            None,
         ),
     ];
     check(&mut harness(), &rows);
+}
+
+/// An IPv6 packet whose extension header chain is one longer than the
+/// parser walks: its port is out of reach.
+fn five_ext_headers(pkt: Pkt) -> Vec<u8> {
+    pkt.ext6(Ext6::HopByHop)
+        .ext6(Ext6::DestOpts)
+        .ext6(Ext6::Routing)
+        .ext6(Ext6::FinalDestOpts)
+        .fragment(Frag::Atomic)
+        .build()
+}
+
+/// What the parser cannot walk (later fragments, over-long IPv6 header
+/// chains) still meets the lists and bans: a blocklisted or banned source
+/// cannot walk past them with header tricks, an allowlisted one is not
+/// dropped for them, and in monitor mode nothing is.
+#[test]
+fn header_tricks_do_not_bypass_lists_and_bans() {
+    let mut h = harness();
+    let invite = Sip::invite_with_sdp().build();
+    let net = |s: &str| -> ipnet::IpNet { s.parse().unwrap() };
+    let rest = Frag::Rest { split: 512 };
+    let opaque = |name: &str, pkt: Vec<u8>, action, verdict, reason| {
+        Row::new(name, pkt, action, verdict, reason, None)
+    };
+    let (blocked4, banned4, allowed4) = (v4(21), v4(22), v4(23));
+    let (blocked6, allowed6): (std::net::Ipv6Addr, std::net::Ipv6Addr) = (
+        "2001:db8:b::1".parse().unwrap(),
+        "2001:db8:a::1".parse().unwrap(),
+    );
+    h.maps_mut()
+        .block_add(&[net(&format!("{blocked4}/32")), net("2001:db8:b::/48")], 0)
+        .unwrap();
+    h.maps_mut()
+        .allow_add(&[net(&format!("{allowed4}/32")), net("2001:db8:a::/48")])
+        .unwrap();
+    let now = sipguard::addr::monotonic_ns();
+    let policy = h.maps().policy().unwrap();
+    h.maps_mut()
+        .ban_add(
+            sipguard::addr::src_key(banned4.into(), &policy.v6_mask),
+            sipguard_common::source::Ban {
+                expires_ns: now + 600_000_000_000,
+                since_ns: now,
+                reason: sipguard_common::source::BanReason::Manual as u32,
+                bucket: 0,
+                dropped: 0,
+            },
+        )
+        .unwrap();
+    let frag4 = |src| {
+        Pkt::udp_v4(src, SERVER_V4, SIP, invite.clone())
+            .fragment(rest)
+            .build()
+    };
+    let rows = vec![
+        opaque(
+            "later fragment, blocklisted v4",
+            frag4(blocked4),
+            XDP_DROP,
+            Verdict::Drop,
+            Reason::Blocklisted,
+        ),
+        opaque(
+            "later fragment, banned v4",
+            frag4(banned4),
+            XDP_DROP,
+            Verdict::Drop,
+            Reason::Banned,
+        ),
+        opaque(
+            "later fragment, allowlisted v4",
+            frag4(allowed4),
+            XDP_PASS,
+            Verdict::Pass,
+            Reason::Allowlisted,
+        ),
+        opaque(
+            "later fragment, blocklisted v6",
+            Pkt::udp_v6(blocked6, SERVER_V6, SIP, invite.clone())
+                .fragment(rest)
+                .build(),
+            XDP_DROP,
+            Verdict::Drop,
+            Reason::Blocklisted,
+        ),
+        opaque(
+            "5 extension headers, blocklisted v6",
+            five_ext_headers(Pkt::udp_v6(blocked6, SERVER_V6, SIP, invite.clone())),
+            XDP_DROP,
+            Verdict::Drop,
+            Reason::Blocklisted,
+        ),
+        opaque(
+            "5 extension headers, allowlisted v6",
+            five_ext_headers(Pkt::udp_v6(allowed6, SERVER_V6, SIP, invite.clone())),
+            XDP_PASS,
+            Verdict::Pass,
+            Reason::Allowlisted,
+        ),
+        opaque(
+            "later fragment, unlisted v4: passed",
+            frag4(v4(24)),
+            XDP_PASS,
+            Verdict::Pass,
+            Reason::Fragment,
+        ),
+    ];
+    check(&mut h, &rows);
+    h.maps_mut().set_enforce(false).unwrap();
+    check(
+        &mut h,
+        &[
+            opaque(
+                "monitor mode: later fragment, blocklisted v4",
+                frag4(blocked4),
+                XDP_PASS,
+                Verdict::WouldDrop,
+                Reason::Blocklisted,
+            ),
+            opaque(
+                "monitor mode: 5 extension headers",
+                five_ext_headers(udp6(SIP, invite.clone())),
+                XDP_PASS,
+                Verdict::WouldDrop,
+                Reason::HeaderChain,
+            ),
+        ],
+    );
 }
 
 #[test]
