@@ -262,24 +262,39 @@ pub fn front(flow: &Flow, class: u32, empty: u32) -> Step {
 #[inline(always)]
 pub fn second(xdp: *mut xdp_md, policy: &Policy, p: &Pending) -> (Verdict, Reason) {
     let now = p.now;
-    let limited = limits(policy, &p.src, p.bucket, now);
+    let (limited, trusted) = limits(policy, &p.src, p.bucket, now);
     if limited.0 != Verdict::Pass {
         return limited;
     }
+    // One unknown for the verifier, not 0 and 1: the header scan below is
+    // then walked once, not once per value (see opaque.rs).
+    let trusted = crate::opaque::hide(trusted as u64, now) != 0;
     if p.deep != 0
-        && let Some(decided) = deep(xdp, policy, p, now)
+        && let Some(decided) = deep(xdp, policy, p, now, trusted)
     {
         return decided;
     }
     limited
 }
 
+/// The header scan's rules. A `trusted` source has shown it receives the
+/// server's answers; evidence any off-path forger can produce with its
+/// address (one packet's User-Agent, a burst of targets) drops the packet
+/// but never bans it.
 #[inline(always)]
-fn deep(xdp: *mut xdp_md, policy: &Policy, p: &Pending, now: u64) -> Option<(Verdict, Reason)> {
+fn deep(
+    xdp: *mut xdp_md,
+    policy: &Policy,
+    p: &Pending,
+    now: u64,
+    trusted: bool,
+) -> Option<(Verdict, Reason)> {
     let (src, class, fragmented) = (&p.src, p.class, p.fragmented != 0);
     let sc = scan::run(xdp, p.payload_off, p.payload_off + p.payload_len)?;
     if policy.flags & POLICY_SCAN != 0 && sc.sig_tier == TIER_BAN {
-        ban(policy, src, BanReason::Scanner, sc.sig_id, now, None);
+        if !trusted {
+            ban(policy, src, BanReason::Scanner, sc.sig_id, now, None);
+        }
         return Some(deny(policy, Reason::Scanner));
     }
     // A first fragment holds only part of the message: judge only whole
@@ -293,6 +308,7 @@ fn deep(xdp: *mut xdp_md, policy: &Policy, p: &Pending, now: u64) -> Option<(Ver
         }
     }
     if policy.enum_after != 0
+        && !trusted
         && opens_target(class)
         && let Some(st) = src_state(src, now)
         && enumerating(policy, st, sc.target, now)
@@ -303,9 +319,10 @@ fn deep(xdp: *mut xdp_md, policy: &Policy, p: &Pending, now: u64) -> Option<(Ver
     None
 }
 
-/// Per-source limit, then the global one, for `bucket`.
+/// Per-source limit, then the global one, for `bucket`; and whether the
+/// source is trusted.
 #[inline(always)]
-pub fn limits(policy: &Policy, src: &SrcKey, bucket: u32, now: u64) -> (Verdict, Reason) {
+pub fn limits(policy: &Policy, src: &SrcKey, bucket: u32, now: u64) -> ((Verdict, Reason), bool) {
     // A source the server has recently answered with a 2xx to REGISTER or
     // INVITE has proved it receives the server's packets (a spoofed source
     // never sees the 2xx): it gets its own, higher per-source limits and
@@ -329,21 +346,21 @@ pub fn limits(policy: &Policy, src: &SrcKey, bucket: u32, now: u64) -> (Verdict,
     } else {
         &policy.source[b]
     };
-    if !per_source(policy, own, st, src, bucket, now) {
-        return deny(policy, Reason::RateSource);
+    if !per_source(policy, own, st, src, bucket, now, trusted) {
+        return (deny(policy, Reason::RateSource), trusted);
     }
     if trusted {
         stats::table(TableStat::TrustedPass);
-        return (Verdict::Pass, Reason::Accepted);
+        return ((Verdict::Pass, Reason::Accepted), true);
     }
     let global = &policy.global[b];
     if !global.unlimited()
         && let Some(tat) = GLOBAL_STATE.get_ptr_mut(bucket)
         && !limit::conform_shared(tat, clock::for_limit(global, now), global)
     {
-        return deny(policy, Reason::RateGlobal);
+        return (deny(policy, Reason::RateGlobal), false);
     }
-    (Verdict::Pass, Reason::Accepted)
+    ((Verdict::Pass, Reason::Accepted), false)
 }
 
 /// The source's rate state, created on first sight.
@@ -389,7 +406,8 @@ fn enumerating(policy: &Policy, st: &mut SrcState, target: u64, now: u64) -> boo
 }
 
 /// Charge the packet to the source's bucket; count violations and ban the
-/// source once it reaches `ban_after` of them within the window.
+/// source once it reaches `ban_after` of them within the window, unless it
+/// is `trusted` (a forger flooding with its address must not ban it).
 #[inline(always)]
 fn per_source(
     policy: &Policy,
@@ -398,6 +416,7 @@ fn per_source(
     src: &SrcKey,
     bucket: u32,
     now: u64,
+    trusted: bool,
 ) -> bool {
     if limit.unlimited() {
         return true;
@@ -419,7 +438,7 @@ fn per_source(
         return true;
     }
     st.violations += 1;
-    if policy.ban_after != 0 && st.violations >= policy.ban_after {
+    if policy.ban_after != 0 && st.violations >= policy.ban_after && !trusted {
         ban(policy, src, BanReason::Flood, bucket, now, Some(st));
         st.violations = 0;
     }

@@ -2,8 +2,9 @@
 //! responses (the TC egress programs). A 2xx to a client's REGISTER or
 //! INVITE makes it trusted for `trust_for_ns`; 401/403/407 answers (and 404
 //! to REGISTER: extension probing) count against it, and too many within the
-//! window ban it. A 2xx clears the count: digest authentication always
-//! starts with one 401, and a user who mistypes once then succeeds is fine.
+//! window ban it unless it is trusted. A 2xx clears the count: digest
+//! authentication always starts with one 401, and a user who mistypes once
+//! then succeeds is fine.
 
 use sipguard_common::{
     Policy,
@@ -70,10 +71,12 @@ pub fn learn(policy: &Policy, client: &SrcKey, status: u32, method: u64, now: u6
         st.auth_fails = 0;
     }
     st.auth_fails += 1;
-    if st.auth_fails >= policy.auth_fail_after as u64 {
+    // A trusted client has had a 2xx; a forger can make the server send
+    // its address any number of 401s (forged REGISTERs), so failures never
+    // withdraw trust or ban while trust holds. They count, and a client
+    // whose trust lapses is judged on them again.
+    if st.auth_fails >= policy.auth_fail_after as u64 && st.trusted_until_ns <= now {
         st.auth_fails = 0;
-        let _ = TRUSTED.remove(client);
-        st.trusted_until_ns = 0;
         policy::ban(policy, client, BanReason::AuthFailure, 0, now, None);
     }
 }

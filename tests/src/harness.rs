@@ -4,12 +4,14 @@
 //! its own copy of the programs and maps, so tests running in parallel never
 //! see each other's counters.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, mem::ManuallyDrop, sync::Mutex, time::Duration};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf,
+    maps::{Array, MapData, PerCpuArray, PerCpuValues, RingBuf},
     programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp},
+    util::nr_cpus,
 };
 use sipguard::{
     config::Config,
@@ -19,7 +21,7 @@ use sipguard::{
 };
 use sipguard_common::{
     Class, Reason, Verdict,
-    maps::{PROG_BENCH_EMPTY, PROG_EGRESS, PROG_XDP, TableStat},
+    maps::{MAP_BAN_EVENTS, PROG_BENCH_EMPTY, PROG_EGRESS, PROG_XDP, TableStat},
 };
 
 pub const XDP_DROP: u32 = 1;
@@ -32,8 +34,93 @@ pub const TC_ACT_OK: u32 = 0;
 pub const MIN_TEST_RUN_LEN: usize = 14;
 
 pub struct Harness {
-    ebpf: Ebpf,
-    maps: Maps,
+    ebpf: ManuallyDrop<Ebpf>,
+    maps: ManuallyDrop<Maps>,
+}
+
+/// Loaded objects of finished harnesses, their maps reset, for the next:
+/// loading verifies every program again, which takes seconds (tens of
+/// seconds on the kernel matrix's emulated VMs) and dominated the suites.
+static POOL: Mutex<Vec<(Ebpf, Maps)>> = Mutex::new(Vec::new());
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        // SAFETY: taken once, here; the fields are not used after.
+        let (mut ebpf, mut maps) = unsafe {
+            (
+                ManuallyDrop::take(&mut self.ebpf),
+                ManuallyDrop::take(&mut self.maps),
+            )
+        };
+        // A harness whose maps cannot be reset is dropped, not reused.
+        if reset(&mut ebpf, &mut maps).is_ok() {
+            POOL.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((ebpf, maps));
+        }
+    }
+}
+
+/// Every map a test can change back to what a fresh load holds (the
+/// programs' scratch maps excepted: each run overwrites them).
+fn reset(ebpf: &mut Ebpf, maps: &mut Maps) -> Result<()> {
+    fn clear_hash<K: aya::Pod, V: aya::Pod>(
+        m: &mut aya::maps::HashMap<MapData, K, V>,
+    ) -> Result<()> {
+        let keys: Vec<K> = m.keys().collect::<Result<_, _>>()?;
+        for k in keys {
+            m.remove(&k)?;
+        }
+        Ok(())
+    }
+    fn clear_lpm<V: aya::Pod>(m: &mut aya::maps::LpmTrie<MapData, [u8; 16], V>) -> Result<()> {
+        let keys: Vec<_> = m.keys().collect::<Result<_, _>>()?;
+        for k in keys {
+            m.remove(&k)?;
+        }
+        Ok(())
+    }
+    fn zero_array<V: aya::Pod + Default + PartialEq>(m: &mut Array<MapData, V>) -> Result<()> {
+        for i in 0..m.len() {
+            if m.get(&i, 0)? != V::default() {
+                m.set(i, V::default(), 0)?;
+            }
+        }
+        Ok(())
+    }
+    fn zero_per_cpu<V: aya::Pod + Default + PartialEq + Clone>(
+        m: &mut PerCpuArray<MapData, V>,
+    ) -> Result<()> {
+        let cpus = nr_cpus().map_err(|(_, e)| e)?;
+        for i in 0..m.len() {
+            if m.get(&i, 0)?.iter().any(|v| *v != V::default()) {
+                m.set(i, PerCpuValues::try_from(vec![V::default(); cpus])?, 0)?;
+            }
+        }
+        Ok(())
+    }
+    clear_lpm(&mut maps.allow)?;
+    clear_lpm(&mut maps.block)?;
+    clear_hash(&mut maps.bans)?;
+    clear_hash(&mut maps.src_state)?;
+    clear_hash(&mut maps.signatures)?;
+    clear_hash(&mut maps.trusted)?;
+    zero_array(&mut maps.ban_hints)?;
+    zero_array(&mut maps.global_state)?;
+    zero_array(&mut maps.sig_names)?;
+    zero_per_cpu(&mut maps.reason_stats)?;
+    zero_per_cpu(&mut maps.class_stats)?;
+    zero_per_cpu(&mut maps.table_stats)?;
+    zero_per_cpu(&mut maps.sig_hits)?;
+    // A fresh load's list flags read 0 ("look"), its policy is all zero.
+    maps.empty_lists.set(0, 0, 0)?;
+    maps.policy.set(0, sipguard_common::Policy::default(), 0)?;
+    // Ban events nobody read.
+    if let Some(map) = ebpf.map_mut(MAP_BAN_EVENTS) {
+        let mut ring = RingBuf::try_from(map)?;
+        while ring.next().is_some() {}
+    }
+    Ok(())
 }
 
 impl Harness {
@@ -49,10 +136,20 @@ impl Harness {
             "BPF_PROG_TEST_RUN needs root to load the XDP program: run as root \
              (e.g. sudo -E cargo test)"
         );
-        let mut ebpf = loader::load(KernelLog::Off)?;
-        let mut maps = Maps::from_ebpf(&mut ebpf)?;
+        let pooled = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let (ebpf, mut maps) = match pooled {
+            Some(loaded) => loaded,
+            None => {
+                let mut ebpf = loader::load(KernelLog::Off)?;
+                let maps = Maps::from_ebpf(&mut ebpf)?;
+                (ebpf, maps)
+            }
+        };
         maps.apply(cfg)?;
-        Ok(Self { ebpf, maps })
+        Ok(Self {
+            ebpf: ManuallyDrop::new(ebpf),
+            maps: ManuallyDrop::new(maps),
+        })
     }
 
     fn prog(&self) -> Result<&Xdp> {

@@ -253,9 +253,6 @@ fn the_sixth_auth_failure_bans() {
     assert_eq!(after, 6, "the default this test is written for");
     let client = v4(300);
     let key = lab.key(client);
-    // A trusted client loses its trust when it is banned.
-    lab.respond(&to_client(client, &response(200, "OK", "REGISTER")));
-    assert!(lab.trust_of(&key).is_some());
 
     for i in 0..after - 1 {
         let before = lab.stats();
@@ -276,7 +273,6 @@ fn the_sixth_auth_failure_bans() {
     let ban_for = Config::default().ban.duration.as_nanos() as u64;
     assert_eq!(ban.expires_ns - ban.since_ns, ban_for, "ban.for");
     assert_eq!(lab.bans().len(), 1, "only this client");
-    assert!(lab.trust_of(&key).is_none(), "a banned client loses trust");
 
     // The ban works on ingress: the client's next request is dropped.
     let snap = lab.snapshot();
@@ -289,9 +285,92 @@ fn the_sixth_auth_failure_bans() {
     assert_eq!(lab.ban_of(&key).unwrap().dropped, 1);
 }
 
+/// Off-path forging: REGISTERs with a trusted phone's address make the
+/// server answer that address with 401s, as many as the forger likes. They
+/// count, but never ban the phone or withdraw its trust while it holds;
+/// once trust is gone (lapsed, or withdrawn) they are judged again.
+#[test]
+fn forged_auth_failures_never_ban_a_trusted_client() {
+    let mut cfg = Config::default();
+    cfg.set("trust.for=2s").unwrap();
+    let lab = Lab::with(&cfg);
+    let phone = v4(310);
+    let key = lab.key(phone);
+    lab.respond(&to_client(phone, &response(200, "OK", "REGISTER")));
+    assert!(lab.trust_of(&key).is_some());
+    for i in 0..30 {
+        lab.respond(&to_client(phone, &fail(i)));
+    }
+    assert_eq!(lab.stat(TableStat::AuthFailure), 30, "counted");
+    assert!(
+        lab.bans().is_empty(),
+        "a trusted client is never banned for 401s"
+    );
+    assert!(lab.trust_of(&key).is_some(), "and keeps its trust");
+    assert_eq!(lab.ingress(&invite_from(phone.into())), XDP_PASS);
+
+    // Trust lapses: the failures are judged again.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    lab.respond(&to_client(phone, &fail(0)));
+    let ban = lab.ban_of(&key).expect("banned once its trust lapsed");
+    assert_eq!(ban.reason, BanReason::AuthFailure as u32);
+}
+
+/// Off-path forging with a trusted phone's address: a scanner's
+/// User-Agent, an INVITE flood past its limits, a sweep of targets. Each
+/// packet may be dropped, but the phone is never banned, and its own next
+/// INVITE passes. An untrusted source is banned for the same scanner packet.
+#[test]
+fn forged_scanner_flood_and_sweep_never_ban_a_trusted_client() {
+    let lab = Lab::new();
+    let phone = v4(320);
+    let key = lab.key(phone);
+    lab.respond(&to_client(phone, &response(200, "OK", "REGISTER")));
+    assert!(lab.trust_of(&key).is_some());
+    let from =
+        |c: std::net::Ipv4Addr, sip: Sip| Pkt::udp_v4(c, SERVER_V4, SIP, sip.build()).build();
+    let scanner = || Sip::request("OPTIONS").user_agent(Some("friendly-scanner"));
+
+    assert_eq!(
+        lab.ingress(&from(phone, scanner())),
+        XDP_DROP,
+        "the packet goes"
+    );
+    let flood = Config::default().trust.invite.burst + 50;
+    for i in 0..flood {
+        lab.ingress(&from(
+            phone,
+            Sip::request("INVITE").user(&format!("{}", 1000 + i)),
+        ));
+    }
+    assert!(
+        lab.bans().is_empty(),
+        "a trusted client is never banned on forgeable evidence: {:?}",
+        lab.bans()
+    );
+    assert!(lab.trust_of(&key).is_some(), "and keeps its trust");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(
+        lab.ingress(&invite_from(phone.into())),
+        XDP_PASS,
+        "its own INVITE"
+    );
+
+    let stranger = v4(321);
+    assert_eq!(lab.ingress(&from(stranger, scanner())), XDP_DROP);
+    let ban = lab
+        .ban_of(&lab.key(stranger))
+        .expect("an untrusted scanner is banned");
+    assert_eq!(ban.reason, BanReason::Scanner as u32);
+}
+
 #[test]
 fn a_2xx_clears_the_failure_count() {
-    let lab = Lab::new();
+    // Trust off: a 2xx still clears the count, and the client stays
+    // untrusted, so failures after it can ban.
+    let mut cfg = Config::default();
+    cfg.set("trust.enabled=false").unwrap();
+    let lab = Lab::with(&cfg);
     let client = v4(400);
     let key = lab.key(client);
     let send = |frame: Vec<u8>| lab.respond(&to_client(client, &frame));
@@ -300,7 +379,6 @@ fn a_2xx_clears_the_failure_count() {
     send(fail(0));
     send(fail(1));
     send(response(200, "OK", "REGISTER"));
-    assert!(lab.trust_of(&key).is_some());
     for i in 0..5 {
         send(fail(i));
     }
@@ -396,11 +474,6 @@ fn ipv6_clients_are_grouped_by_64() {
     };
     assert_eq!(lab.key(a), key);
 
-    lab.respond(&to_client6(a, &response(200, "OK", "REGISTER")));
-    let trusted = lab.trusted();
-    assert_eq!(trusted.len(), 1);
-    assert_eq!(trusted[0].0, key, "trust is kept for the /64");
-
     // Failures to three hosts of the same /64 add up; another /64 does not.
     for (i, host) in [b, c, a, b, c].iter().enumerate() {
         lab.respond(&to_client6(*host, &fail(i)));
@@ -412,7 +485,19 @@ fn ipv6_clients_are_grouped_by_64() {
     assert_eq!(bans.len(), 1, "{bans:?}");
     assert_eq!(bans[0].0, key, "the ban is for the /64");
     assert_eq!(bans[0].1.reason, BanReason::AuthFailure as u32);
-    assert!(lab.trusted().is_empty(), "the banned /64 lost its trust");
+
+    lab.respond(&to_client6(elsewhere, &response(200, "OK", "REGISTER")));
+    let trusted = lab.trusted();
+    assert_eq!(trusted.len(), 1);
+    assert_eq!(
+        trusted[0].0,
+        lab.key(elsewhere),
+        "trust is kept for the /64"
+    );
+    assert_eq!(
+        lab.key(elsewhere),
+        lab.key("2001:db8:6:2:ffff::1".parse::<Ipv6Addr>().unwrap())
+    );
 }
 
 // ---------------------------------------------------------------------------
