@@ -39,6 +39,32 @@ impl SrcKey {
         a[0] == b[0] && a[1] == b[1]
     }
 
+    /// The key of a group ban on the IPv6 /`bits` (64 or 48) holding the
+    /// address whose first word is `first`: the prefix, and a marker for
+    /// the width in the second word (where an address has its interface
+    /// ID), so a /48 and the /64 with the same leading bits differ.
+    #[inline(always)]
+    pub const fn v6_group(first: u64, bits: u32) -> Self {
+        // The first word is little-endian: its low `bits / 8` bytes are
+        // the prefix.
+        let keep = if bits >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << bits) - 1
+        };
+        Self::from_words([first & keep, GROUP_MARK | bits as u64])
+    }
+
+    /// The width of a group ban's key (64 or 48), `None` for an address.
+    pub const fn group_bits(&self) -> Option<u32> {
+        let [_, b] = self.words();
+        if b & !0xff == GROUP_MARK && (b & 0xff == 64 || b & 0xff == 48) {
+            Some((b & 0xff) as u32)
+        } else {
+            None
+        }
+    }
+
     /// This key's slot in `BAN_HINTS`: a multiplicative hash of both words,
     /// the same in the program and the controller.
     #[inline(always)]
@@ -48,6 +74,14 @@ impl SrcKey {
         (h >> (64 - BAN_HINT_BITS)) as u32
     }
 }
+
+/// The second word of a group key, above its width: an interface ID no
+/// address assignment scheme hands out (all ones but the last byte).
+pub const GROUP_MARK: u64 = 0xffff_ffff_ffff_ff00;
+/// Distinct banned addresses of one /64 (or banned /64s of one /48) that
+/// make the agent ban the whole prefix: grouping starts at the address and
+/// widens only when many of a prefix misbehave.
+pub const WIDEN_AFTER: usize = 8;
 
 /// `BAN_HINTS` has 2^BAN_HINT_BITS slots: as many as the ban table holds
 /// bans, so slots shared by two live bans stay rare.
@@ -140,6 +174,9 @@ pub enum BanReason {
     /// Collected too many 401/403/407 (or 404 to REGISTER) answers: password
     /// guessing or extension probing.
     AuthFailure = 5,
+    /// An IPv6 prefix, after `WIDEN_AFTER` of its addresses (or /64s) were
+    /// banned. Its trusted sources and REGISTERs still pass.
+    Widened = 6,
 }
 
 impl BanReason {
@@ -150,6 +187,7 @@ impl BanReason {
             3 => "scanner",
             4 => "enumeration",
             5 => "auth-failure",
+            6 => "widened",
             _ => "unknown",
         }
     }

@@ -173,6 +173,35 @@ fn banned(src: &SrcKey, now: u64) -> bool {
     false
 }
 
+/// IPv6 keyed narrower than a /64 (per address by default): the agent bans
+/// a whole /64 or /48 once `WIDEN_AFTER` of its addresses (or /64s) were
+/// banned. A trusted source and a REGISTER (how a phone sharing the prefix
+/// with an attacker earns trust) still pass it; their own bans and limits
+/// apply as to anyone.
+#[inline(always)]
+fn group_banned(flow: &Flow, policy: &Policy, src: &SrcKey, class: u32, now: u64) -> bool {
+    if !flow.is_v6 || policy.v6_mask[8] == 0 || class == Class::Register as u32 {
+        return false;
+    }
+    let (g64, g48) = (
+        SrcKey::v6_group(flow.src[0], 64),
+        SrcKey::v6_group(flow.src[0], 48),
+    );
+    // The slots first (no count, no lookup); trust only for a prefix that
+    // may be banned.
+    (maybe_banned(&g64, now) || maybe_banned(&g48, now))
+        && !trust::is_trusted(src, now)
+        && (banned(&g64, now) || banned(&g48, now))
+}
+
+/// Some ban of `key`'s `BAN_HINTS` slot is live: `key` may be banned.
+#[inline(always)]
+fn maybe_banned(key: &SrcKey, now: u64) -> bool {
+    BAN_HINTS
+        .get(key.ban_slot())
+        .is_some_and(|h| h.any_until_ns > now)
+}
+
 /// Remove `src`'s expired ban; counted once even if two CPUs race here.
 #[inline(always)]
 fn expire(src: &SrcKey) {
@@ -213,7 +242,7 @@ pub fn front(flow: &Flow, class: u32, empty: u32) -> Step {
     }
 
     let src = group(flow, policy);
-    if banned(&src, now) {
+    if banned(&src, now) || group_banned(flow, policy, &src, class, now) {
         let (v, r) = deny(policy, Reason::Banned);
         return Step::Done(v, r);
     }

@@ -65,8 +65,14 @@ pub fn src_key(ip: IpAddr, v6_mask: &[u8; 16]) -> SrcKey {
     SrcKey { addr }
 }
 
-/// How a ban key reads: the IPv4 address, or the IPv6 group as a prefix.
+/// How a ban key reads: the IPv4 address, or the IPv6 group as a prefix
+/// (a widened ban's own width, else the configured one).
 pub fn show_src(key: &SrcKey, v6_prefix: u8) -> String {
+    if let Some(bits) = key.group_bits() {
+        let [first, _] = key.words();
+        let net = SrcKey::from_words([first, 0]);
+        return format!("{}/{bits}", Ipv6Addr::from(net.addr));
+    }
     match from_mapped(key.addr) {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) if v6_prefix < 128 => format!("{v6}/{v6_prefix}"),

@@ -22,10 +22,11 @@ use sipguard::{
     preflight,
     stats::Snapshot,
     status::AgentStatus,
+    widen::Widener,
 };
 use sipguard_common::{
     maps::{MAP_BAN_EVENTS, PROG_XDP},
-    source::{BanEvent, BanReason},
+    source::{Ban, BanEvent, BanReason, SrcKey, WIDEN_AFTER},
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -249,8 +250,10 @@ fn sweep_expired(maps: &mut Maps, metrics: &AgentInfo) {
     }
 }
 
-/// Log each ban the program sets, with the rate that triggered it.
-async fn log_ban_events(ring: RingBuf<MapData>, v6_prefix: u8, maps: Maps) {
+/// Log each ban the program sets, with the rate that triggered it, and
+/// widen IPv6 bans to a /64 or /48 whose addresses keep being banned.
+async fn log_ban_events(ring: RingBuf<MapData>, v6_prefix: u8, mut maps: Maps) {
+    let mut widener = Widener::default();
     // SAFETY: the ring buffer owns its fd and keeps it open while registered.
     let registered =
         unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) };
@@ -285,8 +288,40 @@ async fn log_ban_events(ring: RingBuf<MapData>, v6_prefix: u8, maps: Maps) {
                 expires_in = %humantime::format_duration(Duration::from_secs(left / 1_000_000_000)),
                 "source banned"
             );
+            if v6_prefix > 64 {
+                widen(&mut maps, &mut widener, &ev.src);
+            }
         }
         guard.clear_ready();
+    }
+}
+
+/// Ban the prefixes `widener` says `banned` completes (see widen.rs).
+fn widen(maps: &mut Maps, widener: &mut Widener, banned: &SrcKey) {
+    let Ok(policy) = maps.policy() else { return };
+    let now = addr::monotonic_ns();
+    for group in widener.on_ban(banned, now, policy.ban_window_ns) {
+        let bits = group.group_bits().unwrap_or(0);
+        let ban = Ban {
+            expires_ns: now + policy.ban_for_ns,
+            since_ns: now,
+            reason: BanReason::Widened as u32,
+            bucket: bits,
+            dropped: 0,
+        };
+        match maps.ban_add(group, ban) {
+            Ok(()) => warn!(
+                source = %addr::show_src(&group, 128),
+                reason = "widened",
+                after = WIDEN_AFTER,
+                "source banned: {WIDEN_AFTER} of its {} were banned",
+                if bits == 64 { "addresses" } else { "/64s" }
+            ),
+            Err(e) => warn!(
+                "could not widen a ban to {}: {e:#}",
+                addr::show_src(&group, 128)
+            ),
+        }
     }
 }
 

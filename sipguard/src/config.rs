@@ -25,7 +25,10 @@ pub struct Config {
     /// Drop what the rules say to drop. `false` is monitor mode: everything is
     /// evaluated and counted as would-drop, nothing is dropped.
     pub enforce: bool,
-    /// IPv6 sources are banned and rate-limited per prefix of this length.
+    /// IPv6 sources are banned and rate-limited per prefix of this length:
+    /// 128 (the default) per address. Keyed narrower than a /64, bans widen
+    /// by themselves: to the /64 once `WIDEN_AFTER` of its addresses are
+    /// banned, to the /48 once as many of its /64s are.
     pub ipv6_prefix: u8,
     pub sip: SipPorts,
     pub limits: Limits,
@@ -390,7 +393,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             enforce: true,
-            ipv6_prefix: 64,
+            ipv6_prefix: 128,
             sip: SipPorts::default(),
             limits: Limits::default(),
             ban: BanConfig::default(),

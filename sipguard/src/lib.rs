@@ -15,3 +15,4 @@ pub mod preflight;
 pub mod signatures;
 pub mod stats;
 pub mod status;
+pub mod widen;

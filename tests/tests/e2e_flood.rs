@@ -782,7 +782,8 @@ fn blocklisted_sources_are_always_dropped() -> Result<()> {
     Ok(())
 }
 
-/// IPv6 sources are limited and banned per /64: two attacker addresses in
+/// With `ipv6_prefix = 64`, IPv6 sources are limited and banned per /64
+/// (the default keys them per address and widens bans): two attacker addresses in
 /// one /64, each sending no more than the burst on its own, together exceed
 /// it and get the whole /64 banned (one ban, listed as the /64); an address
 /// in another /64 is not affected.
@@ -798,6 +799,7 @@ fn ipv6_sources_share_one_ban_per_64() -> Result<()> {
     lab.add_addr(&lab.attacker, &format!("{a2}/64"))?;
     lab.add_addr(&lab.attacker, &format!("{other}/64"))?;
     let (_agent, ctl, listener) = bench.start()?;
+    ctl.run(&["limits", "set", "ipv6.prefix=64"])?;
     ctl.limits_set(&[
         "invite.rate=20/s",
         "invite.burst=20",

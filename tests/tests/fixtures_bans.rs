@@ -50,7 +50,15 @@ const PASSED: (Verdict, Reason) = (Verdict::Pass, Reason::Accepted);
 
 /// Limits no test packet reaches, so only bans decide.
 fn harness() -> Harness {
-    let mut cfg = Config::default();
+    harness_keyed_by(Config::default().ipv6_prefix)
+}
+
+/// `harness()` with IPv6 sources keyed by `prefix` bits.
+fn harness_keyed_by(prefix: u8) -> Harness {
+    let mut cfg = Config {
+        ipv6_prefix: prefix,
+        ..Config::default()
+    };
     let huge = RateLimit {
         rate: Rate::per_sec(1_000_000),
         burst: 1_000_000,
@@ -225,14 +233,14 @@ fn the_sweep_mends_a_lost_hint() {
     assert_eq!(h.maps_mut().sync_ban_hints(monotonic_ns()).unwrap(), 0);
 }
 
-/// A ban keyed by its /64 (the default grouping) drops every address of
+/// A ban keyed by its /64 (with `ipv6_prefix = 64`) drops every address of
 /// that /64, on the hint's fast path and through `BANS` alike, and nothing
 /// outside it; an IPv4 ban drops that one address. The program builds the
 /// keys from the packet (parse.rs, `policy::group`) and the controller from
 /// the address (`src_key`): this checks that both agree, word for word.
 #[test]
 fn bans_match_the_programs_keys_v6_by_64_and_v4() {
-    let mut h = harness();
+    let mut h = harness_keyed_by(64);
     let from6 =
         |a: Ipv6Addr| Pkt::udp_v6(a, SERVER_V6, 5060, Sip::invite_with_sdp().build()).build();
     let verdict6 = |h: &Harness, a: Ipv6Addr| {
@@ -270,7 +278,7 @@ fn bans_match_the_programs_keys_v6_by_64_and_v4() {
 
     // The same with the /64's hint slot held by another key's live ban
     // (banned first, so the slot keeps it): `BANS` decides, by the same key.
-    let mut h = harness();
+    let mut h = harness_keyed_by(64);
     let squatter = (1..1 << 20)
         .map(v4)
         .find(|a| key(*a).ban_slot() == key64.ban_slot())
@@ -282,4 +290,107 @@ fn bans_match_the_programs_keys_v6_by_64_and_v4() {
     assert_eq!(verdict6(&h, same_64), BANNED, "BANS holds the /64");
     assert_eq!(verdict6(&h, next_64), PASSED);
     assert_eq!(verdict(&h, squatter), BANNED);
+}
+
+/// Per-address keys (the default) with a widened ban on a /64 or /48 (the
+/// agent sets those, widen.rs): the prefix's addresses are dropped, except
+/// its REGISTERs and its trusted sources, which get through to the usual
+/// rules; an address's own ban still drops everything from it; other
+/// prefixes are untouched. An attacker and a customer sharing a /64 are
+/// told apart.
+#[test]
+fn widened_bans_spare_trusted_sources_and_registrations() {
+    let mut h = harness();
+    let from6 = |a: Ipv6Addr, method: &str| {
+        Pkt::udp_v6(a, SERVER_V6, 5060, Sip::request(method).build()).build()
+    };
+    let v6_of =
+        |h: &Harness, a: Ipv6Addr, method: &str| h.run_counted(&from6(a, method)).unwrap().1;
+    let is = |d: &Delta, (v, r): (Verdict, Reason)| d.reasons.contains_key(&(v.name(), r.name()));
+    let attacker: Ipv6Addr = "2001:db8:77:1::a".parse().unwrap();
+    let phone: Ipv6Addr = "2001:db8:77:1::b".parse().unwrap();
+    let newcomer: Ipv6Addr = "2001:db8:77:1::c".parse().unwrap();
+    let in_48: Ipv6Addr = "2001:db8:77:2::1".parse().unwrap();
+    let elsewhere: Ipv6Addr = "2001:db8:78::1".parse().unwrap();
+    let now = monotonic_ns();
+    let ban = |reason: BanReason, bits: u32| Ban {
+        expires_ns: now + HOUR,
+        since_ns: now,
+        reason: reason as u32,
+        bucket: bits,
+        dropped: 0,
+    };
+    let mask = prefix_mask(128);
+    let word0 = |a: Ipv6Addr| src_key(IpAddr::V6(a), &mask).words()[0];
+    h.maps_mut()
+        .ban_add(
+            src_key(IpAddr::V6(attacker), &mask),
+            ban(BanReason::Flood, 0),
+        )
+        .unwrap();
+    h.maps_mut()
+        .ban_add(
+            SrcKey::v6_group(word0(attacker), 64),
+            ban(BanReason::Widened, 64),
+        )
+        .unwrap();
+    let phone_key = src_key(IpAddr::V6(phone), &mask);
+    h.maps_mut()
+        .trusted
+        .insert(
+            phone_key,
+            sipguard_common::source::Trust {
+                expires_ns: now + HOUR,
+                since_ns: now,
+                renewals: 1,
+            },
+            0,
+        )
+        .unwrap();
+
+    assert!(
+        is(&v6_of(&h, attacker, "REGISTER"), BANNED),
+        "its own ban drops all"
+    );
+    assert!(
+        is(&v6_of(&h, newcomer, "INVITE"), BANNED),
+        "the /64 is banned"
+    );
+    assert!(
+        is(&v6_of(&h, newcomer, "REGISTER"), PASSED),
+        "but a REGISTER gets through"
+    );
+    assert!(
+        is(&v6_of(&h, phone, "INVITE"), PASSED),
+        "and a trusted phone"
+    );
+    assert!(is(&v6_of(&h, in_48, "INVITE"), PASSED), "another /64");
+
+    h.maps_mut()
+        .ban_add(
+            SrcKey::v6_group(word0(in_48), 48),
+            ban(BanReason::Widened, 48),
+        )
+        .unwrap();
+    assert!(is(&v6_of(&h, in_48, "INVITE"), BANNED), "the /48 is banned");
+    assert!(
+        is(&v6_of(&h, phone, "INVITE"), PASSED),
+        "its trusted phone is not"
+    );
+    assert!(
+        is(&v6_of(&h, elsewhere, "INVITE"), PASSED),
+        "outside the /48"
+    );
+    let shown: Vec<String> = h
+        .maps()
+        .bans_list()
+        .unwrap()
+        .iter()
+        .map(|(k, _)| sipguard::addr::show_src(k, 128))
+        .collect();
+    assert!(
+        shown.contains(&"2001:db8:77:1::/64".to_string()),
+        "{shown:?}"
+    );
+    assert!(shown.contains(&"2001:db8:77::/48".to_string()), "{shown:?}");
 }

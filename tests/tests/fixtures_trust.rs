@@ -463,7 +463,10 @@ fn other_responses_are_ignored() {
 
 #[test]
 fn ipv6_clients_are_grouped_by_64() {
-    let lab = Lab::new();
+    let lab = Lab::with(&Config {
+        ipv6_prefix: 64,
+        ..Config::default()
+    });
     let a: Ipv6Addr = "2001:db8:6:1::a".parse().unwrap();
     let b: Ipv6Addr = "2001:db8:6:1::b".parse().unwrap();
     let c: Ipv6Addr = "2001:db8:6:1:ffff::c".parse().unwrap();
@@ -784,7 +787,10 @@ fn trusted_sources_skip_the_global_budget() {
 
 #[test]
 fn trust_on_ingress_follows_the_64() {
-    let mut cfg = Config::default();
+    let mut cfg = Config {
+        ipv6_prefix: 64,
+        ..Config::default()
+    };
     cfg.set("global.invite.rate=1/h").unwrap();
     cfg.set("global.invite.burst=1").unwrap();
     let lab = Lab::with(&cfg);
