@@ -94,10 +94,17 @@ pub enum TableStat {
     AuthFailure = 8,
     /// A trusted source skipped the global budget.
     TrustedPass = 9,
+    /// A client earned trust while banned on evidence a forger can produce
+    /// (not a manual ban): the ban was lifted.
+    BanLifted = 10,
+    /// A banned source's REGISTER was let through on probation (one per
+    /// `PROBATION` interval), so a client whose address a forger got
+    /// banned can register, earn trust and lift the ban.
+    ProbationPass = 11,
 }
 
 impl TableStat {
-    pub const ALL: [TableStat; 10] = [
+    pub const ALL: [TableStat; 12] = [
         TableStat::SrcStateNew,
         TableStat::SrcStateFull,
         TableStat::BanAdded,
@@ -108,6 +115,8 @@ impl TableStat {
         TableStat::TrustEarned,
         TableStat::AuthFailure,
         TableStat::TrustedPass,
+        TableStat::BanLifted,
+        TableStat::ProbationPass,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -122,6 +131,8 @@ impl TableStat {
             TableStat::TrustEarned => "trust_earned",
             TableStat::AuthFailure => "auth_failure",
             TableStat::TrustedPass => "trusted_pass",
+            TableStat::BanLifted => "ban_lifted",
+            TableStat::ProbationPass => "probation_pass",
         }
     }
 }

@@ -75,6 +75,11 @@ impl SrcKey {
     }
 }
 
+/// Set in `Ban::bucket` when a source is caught again while banned (on
+/// probation, see `policy::probation`): it is no forger's victim, so its
+/// REGISTERs get no more probation. The rest of `bucket` is the detail.
+pub const BAN_CONFIRMED: u32 = 1 << 31;
+
 /// The second word of a group key, above its width: an interface ID no
 /// address assignment scheme hands out (all ones but the last byte).
 pub const GROUP_MARK: u64 = 0xffff_ffff_ffff_ff00;
@@ -120,13 +125,18 @@ impl BanHint {
     }
 
     /// Record a ban of `key` until `until_ns`, at `now_ns`: take the slot if
-    /// it is free, expired or already `key`'s; always extend `any_until_ns`.
+    /// it is free, expired or already `key`'s (a live one made longer keeps
+    /// its count); always extend `any_until_ns`.
     #[inline(always)]
     pub fn record(&mut self, key: &SrcKey, until_ns: u64, now_ns: u64) {
-        if self.until_ns <= now_ns || self.key.same(key) {
+        let mine = self.key.same(key);
+        if self.until_ns <= now_ns || mine {
+            // A live ban of `key` made longer keeps what it dropped.
+            if !(mine && self.until_ns > now_ns) {
+                self.dropped = 0;
+            }
             self.key = *key;
             self.until_ns = until_ns;
-            self.dropped = 0;
         }
         if self.any_until_ns < until_ns {
             self.any_until_ns = until_ns;

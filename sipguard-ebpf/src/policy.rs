@@ -8,9 +8,9 @@ use aya_ebpf::{bindings::xdp_md, maps::lpm_trie::Key};
 use sipguard_common::{
     Class, Policy, Reason, Verdict,
     maps::{ALLOW_HOLE, LIST_ALLOW, LIST_BLOCK, TableStat},
-    policy::{Bucket, Limit, POLICY_MALFORMED, POLICY_SCAN, POLICY_TRUST},
+    policy::{BUCKETS, Bucket, Limit, POLICY_MALFORMED, POLICY_SCAN, POLICY_TRUST},
     signature::TIER_BAN,
-    source::{Ban, BanEvent, BanReason, SrcKey, SrcState},
+    source::{BAN_CONFIRMED, Ban, BanEvent, BanReason, SrcKey, SrcState},
 };
 
 use crate::{
@@ -194,6 +194,49 @@ fn group_banned(flow: &Flow, policy: &Policy, src: &SrcKey, class: u32, now: u64
         && (banned(&g64, now) || banned(&g48, now))
 }
 
+/// A banned source's REGISTERs while the ban is on evidence a forger can
+/// produce (any but a manual ban): one per `PROBATION` interval is judged
+/// like anyone's (`Some(true)`), the rest dropped (`Some(false)`). The
+/// client whose address was used registers, gets its 2xx, earns trust, and
+/// the trust lifts the ban (`trust::learn`); a forger never sees the 2xx.
+/// `None`: not banned, or banned by hand (then `banned` decides).
+#[inline(always)]
+fn probation(src: &SrcKey, now: u64) -> Option<bool> {
+    if !maybe_banned(src, now) {
+        return None;
+    }
+    let ban = BANS.get_ptr_mut(src)?;
+    // SAFETY: a valid map value pointer; a racing update only skews a counter.
+    let ban = unsafe { &mut *ban };
+    if ban.expires_ns <= now || ban.reason == BanReason::Manual as u32 {
+        return None;
+    }
+    if ban.bucket & BAN_CONFIRMED != 0 {
+        ban.dropped += 1;
+        return Some(false);
+    }
+    // Charged to the SYN bucket, which a banned source cannot use (its
+    // SYNs are dropped as banned) and the REGISTER it lets through then
+    // needs whole. Its SYNs may wait a few seconds once the ban lifts.
+    let pass = src_state(src, now).is_some_and(|st| {
+        limit::conform(
+            &mut st.tat_ns[Bucket::Syn as usize & (BUCKETS - 1)],
+            now,
+            &PROBATION,
+        )
+    });
+    if pass {
+        stats::table(TableStat::ProbationPass);
+    } else {
+        ban.dropped += 1;
+    }
+    Some(pass)
+}
+
+/// The REGISTERs a banned source gets through on probation: a client's
+/// challenge and answer (two) within ten seconds, then one per five.
+const PROBATION: Limit = Limit::new(1, 5_000_000_000, 2);
+
 /// Some ban of `key`'s `BAN_HINTS` slot is live: `key` may be banned.
 #[inline(always)]
 fn maybe_banned(key: &SrcKey, now: u64) -> bool {
@@ -242,7 +285,14 @@ pub fn front(flow: &Flow, class: u32, empty: u32) -> Step {
     }
 
     let src = group(flow, policy);
-    if banned(&src, now) || group_banned(flow, policy, &src, class, now) {
+    if class == Class::Register as u32
+        && let Some(let_through) = probation(&src, now)
+    {
+        if !let_through {
+            let (v, r) = deny(policy, Reason::Banned);
+            return Step::Done(v, r);
+        }
+    } else if banned(&src, now) || group_banned(flow, policy, &src, class, now) {
         let (v, r) = deny(policy, Reason::Banned);
         return Step::Done(v, r);
     }
@@ -485,23 +535,38 @@ pub fn ban(
     now: u64,
     st: Option<&SrcState>,
 ) {
-    let entry = Ban {
-        expires_ns: now + policy.ban_for_ns,
-        since_ns: now,
-        reason: reason as u32,
-        bucket: detail,
-        dropped: 0,
+    let expires_ns = now + policy.ban_for_ns;
+    let entry = match BANS.get_ptr_mut(src) {
+        // Caught again while banned (a REGISTER on probation): it is no
+        // forger's victim. The ban stands, longer, with what it dropped so
+        // far, and without probation from now on.
+        // SAFETY: a valid map value pointer for this program run.
+        Some(b) if unsafe { (*b).expires_ns } > now => unsafe {
+            (*b).expires_ns = expires_ns;
+            (*b).bucket |= BAN_CONFIRMED;
+            *b
+        },
+        _ => {
+            let fresh = Ban {
+                expires_ns,
+                since_ns: now,
+                reason: reason as u32,
+                bucket: detail,
+                dropped: 0,
+            };
+            if BANS.insert(src, fresh, 0).is_err() {
+                stats::table(TableStat::BanTableFull);
+                return;
+            }
+            stats::table(TableStat::BanAdded);
+            fresh
+        }
     };
-    if BANS.insert(src, entry, 0).is_err() {
-        stats::table(TableStat::BanTableFull);
-        return;
-    }
     if let Some(h) = BAN_HINTS.get_ptr_mut(src.ban_slot()) {
         // SAFETY: a valid map value pointer. Two CPUs banning into one slot
         // at once may leave it short; the controller's sweep repairs it.
         unsafe { (*h).record(src, entry.expires_ns, now) };
     }
-    stats::table(TableStat::BanAdded);
     let (window_pkts, window_ns) = match st {
         Some(st) => (st.window_pkts, now.saturating_sub(st.window_start_ns)),
         None => (1, 0),

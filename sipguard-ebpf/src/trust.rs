@@ -14,7 +14,10 @@ use sipguard_common::{
     source::{BanReason, SrcKey, Trust},
 };
 
-use crate::{maps::TRUSTED, policy, stats};
+use crate::{
+    maps::{BAN_HINTS, BANS, TRUSTED},
+    policy, stats,
+};
 
 const INVITE: u64 = token_hash(b"invite");
 const REGISTER: u64 = token_hash(b"register");
@@ -42,6 +45,7 @@ pub fn learn(policy: &Policy, client: &SrcKey, status: u32, method: u64, now: u6
     let for_us = method == INVITE || method == REGISTER;
     if (200..300).contains(&status) && for_us {
         let until = if policy.flags & POLICY_TRUST != 0 {
+            lift_ban(client);
             earn(policy, client, now)
         } else {
             0
@@ -78,6 +82,31 @@ pub fn learn(policy: &Policy, client: &SrcKey, status: u32, method: u64, now: u6
     if st.auth_fails >= policy.auth_fail_after as u64 && st.trusted_until_ns <= now {
         st.auth_fails = 0;
         policy::ban(policy, client, BanReason::AuthFailure, 0, now, None);
+    }
+}
+
+/// The server answered `client` with a 2xx: it receives the server's
+/// packets, which no off-path forger does, so a ban on evidence a forger can
+/// produce (every kind but a manual ban) is lifted at once.
+#[inline(always)]
+fn lift_ban(client: &SrcKey) {
+    let Some(ban) = BANS.get_ptr(client) else {
+        return;
+    };
+    // SAFETY: a valid map value pointer for this program run.
+    if unsafe { (*ban).reason } == BanReason::Manual as u32 {
+        return;
+    }
+    if BANS.remove(client).is_ok() {
+        if let Some(h) = BAN_HINTS.get_ptr_mut(client.ban_slot()) {
+            // SAFETY: a valid map value pointer.
+            unsafe {
+                if (*h).key.same(client) {
+                    (*h).until_ns = 0;
+                }
+            }
+        }
+        stats::table(TableStat::BanLifted);
     }
 }
 

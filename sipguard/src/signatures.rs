@@ -256,7 +256,11 @@ impl Maps {
     /// What a ban's `bucket` field means for its reason: the limit's bucket,
     /// or for scanner bans the signature token.
     pub fn ban_detail(&self, reason: u32, detail: u32) -> String {
-        use sipguard_common::{policy::Bucket, source::BanReason};
+        use sipguard_common::{
+            policy::Bucket,
+            source::{BAN_CONFIRMED, BanReason},
+        };
+        let detail = detail & !BAN_CONFIRMED;
         if reason == BanReason::Scanner as u32 {
             return self
                 .sig_names

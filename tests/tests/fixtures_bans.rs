@@ -349,8 +349,16 @@ fn widened_bans_spare_trusted_sources_and_registrations() {
         .unwrap();
 
     assert!(
+        is(&v6_of(&h, attacker, "INVITE"), BANNED),
+        "its own ban drops it"
+    );
+    // Its REGISTERs are on probation: two, then none within 5 s.
+    for n in 0..2 {
+        assert!(is(&v6_of(&h, attacker, "REGISTER"), PASSED), "REGISTER {n}");
+    }
+    assert!(
         is(&v6_of(&h, attacker, "REGISTER"), BANNED),
-        "its own ban drops all"
+        "a third REGISTER"
     );
     assert!(
         is(&v6_of(&h, newcomer, "INVITE"), BANNED),

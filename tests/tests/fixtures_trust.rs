@@ -364,6 +364,69 @@ fn forged_scanner_flood_and_sweep_never_ban_a_trusted_client() {
     assert_eq!(ban.reason, BanReason::Scanner as u32);
 }
 
+/// A forger bans a phone that has not registered yet (one scanner packet
+/// with its address). The phone's REGISTERs still get through on probation
+/// (two, then one per five seconds), the server's 200 makes it trusted, and
+/// the trust lifts the ban at once: its INVITE passes. A manual ban is the
+/// operator's and stays, REGISTERs included.
+#[test]
+fn a_forged_ban_lifts_once_the_client_registers() {
+    let mut lab = Lab::new();
+    let from =
+        |c: std::net::Ipv4Addr, sip: Sip| Pkt::udp_v4(c, SERVER_V4, SIP, sip.build()).build();
+    let phone = v4(330);
+    let key = lab.key(phone);
+    let scanner = Sip::request("OPTIONS").user_agent(Some("friendly-scanner"));
+    assert_eq!(lab.ingress(&from(phone, scanner)), XDP_DROP);
+    assert!(
+        lab.ban_of(&key).is_some(),
+        "the forged packet banned the phone"
+    );
+    assert_eq!(lab.ingress(&invite_from(phone.into())), XDP_DROP, "banned");
+
+    let register = || from(phone, Sip::request("REGISTER"));
+    assert_eq!(lab.ingress(&register()), XDP_PASS, "REGISTER on probation");
+    assert_eq!(lab.ingress(&register()), XDP_PASS, "its answer to the 401");
+    assert_eq!(lab.ingress(&register()), XDP_DROP, "a third within 5 s");
+    assert_eq!(lab.stat(TableStat::ProbationPass), 2);
+
+    lab.respond(&to_client(phone, &response(200, "OK", "REGISTER")));
+    assert!(lab.ban_of(&key).is_none(), "the 2xx lifted the ban");
+    assert_eq!(lab.stat(TableStat::BanLifted), 1);
+    assert_eq!(
+        lab.ingress(&invite_from(phone.into())),
+        XDP_PASS,
+        "its INVITE"
+    );
+
+    // A manual ban holds.
+    let banned = v4(331);
+    let bkey = lab.key(banned);
+    let now = sipguard::addr::monotonic_ns();
+    lab.h
+        .maps_mut()
+        .ban_add(
+            bkey,
+            Ban {
+                expires_ns: now + 600_000_000_000,
+                since_ns: now,
+                reason: BanReason::Manual as u32,
+                bucket: 0,
+                dropped: 0,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        lab.ingress(&from(banned, Sip::request("REGISTER"))),
+        XDP_DROP
+    );
+    lab.respond(&to_client(banned, &response(200, "OK", "REGISTER")));
+    assert!(
+        lab.ban_of(&bkey).is_some(),
+        "a manual ban is not lifted by trust"
+    );
+}
+
 #[test]
 fn a_2xx_clears_the_failure_count() {
     // Trust off: a 2xx still clears the count, and the client stays
