@@ -47,6 +47,9 @@ pub struct Maps {
     /// The pin directory, locked around list-flag updates (`ListsLock`);
     /// `None` for maps no other process can reach (an unpinned load).
     pin_dir: Option<PathBuf>,
+    /// `SIP_PORTS` as this handle last wrote it: only the agent writes it,
+    /// so a reload compares with this instead of reading 65 536 entries.
+    ports_written: Option<Vec<u8>>,
 }
 
 /// Every map the agent pins, by name: all state the programs share, so a
@@ -126,6 +129,7 @@ impl Maps {
             trusted: take(MAP_TRUSTED)?.try_into()?,
             empty_lists: take(MAP_EMPTY_LISTS)?.try_into()?,
             pin_dir: None,
+            ports_written: None,
         })
     }
 
@@ -167,6 +171,7 @@ impl Maps {
             trusted: Map::LruHashMap(open(MAP_TRUSTED)?).try_into()?,
             empty_lists: Map::Array(open(MAP_EMPTY_LISTS)?).try_into()?,
             pin_dir: Some(dir.to_path_buf()),
+            ports_written: None,
         })
     }
 
@@ -179,12 +184,16 @@ impl Maps {
         for p in &cfg.sip.tcp_ports {
             bits[*p as usize] |= PORT_TCP;
         }
-        let current: Vec<u8> = self.sip_ports.iter().collect::<Result<_, _>>()?;
+        let current: Vec<u8> = match self.ports_written.take() {
+            Some(written) => written,
+            None => self.sip_ports.iter().collect::<Result<_, _>>()?,
+        };
         for (port, (want, have)) in bits.iter().zip(current).enumerate() {
             if *want != have {
                 self.sip_ports.set(port as u32, want, 0)?;
             }
         }
+        self.ports_written = Some(bits);
         Ok(())
     }
 

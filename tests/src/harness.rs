@@ -22,6 +22,7 @@ use sipguard::{
 use sipguard_common::{
     Class, Reason, Verdict,
     maps::{MAP_BAN_EVENTS, PROG_BENCH_EMPTY, PROG_EGRESS, PROG_XDP, TableStat},
+    source::{BanHint, SrcKey},
 };
 
 pub const XDP_DROP: u32 = 1;
@@ -101,11 +102,17 @@ fn reset(ebpf: &mut Ebpf, maps: &mut Maps) -> Result<()> {
     }
     clear_lpm(&mut maps.allow)?;
     clear_lpm(&mut maps.block)?;
+    // The hint slots of live bans; a slot whose bans are all over only
+    // costs the next ban's owner a `BANS` lookup (reading all 65 536 slots
+    // takes seconds on an emulated kernel).
+    let banned: Vec<SrcKey> = maps.bans.keys().collect::<Result<_, _>>()?;
+    for k in banned {
+        maps.ban_hints.set(k.ban_slot(), BanHint::default(), 0)?;
+    }
     clear_hash(&mut maps.bans)?;
     clear_hash(&mut maps.src_state)?;
     clear_hash(&mut maps.signatures)?;
     clear_hash(&mut maps.trusted)?;
-    zero_array(&mut maps.ban_hints)?;
     zero_array(&mut maps.global_state)?;
     zero_array(&mut maps.sig_names)?;
     zero_per_cpu(&mut maps.reason_stats)?;

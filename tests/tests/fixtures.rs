@@ -674,8 +674,12 @@ fn keepalives_pass_and_are_counted() {
 /// the per-source `other` bucket (default burst 100).
 #[test]
 fn a_keepalive_flood_is_limited_like_other_requests() {
-    let h = harness();
-    let burst = Config::default().limits.other.burst as u32;
+    // The default burst at a rate too slow to refill while the test runs
+    // (on an emulated kernel a test run takes milliseconds).
+    let mut cfg = Config::default();
+    cfg.set("other.rate=1/h").unwrap();
+    let h = Harness::with_config(&cfg).unwrap_or_else(|e| panic!("{e:#}"));
+    let burst = cfg.limits.other.burst as u32;
     let pkt = udp4(SIP, keepalive::PING).build();
     let (action, _) = h.run_repeat(&pkt, burst).unwrap();
     assert_eq!(action, XDP_PASS, "the burst passes");
