@@ -407,6 +407,9 @@ fn apt_opts(base: &Path, dist: Dist) -> Vec<String> {
         "-o".into(),
         "Dir::Etc::SourceList=/dev/null".into(),
         "-o".into(),
+        // The download lands in target/, which apt's sandbox user cannot write.
+        "APT::Sandbox::User=root".into(),
+        "-o".into(),
         format!("Dir::Etc::SourceParts={}", d.join("parts").display()),
         "-o".into(),
         format!("Dir::State::Lists={}", d.join("lists").display()),
@@ -576,26 +579,37 @@ fn fetch(base: &Path, k: &Kernel) -> Result<(String, PathBuf)> {
         }
     }
     let image = find_vmlinuz(&dir).ok_or_else(|| anyhow!("no vmlinuz in {pkg}"))?;
-    let release = image
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.strip_prefix("vmlinuz-"))
-        .unwrap_or(&pkg)
-        .to_string();
+    let release = release_of(&image).unwrap_or(pkg);
     Ok((release, image))
 }
 
+/// The kernel image in an unpacked package: boot/vmlinuz-V, or (Debian's
+/// split packages from 6.19 on) usr/lib/modules/V/vmlinuz.
 fn find_vmlinuz(dir: &Path) -> Option<PathBuf> {
-    let boot = dir.join("boot");
-    fs::read_dir(boot)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
+    let in_boot = fs::read_dir(dir.join("boot")).ok().and_then(|d| {
+        d.flatten().map(|e| e.path()).find(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with("vmlinuz-"))
         })
+    });
+    in_boot.or_else(|| {
+        fs::read_dir(dir.join("usr/lib/modules"))
+            .ok()?
+            .flatten()
+            .map(|e| e.path().join("vmlinuz"))
+            .find(|p| p.exists())
+    })
+}
+
+/// "6.1.0-57-amd64" from boot/vmlinuz-6.1.0-57-amd64 or from
+/// usr/lib/modules/7.3.4+deb13-amd64/vmlinuz.
+fn release_of(image: &Path) -> Option<String> {
+    let name = image.file_name()?.to_str()?;
+    match name.strip_prefix("vmlinuz-") {
+        Some(r) => Some(r.to_string()),
+        None => Some(image.parent()?.file_name()?.to_str()?.to_string()),
+    }
 }
 
 fn guest_args(guest: &Path, bin: &Path, fixtures: &[PathBuf], out: &Path, net: &str) -> String {
