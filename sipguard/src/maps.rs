@@ -456,7 +456,7 @@ impl Maps {
         for key in keys {
             match self.bans.remove(key) {
                 Ok(()) => changed.applied += 1,
-                Err(MapError::KeyNotFound) => changed.missing += 1,
+                Err(e) if is_absent(&e) => changed.missing += 1,
                 Err(e) => return Err(e).context("removing a ban"),
             }
             // The slot stops dropping for the key at once; its
@@ -484,7 +484,7 @@ impl Maps {
         for key in keys {
             match self.trusted.remove(key) {
                 Ok(()) => changed.applied += 1,
-                Err(MapError::KeyNotFound) => changed.missing += 1,
+                Err(e) if is_absent(&e) => changed.missing += 1,
                 Err(e) => return Err(e).context("removing a trusted source"),
             }
             // The program reads trust from the source's rate state.
@@ -546,10 +546,20 @@ impl Maps {
 fn count_removal(res: Result<(), MapError>, net: &IpNet, changed: &mut Changed) -> Result<()> {
     match res {
         Ok(()) => changed.applied += 1,
-        Err(MapError::KeyNotFound) => changed.missing += 1,
+        Err(e) if is_absent(&e) => changed.missing += 1,
         Err(e) => return Err(e).with_context(|| format!("removing {net}")),
     }
     Ok(())
+}
+
+/// The entry to remove was not there: aya reports a delete of an absent key
+/// as the syscall's ENOENT, not as `KeyNotFound`.
+fn is_absent(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
 }
 
 /// BPF_EXIST (linux/bpf.h): update an entry only if it is still there.

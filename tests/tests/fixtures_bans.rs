@@ -402,3 +402,56 @@ fn widened_bans_spare_trusted_sources_and_registrations() {
     );
     assert!(shown.contains(&"2001:db8:77::/48".to_string()), "{shown:?}");
 }
+
+/// Deleting entries that are not there is reported, not fatal: a present
+/// entry named after an absent one is still removed (bans, trust, lists).
+#[test]
+fn deleting_absent_entries_goes_on_to_the_present_ones() {
+    let mut h = harness();
+    let (absent, present) = (v4(41), v4(42));
+    let now = monotonic_ns();
+    let entry = Ban {
+        expires_ns: now + HOUR,
+        since_ns: now,
+        reason: BanReason::Manual as u32,
+        bucket: 0,
+        dropped: 0,
+    };
+    h.maps_mut().ban_add(key(present), entry).unwrap();
+    let changed = h.maps_mut().bans_del(&[key(absent), key(present)]).unwrap();
+    assert_eq!((changed.applied, changed.missing), (1, 1));
+    assert!(
+        h.maps().bans_list().unwrap().is_empty(),
+        "the present ban is lifted"
+    );
+    assert_eq!(verdict(&h, present), PASSED);
+
+    let trust = sipguard_common::source::Trust {
+        expires_ns: now + HOUR,
+        since_ns: now,
+        renewals: 1,
+    };
+    h.maps_mut().trusted.insert(key(present), trust, 0).unwrap();
+    let changed = h
+        .maps_mut()
+        .trusted_del(&[key(absent), key(present)])
+        .unwrap();
+    assert_eq!((changed.applied, changed.missing), (1, 1));
+    assert!(h.maps().trusted_list().unwrap().is_empty());
+
+    let net = |a: Ipv4Addr| -> ipnet::IpNet { format!("{a}/32").parse().unwrap() };
+    h.maps_mut().allow_add(&[net(present)]).unwrap();
+    h.maps_mut().block_add(&[net(present)], 0).unwrap();
+    let changed = h
+        .maps_mut()
+        .allow_del(&[net(absent), net(present)])
+        .unwrap();
+    assert_eq!((changed.applied, changed.missing), (1, 1));
+    let changed = h
+        .maps_mut()
+        .block_del(&[net(absent), net(present)])
+        .unwrap();
+    assert_eq!((changed.applied, changed.missing), (1, 1));
+    assert!(h.maps().allow_list().unwrap().is_empty());
+    assert!(h.maps().block_list().unwrap().is_empty());
+}
