@@ -179,7 +179,7 @@ pub enum BansOp {
     Add {
         addrs: Vec<String>,
         /// Ban duration; default: the agent's ban.for.
-        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        #[arg(long = "for", value_parser = sipguard::config::parse_ban_for)]
         duration: Option<std::time::Duration>,
         #[command(flatten)]
         target: Target,

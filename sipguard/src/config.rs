@@ -462,6 +462,44 @@ impl Config {
             if l.rate.packets > 0 && l.rate.per_ns / l.rate.packets == 0 {
                 bail!("{key}.rate: {} is above one packet per nanosecond", l.rate);
             }
+            // The kernel holds the burst as burst × interval in ns.
+            let interval = l.rate.per_ns.checked_div(l.rate.packets).unwrap_or(0);
+            if l.burst > MAX_BURST
+                || interval
+                    .checked_mul(l.burst)
+                    .is_none_or(|ns| ns > MAX_SPAN.as_nanos() as u64)
+            {
+                bail!(
+                    "{key}.burst: {} is out of range: between 1 and {MAX_BURST}, and at {} \
+                     no more than {} of credit",
+                    l.burst,
+                    l.rate,
+                    humantime::format_duration(MAX_SPAN)
+                );
+            }
+        }
+        for (key, d, zero_ok) in [
+            ("ban.for", self.ban.duration, self.ban.after == 0),
+            ("ban.window", self.ban.window, self.ban.after == 0),
+            (
+                "scanner.enumeration_window",
+                self.scanner.enumeration_window,
+                self.scanner.enumeration_after == 0,
+            ),
+            ("trust.for", self.trust.duration, !self.trust.enabled),
+            (
+                "auth_fail.window",
+                self.auth_fail.window,
+                self.auth_fail.after == 0,
+            ),
+        ] {
+            check_span(key, d, zero_ok)?;
+        }
+        if self.scanner.enumeration_after == 1 {
+            bail!(
+                "scanner.enumeration_after: 1 would ban every source at its first request; use \
+                 0 (off) or a count from 2 to 128"
+            );
         }
         if self.scanner.enumeration_after > 128 {
             bail!(
@@ -710,6 +748,38 @@ fn parse_num<T: FromStr>(key: &str, value: &str) -> Result<T> {
         .map_err(|_| anyhow::anyhow!("{key}: '{value}' is not a whole number"))
 }
 
+/// The longest duration any setting takes (a ban, a window, trust): a
+/// year. Nanoseconds from now then never overflow, and a typo such as
+/// `ban.for = "18446744074s"` is refused instead of wrapping.
+pub const MAX_SPAN: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The largest burst a limit takes.
+pub const MAX_BURST: u64 = 1_000_000_000;
+
+/// `d` is within 1ns..=MAX_SPAN (0 too when `zero_ok`: the rule is off).
+fn check_span(key: &str, d: Duration, zero_ok: bool) -> Result<()> {
+    if d > MAX_SPAN {
+        bail!(
+            "{key}: {} is longer than {}, the longest a setting takes",
+            humantime::format_duration(d),
+            humantime::format_duration(MAX_SPAN)
+        );
+    }
+    if d.is_zero() && !zero_ok {
+        bail!("{key}: must be longer than 0s (0s would switch the rule off without saying so)");
+    }
+    Ok(())
+}
+
+/// `--for` of `sipguard bans add`: 1s to a year.
+pub fn parse_ban_for(value: &str) -> Result<Duration> {
+    let d = parse_duration("--for", value)?;
+    if d < Duration::from_secs(1) {
+        bail!("--for: {value} bans for nothing; give at least 1s");
+    }
+    check_span("--for", d, false)?;
+    Ok(d)
+}
+
 fn parse_duration(key: &str, value: &str) -> Result<Duration> {
     humantime::parse_duration(value)
         .with_context(|| format!("{key}: '{value}' is not a duration (e.g. 30s, 10m, 1h)"))
@@ -768,6 +838,31 @@ mod tests {
         assert!(format!("{e:#}").contains("not a duration"), "{e:#}");
         let e = Config::from_toml("[sip]\nudp_ports = [0]").unwrap_err();
         assert!(format!("{e:#}").contains("sip.udp_ports"), "{e:#}");
+    }
+
+    #[test]
+    fn numbers_and_durations_out_of_range_are_refused_with_the_range() {
+        for (set, want) in [
+            ("invite.burst=184467440738", "between 1 and"),
+            ("ban.for=18446744074s", "longer than"),
+            ("ban.for=0s", "longer than 0s"),
+            ("scanner.enumeration_window=0s", "longer than 0s"),
+            ("scanner.enumeration_after=1", "first request"),
+            ("trust.for=0s", "longer than 0s"),
+            ("auth_fail.window=400d", "longer than"),
+        ] {
+            let mut cfg = Config::default();
+            let err = cfg.set(set).expect_err(set);
+            assert!(format!("{err:#}").contains(want), "{set}: {err:#}");
+        }
+        let mut cfg = Config::default();
+        cfg.set("ban.after=0").unwrap();
+        cfg.set("ban.for=0s")
+            .expect("ban.for=0s is fine with bans off");
+        assert!(parse_ban_for("0s").is_err());
+        assert!(parse_ban_for("500ms").is_err());
+        assert!(parse_ban_for("400d").is_err());
+        assert_eq!(parse_ban_for("10m").unwrap(), Duration::from_secs(600));
     }
 
     #[test]
