@@ -301,3 +301,138 @@ fn password_guessing_is_banned_and_a_real_phone_is_trusted() -> Result<()> {
     );
     Ok(())
 }
+
+/// Forged packets from the attacker namespace (scapy), each with the source
+/// address of `victim`, to the server's SIP port from port 5062 (so the
+/// answers never reach the victim's own SIP socket): `scanners` OPTIONS
+/// with a scanner's User-Agent, then `registers` REGISTERs without
+/// credentials for USER (each draws a 401 to the victim's address).
+const FORGE: &str = r#"
+import sys
+from scapy.all import IP, UDP, Raw, send
+victim, server, scanners, registers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+def sip(method, n, ua):
+    return ("%s sip:%s SIP/2.0\r\nVia: SIP/2.0/UDP %s:5062;branch=z9hG4bKforged%d\r\n"
+            "Max-Forwards: 70\r\nFrom: <sip:1001@%s>;tag=f%d\r\nTo: <sip:1001@%s>\r\n"
+            "Call-ID: forged%d@%s\r\nCSeq: 1 %s\r\nUser-Agent: %s\r\n"
+            "Content-Length: 0\r\n\r\n" % (method, server, victim, n, server, n, server, n, victim, method, ua))
+pkts = [IP(src=victim, dst=server)/UDP(sport=5062, dport=5060)/Raw(sip("OPTIONS", n, "friendly-scanner"))
+        for n in range(scanners)]
+pkts += [IP(src=victim, dst=server)/UDP(sport=5062, dport=5060)/Raw(sip("REGISTER", 100 + n, "Linphone/5.2.5"))
+         for n in range(registers)]
+send(pkts, inter=0.05, verbose=False)
+print("forged %d packets from %s" % (len(pkts), victim))
+"#;
+
+fn forge(lab: &Lab, victim: IpAddr, scanners: u32, registers: u32) -> Result<()> {
+    let script = lab.dir().join("forge.py");
+    fs::write(&script, FORGE)?;
+    let out = lab.run(
+        &lab.attacker,
+        "python3",
+        [
+            script.to_str().context("lab dir is not UTF-8")?.to_string(),
+            victim.to_string(),
+            lab.server.v4.to_string(),
+            scanners.to_string(),
+            registers.to_string(),
+        ],
+        Duration::from_secs(60),
+    )?;
+    ensure!(out.status.success(), "scapy failed: {}", text(&out));
+    Ok(())
+}
+
+/// A registration of USER with its password from `node`; true on 200.
+fn registers_from(lab: &Lab, node: &Node) -> Result<bool> {
+    let script = lab.dir().join("phone.py");
+    fs::write(&script, PHONE)?;
+    let out = lab.run(
+        node,
+        "python3",
+        [
+            script.to_str().context("lab dir is not UTF-8")?,
+            &node.v4.to_string(),
+            &lab.server.v4.to_string(),
+            USER,
+            PASSWORD,
+        ],
+        Duration::from_secs(30),
+    )?;
+    Ok(out.status.success())
+}
+
+/// Off-path forging (hostile issue): a scapy attacker forges a scanner's
+/// OPTIONS and credential-less REGISTERs with the address of a trusted
+/// phone, and a scanner OPTIONS with the address of a phone that has not
+/// registered yet. The trusted phone is never banned and keeps every
+/// registration; the other is banned, starts registering, and is through
+/// (its 2xx lifts the ban) within 30 s.
+#[test]
+fn forged_packets_do_not_keep_phones_out() -> Result<()> {
+    let lab = Lab::new("forged")?;
+    let _kamailio = start_kamailio(&lab)?;
+    let _agent = lab.start_agent(&["--mode", "native"])?;
+    let ctl = Ctl::new(lab.iface());
+    let trusted_phone = IpAddr::V4(lab.client.v4);
+    let newcomer = lab.add_node("newcomer")?;
+    let new_phone = IpAddr::V4(newcomer.v4);
+
+    ensure!(
+        registers_from(&lab, &lab.client)?,
+        "the phone could not register"
+    );
+    ensure!(
+        rows_for(&trusted(&ctl)?, trusted_phone).len() == 1,
+        "the phone did not earn trust"
+    );
+
+    // Forged evidence against the trusted phone, then it keeps registering.
+    forge(&lab, trusted_phone, 5, 10)?;
+    let bans = ctl.bans()?;
+    ensure!(
+        rows_for(&bans, trusted_phone).is_empty(),
+        "forged packets banned the trusted phone: {bans}"
+    );
+    let mut ok = 0;
+    const ROUNDS: u32 = 20;
+    for _ in 0..ROUNDS {
+        if registers_from(&lab, &lab.client)? {
+            ok += 1;
+        }
+    }
+    eprintln!("trusted phone under forged evidence: {ok}/{ROUNDS} registrations");
+    ensure!(
+        f64::from(ok) >= 0.99 * f64::from(ROUNDS),
+        "the trusted phone kept {ok} of {ROUNDS} registrations"
+    );
+
+    // A phone not yet registered is banned by one forged scanner packet.
+    forge(&lab, new_phone, 1, 0)?;
+    let bans = ctl.bans()?;
+    ensure!(
+        rows_for(&bans, new_phone).len() == 1,
+        "the forged scanner packet did not ban {new_phone}: {bans}"
+    );
+    let t0 = std::time::Instant::now();
+    let mut through = false;
+    while t0.elapsed() < Duration::from_secs(30) {
+        if registers_from(&lab, &newcomer)? {
+            through = true;
+            break;
+        }
+    }
+    eprintln!("the banned newcomer registered after {:?}", t0.elapsed());
+    ensure!(through, "the newcomer was kept out for 30 s");
+    ensure!(
+        rows_for(&ctl.bans()?, new_phone).is_empty(),
+        "its 2xx did not lift the ban"
+    );
+    ensure!(
+        rows_for(&trusted(&ctl)?, new_phone).len() == 1,
+        "the newcomer did not earn trust"
+    );
+    let stats = ctl.stats()?;
+    eprintln!("sipguard: {}", stats["tables"]);
+    Ok(())
+}
