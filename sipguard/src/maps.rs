@@ -337,48 +337,21 @@ impl Maps {
     /// an IPv6 prefix of that list covers the IPv4 space and no IPv4 entry
     /// (0.0.0.0/0, the same key) takes the place.
     fn mend_holes(&mut self) -> Result<()> {
-        let v4 = addr::v4_space_key();
-        let at_v4 = |k: &Key<[u8; 16]>| k.prefix_len() == v4.prefix_len() && k.data() == v4.data();
-        // A lookup would be a longest-prefix match: walk for the exact key.
-        let (mut covered, mut here) = (false, None);
-        for (k, f) in self.allow.iter().filter_map(|kv| kv.ok()) {
-            covered |= f & ALLOW_HOLE == 0 && addr::covers_v4_space(&k);
-            if at_v4(&k) {
-                here = Some(f & ALLOW_HOLE != 0);
-            }
-        }
-        match (here, covered) {
-            (Some(true), false) => {
-                let _ = self.allow.remove(&v4);
-            }
-            (None, true) => self
-                .allow
-                .insert(&v4, ALLOW_HOLE, 0)
-                .context("keeping IPv4 sources out of an IPv6 allowlist prefix (is it full?)")?,
-            _ => {}
-        }
-        let (mut covered, mut here) = (false, None);
-        for (k, e) in self.block.iter().filter_map(|kv| kv.ok()) {
-            let hole = e.expires_ns == BLOCK_HOLE_EXPIRY;
-            covered |= !hole && addr::covers_v4_space(&k);
-            if at_v4(&k) {
-                here = Some(hole);
-            }
-        }
+        mend_hole(
+            &mut self.allow,
+            |f| f & ALLOW_HOLE != 0,
+            ALLOW_HOLE,
+            "allowlist",
+        )?;
         let hole = BlockEntry {
             expires_ns: BLOCK_HOLE_EXPIRY,
         };
-        match (here, covered) {
-            (Some(true), false) => {
-                let _ = self.block.remove(&v4);
-            }
-            (None, true) => self
-                .block
-                .insert(&v4, hole, 0)
-                .context("keeping IPv4 sources out of an IPv6 blocklist prefix (is it full?)")?,
-            _ => {}
-        }
-        Ok(())
+        mend_hole(
+            &mut self.block,
+            |e| e.expires_ns == BLOCK_HOLE_EXPIRY,
+            hole,
+            "blocklist",
+        )
     }
 
     /// The bans, each with the packets dropped for it by `BANS` and by its
@@ -541,6 +514,36 @@ impl Maps {
         self.mend_ban_hints(&live, now_ns)?;
         Ok((expired, blocks.len()))
     }
+}
+
+/// One list's hole at ::ffff:0:0/96 (`Maps::mend_holes`): `is_hole` tells
+/// a hole's value, `hole` is the one to write.
+fn mend_hole<V: aya::Pod>(
+    trie: &mut LpmTrie<MapData, [u8; 16], V>,
+    is_hole: impl Fn(&V) -> bool,
+    hole: V,
+    list: &str,
+) -> Result<()> {
+    let v4 = addr::v4_space_key();
+    let at_v4 = |k: &Key<[u8; 16]>| k.prefix_len() == v4.prefix_len() && k.data() == v4.data();
+    // A lookup would be a longest-prefix match: walk for the exact key.
+    let (mut covered, mut here) = (false, None);
+    for (k, v) in trie.iter().filter_map(|kv| kv.ok()) {
+        covered |= !is_hole(&v) && addr::covers_v4_space(&k);
+        if at_v4(&k) {
+            here = Some(is_hole(&v));
+        }
+    }
+    match (here, covered) {
+        (Some(true), false) => {
+            let _ = trie.remove(&v4);
+        }
+        (None, true) => trie.insert(&v4, hole, 0).with_context(|| {
+            format!("keeping IPv4 sources out of an IPv6 {list} prefix (is it full?)")
+        })?,
+        _ => {}
+    }
+    Ok(())
 }
 
 fn count_removal(res: Result<(), MapError>, net: &IpNet, changed: &mut Changed) -> Result<()> {

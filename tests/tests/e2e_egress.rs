@@ -62,6 +62,16 @@ fn start<'l>(lab: &'l Lab, extra: &[&str]) -> Result<Agent<'l>> {
     Ok(agent)
 }
 
+/// SIGKILL the agent, as a crash would, and wait until it is gone.
+fn kill_9(agent: Agent<'_>) {
+    let pid = agent.pid;
+    // SAFETY: a signal to a child this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    while !exited(pid) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn register(lab: &Lab) -> Result<String> {
     let out = lab.run(
         &lab.client,
@@ -124,12 +134,7 @@ fn netlink_egress_earns_trust_is_adopted_after_a_crash_and_removed_at_stop() -> 
     );
 
     // kill -9: the filter stays on the interface with the old program.
-    let pid = first.pid;
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    while !exited(pid) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    drop(first);
+    kill_9(first);
     ensure!(
         egress_filters(&lab)? == before,
         "the filter changed when the agent died"
@@ -154,12 +159,7 @@ fn netlink_egress_earns_trust_is_adopted_after_a_crash_and_removed_at_stop() -> 
     // A netlink agent dies; the next one runs with TCX (the host kernel has
     // it): the old filter must go, or every answer would be counted twice.
     let third = start(&lab, &["--tc-egress", "netlink"])?;
-    let pid = third.pid;
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    while !exited(pid) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    drop(third);
+    kill_9(third);
     ensure!(
         egress_filters(&lab)?.len() == 1,
         "the killed agent's filter is gone"

@@ -115,6 +115,17 @@ fn colliding() -> (Ipv4Addr, Ipv4Addr, Ipv4Addr) {
 
 const HOUR: u64 = 3_600_000_000_000;
 
+/// An hour's manual ban from `now`.
+fn manual_ban(now: u64) -> Ban {
+    Ban {
+        expires_ns: now + HOUR,
+        since_ns: now,
+        reason: BanReason::Manual as u32,
+        bucket: 0,
+        dropped: 0,
+    }
+}
+
 #[test]
 fn bans_sharing_a_slot_each_drop_and_lift_alone() {
     let (a, b, c) = colliding();
@@ -258,13 +269,7 @@ fn bans_match_the_programs_keys_v6_by_64_and_v4() {
     let next_64 = Ipv6Addr::from(u128::from(net) + (1 << 64));
     let v4_banned = v4(3);
     let now = monotonic_ns();
-    let entry = Ban {
-        expires_ns: now + HOUR,
-        since_ns: now,
-        reason: BanReason::Manual as u32,
-        bucket: 0,
-        dropped: 0,
-    };
+    let entry = manual_ban(now);
     let key64 = src_key(IpAddr::V6(net), &prefix_mask(64));
     h.maps_mut().ban_add(key64, entry).unwrap();
     h.maps_mut().ban_add(key(v4_banned), entry).unwrap();
@@ -348,46 +353,38 @@ fn widened_bans_spare_trusted_sources_and_registrations() {
         )
         .unwrap();
 
-    assert!(
-        is(&v6_of(&h, attacker, "INVITE"), BANNED),
-        "its own ban drops it"
+    let check = |h: &Harness, rows: &[(Ipv6Addr, &str, (Verdict, Reason), &str)]| {
+        for (from, method, want, why) in rows {
+            assert!(is(&v6_of(h, *from, method), *want), "{why}");
+        }
+    };
+    check(
+        &h,
+        &[
+            (attacker, "INVITE", BANNED, "its own ban drops it"),
+            // Its REGISTERs are on probation: two, then none within 5 s.
+            (attacker, "REGISTER", PASSED, "first REGISTER on probation"),
+            (attacker, "REGISTER", PASSED, "second REGISTER on probation"),
+            (attacker, "REGISTER", BANNED, "a third REGISTER"),
+            (newcomer, "INVITE", BANNED, "the /64 is banned"),
+            (newcomer, "REGISTER", PASSED, "but a REGISTER gets through"),
+            (phone, "INVITE", PASSED, "and a trusted phone"),
+            (in_48, "INVITE", PASSED, "another /64"),
+        ],
     );
-    // Its REGISTERs are on probation: two, then none within 5 s.
-    for n in 0..2 {
-        assert!(is(&v6_of(&h, attacker, "REGISTER"), PASSED), "REGISTER {n}");
-    }
-    assert!(
-        is(&v6_of(&h, attacker, "REGISTER"), BANNED),
-        "a third REGISTER"
-    );
-    assert!(
-        is(&v6_of(&h, newcomer, "INVITE"), BANNED),
-        "the /64 is banned"
-    );
-    assert!(
-        is(&v6_of(&h, newcomer, "REGISTER"), PASSED),
-        "but a REGISTER gets through"
-    );
-    assert!(
-        is(&v6_of(&h, phone, "INVITE"), PASSED),
-        "and a trusted phone"
-    );
-    assert!(is(&v6_of(&h, in_48, "INVITE"), PASSED), "another /64");
-
     h.maps_mut()
         .ban_add(
             SrcKey::v6_group(word0(in_48), 48),
             ban(BanReason::Widened, 48),
         )
         .unwrap();
-    assert!(is(&v6_of(&h, in_48, "INVITE"), BANNED), "the /48 is banned");
-    assert!(
-        is(&v6_of(&h, phone, "INVITE"), PASSED),
-        "its trusted phone is not"
-    );
-    assert!(
-        is(&v6_of(&h, elsewhere, "INVITE"), PASSED),
-        "outside the /48"
+    check(
+        &h,
+        &[
+            (in_48, "INVITE", BANNED, "the /48 is banned"),
+            (phone, "INVITE", PASSED, "its trusted phone is not"),
+            (elsewhere, "INVITE", PASSED, "outside the /48"),
+        ],
     );
     let shown: Vec<String> = h
         .maps()
@@ -410,13 +407,7 @@ fn deleting_absent_entries_goes_on_to_the_present_ones() {
     let mut h = harness();
     let (absent, present) = (v4(41), v4(42));
     let now = monotonic_ns();
-    let entry = Ban {
-        expires_ns: now + HOUR,
-        since_ns: now,
-        reason: BanReason::Manual as u32,
-        bucket: 0,
-        dropped: 0,
-    };
+    let entry = manual_ban(now);
     h.maps_mut().ban_add(key(present), entry).unwrap();
     let changed = h.maps_mut().bans_del(&[key(absent), key(present)]).unwrap();
     assert_eq!((changed.applied, changed.missing), (1, 1));

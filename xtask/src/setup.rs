@@ -199,28 +199,12 @@ pub fn cargo_deb() -> Result<()> {
 /// only `cargo xtask kernels` needs them).
 pub fn vm_tools() -> Result<()> {
     install_apt("VM tools", &VM_APT_PACKAGES)?;
-    let step = format!("PyPI {VM_PIP_PACKAGE}");
-    if cmd::probe("vng", &["--version"]).is_some() {
-        report(&step, "present");
-        return Ok(());
-    }
-    let mut c = Command::new("python3");
-    c.args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "--root-user-action=ignore",
-        VM_PIP_PACKAGE,
-    ]);
-    let took = install::run(&step, "pip", c, "check the network and `python3 -m pip`")?;
-    let _ = cmd::probe("pyenv", &["rehash"]);
-    if cmd::probe("vng", &["--version"]).is_none() {
-        bail!("pip installed {VM_PIP_PACKAGE} but `vng` is not on PATH");
-    }
-    report(&step, &format!("installed in {}s", took.as_secs()));
-    Ok(())
+    pip_install(
+        &format!("PyPI {VM_PIP_PACKAGE}"),
+        &[VM_PIP_PACKAGE],
+        || cmd::probe("vng", &["--version"]).is_some(),
+        &format!("pip installed {VM_PIP_PACKAGE} but `vng` is not on PATH"),
+    )
 }
 
 /// The APT packages of `wanted` that dpkg does not report as installed.
@@ -323,9 +307,28 @@ fn preseed_tshark() -> Result<()> {
 }
 
 fn pip_packages() -> Result<()> {
-    let step = format!("PyPI {}", PIP_PACKAGES.join(", "));
-    if cmd::probe("python3", &["-c", PIP_IMPORT_CHECK]).is_some() {
-        report(&step, "present");
+    pip_install(
+        &format!("PyPI {}", PIP_PACKAGES.join(", ")),
+        &PIP_PACKAGES,
+        || cmd::probe("python3", &["-c", PIP_IMPORT_CHECK]).is_some(),
+        &format!(
+            "pip installed {} but `python3 -c '{PIP_IMPORT_CHECK}'` still fails: is `python3` \
+             the interpreter pip installed into?",
+            PIP_PACKAGES.join(", ")
+        ),
+    )
+}
+
+/// `python3 -m pip install PACKAGES` unless `present()`; after it,
+/// `present()` must hold, else `still_missing` is the error.
+fn pip_install(
+    step: &str,
+    packages: &[&str],
+    present: impl Fn() -> bool,
+    still_missing: &str,
+) -> Result<()> {
+    if present() {
+        report(step, "present");
         return Ok(());
     }
     let mut c = Command::new("python3");
@@ -337,25 +340,20 @@ fn pip_packages() -> Result<()> {
         "--disable-pip-version-check",
         "--root-user-action=ignore",
     ])
-    .args(PIP_PACKAGES);
+    .args(packages);
     let took = install::run(
-        &step,
+        step,
         "pip",
         c,
-        "check the network and that `python3 -m pip` works, then rerun \
-         `cargo xtask setup --test-deps`",
+        "check the network and that `python3 -m pip` works, then rerun the command",
     )?;
-    // pyenv only puts new console scripts (sipvicious_svmap...) on PATH after
-    // a rehash; harmless elsewhere.
+    // pyenv only puts new console scripts (sipvicious_svmap, vng...) on
+    // PATH after a rehash; harmless elsewhere.
     let _ = cmd::probe("pyenv", &["rehash"]);
-    if cmd::probe("python3", &["-c", PIP_IMPORT_CHECK]).is_none() {
-        bail!(
-            "pip installed {} but `python3 -c '{PIP_IMPORT_CHECK}'` still fails: is `python3` \
-             the interpreter pip installed into?",
-            PIP_PACKAGES.join(", ")
-        );
+    if !present() {
+        bail!("{still_missing}");
     }
-    report(&step, &format!("installed in {}s", took.as_secs()));
+    report(step, &format!("installed in {}s", took.as_secs()));
     Ok(())
 }
 
