@@ -147,15 +147,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     warn_about(&live, &cfg)?;
 
     let (metrics_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let metrics_task = if args.metrics == "off" {
-        None
-    } else {
-        let addr: std::net::SocketAddr = args.metrics.parse().with_context(|| {
-            format!(
-                "--metrics {}: not an address like 127.0.0.1:9464 (or off)",
-                args.metrics
-            )
-        })?;
+    let metrics_task = if let Some(addr) = args.metrics {
         // Filtering matters more than its metrics: a port that cannot be
         // bound is a loud error, not a reason to leave the interface open.
         match metrics::bind(addr).await {
@@ -172,6 +164,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 None
             }
         }
+    } else {
+        None
     };
 
     let v6_prefix = cfg.ipv6_prefix;

@@ -297,8 +297,8 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = KernelLog::Warn)]
     pub log_level: KernelLog,
     /// Serve Prometheus metrics at http://ADDR/metrics ("off" to disable).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
-    pub metrics: String,
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464", value_parser = metrics_addr)]
+    pub metrics: Option<std::net::SocketAddr>,
     /// How to attach the TC egress program (earned trust, credential-attack
     /// bans): auto (a TCX link on Linux 6.6+, else a netlink cls_bpf
     /// filter), tcx, or netlink.
@@ -322,6 +322,51 @@ pub struct StatsArgs {
     #[arg(long)]
     pub json: bool,
     /// Print again every SECONDS seconds, with packet rates.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = watch_interval)]
     pub watch: Option<f64>,
+}
+
+/// `--watch SECONDS`: a number from 0.1 to 86400.
+fn watch_interval(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(v) if (0.1..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "'{value}' is not a refresh interval: give seconds from 0.1 to 86400"
+        )),
+    }
+}
+
+/// `--metrics ADDR|off`: where to serve, resolved before anything is
+/// loaded or attached (`localhost:9464` works too); `None` for off.
+pub fn metrics_addr(value: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    use std::net::ToSocketAddrs as _;
+    if value == "off" {
+        return Ok(None);
+    }
+    value
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .map(Some)
+        .ok_or_else(|| format!("'{value}' is not an address like 127.0.0.1:9464 (or off)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_and_metrics_values_are_checked_when_parsed() {
+        for bad in ["inf", "NaN", "-1", "0", "0.01", "1e9"] {
+            assert!(watch_interval(bad).is_err(), "{bad}");
+        }
+        assert_eq!(watch_interval("2.5"), Ok(2.5));
+        assert_eq!(metrics_addr("off"), Ok(None));
+        assert_eq!(
+            metrics_addr("127.0.0.1:9464").unwrap().unwrap().port(),
+            9464
+        );
+        assert!(metrics_addr("localhost:9464").unwrap().is_some());
+        assert!(metrics_addr("nonsense").is_err());
+    }
 }

@@ -39,8 +39,10 @@ pub struct Config {
     pub auth_fail: AuthFailConfig,
     /// Sources that are never limited, banned or dropped (trunks, peers,
     /// your own networks). CIDR or address, IPv4 or IPv6.
+    #[serde(deserialize_with = "cidrs")]
     pub allow: Vec<IpNet>,
     /// Sources always dropped.
+    #[serde(deserialize_with = "cidrs")]
     pub block: Vec<IpNet>,
 }
 
@@ -432,8 +434,19 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        let text = fs::read_to_string(path)
+        use std::io::Read as _;
+        let mut text = String::new();
+        fs::File::open(path)
+            .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text))
             .with_context(|| format!("reading config file {}", path.display()))?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            bail!(
+                "config file {} is larger than {} MiB: not a sipguard config (put long lists in \
+                 a list file for `allow add -f` / `block add -f`)",
+                path.display(),
+                MAX_CONFIG_BYTES >> 20
+            );
+        }
         Self::from_toml(&text).with_context(|| format!("in config file {}", path.display()))
     }
 
@@ -748,6 +761,19 @@ fn parse_num<T: FromStr>(key: &str, value: &str) -> Result<T> {
         .map_err(|_| anyhow::anyhow!("{key}: '{value}' is not a whole number"))
 }
 
+/// The largest config file read: a config is a page of settings; a
+/// device or a runaway file is refused before it fills memory.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// `allow`/`block` entries: CIDRs or bare addresses, as the CLI takes them.
+fn cidrs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    let items: Vec<String> = Deserialize::deserialize(d)?;
+    items
+        .iter()
+        .map(|s| crate::addr::parse_cidr(s).map_err(|e| serde::de::Error::custom(format!("{e:#}"))))
+        .collect()
+}
+
 /// The longest duration any setting takes (a ban, a window, trust): a
 /// year. Nanoseconds from now then never overflow, and a typo such as
 /// `ban.for = "18446744074s"` is refused instead of wrapping.
@@ -838,6 +864,23 @@ mod tests {
         assert!(format!("{e:#}").contains("not a duration"), "{e:#}");
         let e = Config::from_toml("[sip]\nudp_ports = [0]").unwrap_err();
         assert!(format!("{e:#}").contains("sip.udp_ports"), "{e:#}");
+    }
+
+    #[test]
+    fn list_entries_take_bare_addresses_and_huge_files_are_refused() {
+        let cfg = Config::from_toml(
+            "allow = [\"198.18.240.5\", \"2001:db8::/32\"]\nblock = [\"198.19.0.1\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.allow.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            ["198.18.240.5/32", "2001:db8::/32"]
+        );
+        assert_eq!(cfg.block[0].to_string(), "198.19.0.1/32");
+        let err = Config::from_toml("allow = [\"nonsense\"]").unwrap_err();
+        assert!(format!("{err:#}").contains("'nonsense'"), "{err:#}");
+        let err = Config::load(Path::new("/dev/zero")).unwrap_err();
+        assert!(format!("{err:#}").contains("larger than"), "{err:#}");
     }
 
     #[test]

@@ -444,6 +444,7 @@ pub fn detach(target: Target) -> Result<()> {
     // On kernels without TCX the egress program is a netlink filter, which
     // no pin holds: an agent that died left it on the interface.
     sipguard::egress::remove_filter(&iface);
+    sipguard::status::AgentStatus::remove(&iface);
     println!("sipguard detached from {iface}; pinned state removed");
     Ok(())
 }

@@ -177,6 +177,7 @@ pub(super) fn remove_leftovers(iface: &str) {
         let _ = fs::remove_dir_all(&dir);
     }
     let _ = fs::remove_file(Path::new(LOCK_DIR).join(format!("{iface}.lock")));
+    sipguard::status::AgentStatus::remove(iface);
 }
 
 /// The pin directory of the agent on `iface`.
