@@ -147,7 +147,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     warn_about(&live, &cfg)?;
 
     let (metrics_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let metrics_task = if let Some(addr) = args.metrics {
+    let metrics_task = if let Some(addr) = args.metrics.0 {
         // Filtering matters more than its metrics: a port that cannot be
         // bound is a loud error, not a reason to leave the interface open.
         match metrics::bind(addr).await {

@@ -298,7 +298,7 @@ pub struct RunArgs {
     pub log_level: KernelLog,
     /// Serve Prometheus metrics at http://ADDR/metrics ("off" to disable).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464", value_parser = metrics_addr)]
-    pub metrics: Option<std::net::SocketAddr>,
+    pub metrics: MetricsAddr,
     /// How to attach the TC egress program (earned trust, credential-attack
     /// bans): auto (a TCX link on Linux 6.6+, else a netlink cls_bpf
     /// filter), tcx, or netlink.
@@ -336,18 +336,22 @@ fn watch_interval(value: &str) -> Result<f64, String> {
     }
 }
 
+/// Where the agent serves its metrics; `None` for off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsAddr(pub Option<std::net::SocketAddr>);
+
 /// `--metrics ADDR|off`: where to serve, resolved before anything is
-/// loaded or attached (`localhost:9464` works too); `None` for off.
-pub fn metrics_addr(value: &str) -> Result<Option<std::net::SocketAddr>, String> {
+/// loaded or attached (`localhost:9464` works too).
+pub fn metrics_addr(value: &str) -> Result<MetricsAddr, String> {
     use std::net::ToSocketAddrs as _;
     if value == "off" {
-        return Ok(None);
+        return Ok(MetricsAddr(None));
     }
     value
         .to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
-        .map(Some)
+        .map(|a| MetricsAddr(Some(a)))
         .ok_or_else(|| format!("'{value}' is not an address like 127.0.0.1:9464 (or off)"))
 }
 
@@ -361,12 +365,30 @@ mod tests {
             assert!(watch_interval(bad).is_err(), "{bad}");
         }
         assert_eq!(watch_interval("2.5"), Ok(2.5));
-        assert_eq!(metrics_addr("off"), Ok(None));
+        assert_eq!(metrics_addr("off"), Ok(MetricsAddr(None)));
         assert_eq!(
-            metrics_addr("127.0.0.1:9464").unwrap().unwrap().port(),
+            metrics_addr("127.0.0.1:9464").unwrap().0.unwrap().port(),
             9464
         );
-        assert!(metrics_addr("localhost:9464").unwrap().is_some());
+        assert!(metrics_addr("localhost:9464").unwrap().0.is_some());
         assert!(metrics_addr("nonsense").is_err());
+        // The whole command line parses into the field's type.
+        use clap::Parser as _;
+        let cli =
+            Cli::try_parse_from(["sipguard", "run", "--iface", "x", "--metrics", "off"]).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(run.metrics, MetricsAddr(None));
+        let cli = Cli::try_parse_from(["sipguard", "run", "--iface", "x"]).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(run.metrics.0.map(|a| a.port()), Some(9464));
+        let cli = Cli::try_parse_from(["sipguard", "stats", "--watch", "2"]).unwrap();
+        let Command::Stats(stats) = cli.command else {
+            panic!("not stats")
+        };
+        assert_eq!(stats.watch, Some(2.0));
     }
 }
