@@ -74,7 +74,8 @@ for f in $FIXTURES; do
     name=$(basename "$f" | sed 's/-[0-9a-f]*$//')
     log="$OUT/fixtures-$name.log"
     if "$f" --test-threads=1 > "$log" 2>&1; then v=ok; else v=FAIL; fi
-    check "fixtures:$name" "$v" "$(grep -E '^test result:' "$log" | tail -1 | cut -c1-120)$(grep -E '^    [a-z_0-9:]+$' "$log" | head -5 | tr -d ' ' | tr '\n' ' ')"
+    failed=$(grep -E '^    [a-z_0-9:]+$' "$log" | head -5 | tr -d ' ' | tr '\n' ' ')
+    check "fixtures:$name" "$v" "$(grep -E '^test result:' "$log" | tail -1 | cut -c1-120)${failed:+ failed: $failed}"
 done
 
 # 3. a real attach
