@@ -963,11 +963,21 @@ fn scrape_reports_what_the_program_counted() -> Result<()> {
             &[
                 ("version", &info.version),
                 ("iface", "sgtest0"),
-                ("mode", "skb")
+                ("mode", "skb"),
+                ("kernel", &info.kernel),
+                ("tc_egress", "off"),
             ]
         ),
         1.0
     );
+    // This agent info says the egress program is off: so are its features.
+    for feature in ["earned_trust", "auth_failure_bans"] {
+        assert_eq!(
+            get(&m, "sipguard_feature_enabled", &[("feature", feature)]),
+            0.0,
+            "{feature}"
+        );
+    }
     assert_eq!(get(&m, "sipguard_enforcing", &[]), 1.0);
     assert_eq!(get(&m, "sipguard_config_reload_success", &[]), 1.0);
     let started = get(&m, "sipguard_start_time_seconds", &[]);
