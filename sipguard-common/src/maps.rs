@@ -61,6 +61,10 @@ pub const TRUSTED_MAX: u32 = 64 * 1024;
 pub const ALLOW_MAX: u32 = 16 * 1024;
 /// Blocklist capacity: room for large feeds (APIBAN, fail2ban exports).
 pub const BLOCK_MAX: u32 = 256 * 1024;
+/// Slots of each list the controller keeps free for the list's hole at
+/// ::ffff:0:0/96 (`ALLOW_HOLE`, `BLOCK_HOLE_EXPIRY`), so a full list can
+/// still be mended: the operator's entries get `*_MAX - LIST_RESERVED`.
+pub const LIST_RESERVED: u32 = 1;
 /// Concurrent dynamic bans. A plain hash, not LRU: a flood of new sources must
 /// never push out a ban. When full, new bans fail and are counted.
 pub const BANS_MAX: u32 = 64 * 1024;

@@ -11,6 +11,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sipguard_common::{
     Policy,
+    maps::{ALLOW_MAX, BLOCK_MAX, LIST_RESERVED},
     policy::{
         BUCKETS, Bucket, Limit, POLICY_ENFORCE, POLICY_MALFORMED, POLICY_SCAN, POLICY_TRUST,
         prefix_mask,
@@ -459,6 +460,18 @@ impl Config {
                 bail!("{key}: port 0 is not a valid SIP port");
             }
         }
+        for (key, list, max) in [
+            ("allow", &self.allow, ALLOW_MAX),
+            ("block", &self.block, BLOCK_MAX),
+        ] {
+            let room = (max - LIST_RESERVED) as usize;
+            if list.len() > room {
+                bail!(
+                    "{key}: {} entries, more than the {room} the {key}list holds",
+                    list.len()
+                );
+            }
+        }
         if self.sip.udp_ports.is_empty() && self.sip.tcp_ports.is_empty() {
             bail!("sip.udp_ports and sip.tcp_ports are both empty: sipguard would inspect nothing");
         }
@@ -881,6 +894,19 @@ mod tests {
         assert!(format!("{err:#}").contains("'nonsense'"), "{err:#}");
         let err = Config::load(Path::new("/dev/zero")).unwrap_err();
         assert!(format!("{err:#}").contains("larger than"), "{err:#}");
+    }
+
+    #[test]
+    fn lists_larger_than_their_tables_are_refused() {
+        let allow: Vec<String> = (0..20_000u32)
+            .map(|i| format!("\"{}\"", std::net::Ipv4Addr::from(0xc612_0000 + i)))
+            .collect();
+        let text = format!("allow = [{}]\n", allow.join(", "));
+        let err = Config::from_toml(&text).expect_err("20 000 allow entries");
+        assert!(
+            format!("{err:#}").contains("20000 entries, more than the 16383"),
+            "{err:#}"
+        );
     }
 
     #[test]

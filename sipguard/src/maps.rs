@@ -7,17 +7,20 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key},
+    maps::{
+        Array, HashMap, IterableMap as _, LpmTrie, Map, MapData, MapError, PerCpuArray,
+        lpm_trie::Key,
+    },
 };
 use ipnet::IpNet;
 use sipguard_common::{
     Counter, Policy,
     maps::{
-        ALLOW_HOLE, BLOCK_HOLE_EXPIRY, LIST_ALLOW, LIST_BLOCK, MAP_ALLOW, MAP_BAN_EVENTS,
-        MAP_BAN_HINTS, MAP_BANS, MAP_BLOCK, MAP_CLASS_STATS, MAP_EMPTY_LISTS, MAP_GLOBAL_STATE,
-        MAP_PENDING, MAP_PENDING_RESP, MAP_POLICY, MAP_PROGS, MAP_PROGS_TC, MAP_REASON_STATS,
-        MAP_SIG_HITS, MAP_SIG_INDEX, MAP_SIG_NAMES, MAP_SIGNATURES, MAP_SIP_PORTS, MAP_SRC_STATE,
-        MAP_TABLE_STATS, MAP_TRUSTED, PORT_TCP, PORT_UDP,
+        ALLOW_HOLE, BLOCK_HOLE_EXPIRY, LIST_ALLOW, LIST_BLOCK, LIST_RESERVED, MAP_ALLOW,
+        MAP_BAN_EVENTS, MAP_BAN_HINTS, MAP_BANS, MAP_BLOCK, MAP_CLASS_STATS, MAP_EMPTY_LISTS,
+        MAP_GLOBAL_STATE, MAP_PENDING, MAP_PENDING_RESP, MAP_POLICY, MAP_PROGS, MAP_PROGS_TC,
+        MAP_REASON_STATS, MAP_SIG_HITS, MAP_SIG_INDEX, MAP_SIG_NAMES, MAP_SIGNATURES,
+        MAP_SIP_PORTS, MAP_SRC_STATE, MAP_TABLE_STATS, MAP_TRUSTED, PORT_TCP, PORT_UDP,
     },
     policy::POLICY_ENFORCE,
     signature::{SIG_NAME_MAX, SigEntry, SigIndex},
@@ -218,21 +221,27 @@ impl Maps {
 
     /// Push a whole configuration into the maps: ports, policy, and the
     /// file's allow and block entries (added to what is there).
+    /// Apply a config all or nothing: the lists, which can overflow, are
+    /// written first and taken back if either cannot take its entries; the
+    /// ports, policy and signatures after them cannot fail for lack of room.
     pub fn apply(&mut self, cfg: &Config) -> Result<()> {
+        let allow_undo = insert_all(&mut self.allow, "allowlist", &cfg.allow, 0)?;
+        let block = BlockEntry { expires_ns: 0 };
+        if let Err(e) = insert_all(&mut self.block, "blocklist", &cfg.block, block) {
+            undo(&mut self.allow, allow_undo);
+            return Err(e);
+        }
+        self.refresh_list_flags()?;
+        self.signatures_defaults()?;
         self.set_ports(cfg)?;
         self.set_policy(&cfg.policy())?;
-        self.allow_add(&cfg.allow)?;
-        self.block_add(&cfg.block, 0)?;
-        self.signatures_defaults()?;
         Ok(())
     }
 
+    /// Add allowlist entries: all of them, or none when the list cannot
+    /// take them all.
     pub fn allow_add(&mut self, nets: &[IpNet]) -> Result<Changed> {
-        for net in nets {
-            self.allow
-                .insert(&addr::cidr_key(*net), 0, 0)
-                .with_context(|| format!("adding {net} to the allowlist (is it full?)"))?;
-        }
+        insert_all(&mut self.allow, "allowlist", nets, 0)?;
         self.refresh_list_flags()?;
         Ok(Changed {
             applied: nets.len(),
@@ -265,14 +274,14 @@ impl Maps {
         Ok(out)
     }
 
-    /// Add blocklist entries; `expires_ns` 0 = permanent.
+    /// Add blocklist entries, all or none; `expires_ns` 0 = permanent.
     pub fn block_add(&mut self, nets: &[IpNet], expires_ns: u64) -> Result<Changed> {
-        let entry = BlockEntry { expires_ns };
-        for net in nets {
-            self.block
-                .insert(&addr::cidr_key(*net), entry, 0)
-                .with_context(|| format!("adding {net} to the blocklist (is it full?)"))?;
-        }
+        insert_all(
+            &mut self.block,
+            "blocklist",
+            nets,
+            BlockEntry { expires_ns },
+        )?;
         self.refresh_list_flags()?;
         Ok(Changed {
             applied: nets.len(),
@@ -518,6 +527,69 @@ impl Maps {
 
 /// One list's hole at ::ffff:0:0/96 (`Maps::mend_holes`): `is_hole` tells
 /// a hole's value, `hole` is the one to write.
+/// What `insert_all` changed, to take it back: each key with the value it
+/// had before (None: it was not there).
+type Undo<V> = Vec<(Key<[u8; 16]>, Option<V>)>;
+
+/// Write `value` for every one of `nets`, or change nothing: the list's
+/// room is checked first, and if an insert fails all the same (another
+/// process filled the list meanwhile) what was written is taken back.
+fn insert_all<V: aya::Pod>(
+    trie: &mut LpmTrie<MapData, [u8; 16], V>,
+    list: &str,
+    nets: &[IpNet],
+    value: V,
+) -> Result<Undo<V>> {
+    let capacity = trie
+        .map()
+        .info()?
+        .max_entries()
+        .saturating_sub(LIST_RESERVED) as usize;
+    let keys: Vec<(Key<[u8; 16]>, IpNet)> = nets.iter().map(|n| (addr::cidr_key(*n), *n)).collect();
+    let new: std::collections::HashSet<[u8; 20]> = keys
+        .iter()
+        .filter(|(k, _)| trie.get(k, 0).is_err())
+        .map(|(k, _)| key_bytes(k))
+        .collect();
+    let held = trie.keys().filter(|k| k.is_ok()).count();
+    if held + new.len() > capacity {
+        anyhow::bail!(
+            "the {list} holds {held} of its {capacity} entries and {} of these are new: they do \
+             not fit, nothing was added. Remove entries first",
+            new.len()
+        );
+    }
+    let mut done: Undo<V> = Vec::with_capacity(keys.len());
+    for (key, net) in keys {
+        let before = trie.get(&key, 0).ok();
+        if let Err(e) = trie.insert(&key, value, 0) {
+            undo(trie, done);
+            return Err(e).with_context(|| {
+                format!("adding {net} to the {list} (is it full?): nothing was added")
+            });
+        }
+        done.push((key, before));
+    }
+    Ok(done)
+}
+
+/// Take back what `insert_all` wrote, newest first.
+fn undo<V: aya::Pod>(trie: &mut LpmTrie<MapData, [u8; 16], V>, done: Undo<V>) {
+    for (key, before) in done.into_iter().rev() {
+        let _ = match before {
+            Some(v) => trie.insert(&key, v, 0),
+            None => trie.remove(&key),
+        };
+    }
+}
+
+fn key_bytes(key: &Key<[u8; 16]>) -> [u8; 20] {
+    let mut out = [0u8; 20];
+    out[..4].copy_from_slice(&key.prefix_len().to_ne_bytes());
+    out[4..].copy_from_slice(&key.data());
+    out
+}
+
 fn mend_hole<V: aya::Pod>(
     trie: &mut LpmTrie<MapData, [u8; 16], V>,
     is_hole: impl Fn(&V) -> bool,

@@ -446,3 +446,54 @@ fn deleting_absent_entries_goes_on_to_the_present_ones() {
     assert!(h.maps().allow_list().unwrap().is_empty());
     assert!(h.maps().block_list().unwrap().is_empty());
 }
+
+/// A list change that does not fit changes nothing and says so, and so does
+/// a config apply: its policy is not written when a list cannot take its
+/// entries. What fits still goes in afterwards.
+#[test]
+fn changes_that_do_not_fit_change_nothing() {
+    use sipguard_common::maps::{ALLOW_MAX, LIST_RESERVED};
+    let mut h = harness();
+    let room = (ALLOW_MAX - LIST_RESERVED) as usize;
+    let base = u32::from(Ipv4Addr::new(198, 18, 0, 0));
+    let nets: Vec<ipnet::IpNet> = (0..room as u32 + 100)
+        .map(|i| format!("{}/32", Ipv4Addr::from(base + i)).parse().unwrap())
+        .collect();
+    let (first, rest) = nets.split_at(room - 50);
+    h.maps_mut().allow_add(first).unwrap();
+
+    // 150 new entries, room for 50: none is added.
+    let err = h.maps_mut().allow_add(rest).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("nothing was added"),
+        "the error says nothing was added: {err:#}"
+    );
+    assert_eq!(h.maps().allow_list().unwrap().len(), first.len());
+    let not_added = Ipv4Addr::from(base + room as u32);
+    assert_eq!(
+        verdict(&h, not_added),
+        PASSED,
+        "{not_added} is not allowlisted"
+    );
+
+    // A config whose allowlist does not fit: its blocklist entry and its
+    // policy are not written either.
+    let policy = h.maps().policy().unwrap();
+    let mut cfg = Config::default();
+    cfg.set("invite.rate=1/s").unwrap();
+    cfg.allow = rest.to_vec();
+    cfg.block = vec!["198.19.0.0/16".parse().unwrap()];
+    let err = h.maps_mut().apply(&cfg).unwrap_err();
+    assert!(format!("{err:#}").contains("nothing was added"), "{err:#}");
+    assert_eq!(h.maps().allow_list().unwrap().len(), first.len());
+    assert!(h.maps().block_list().unwrap().is_empty());
+    assert_eq!(
+        Config::from_policy(&h.maps().policy().unwrap()),
+        Config::from_policy(&policy),
+        "the policy of a config that did not fit was written"
+    );
+
+    // Present entries again plus the 50 that fit: taken.
+    h.maps_mut().allow_add(&nets[..room]).unwrap();
+    assert_eq!(h.maps().allow_list().unwrap().len(), room);
+}
