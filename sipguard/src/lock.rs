@@ -4,9 +4,14 @@
 //! which serialises the list-flag updates of all sipguard processes.
 
 use std::{
-    fs::{self, File, OpenOptions},
+    fs::{self, DirBuilder, File, OpenOptions},
     io::{Read as _, Seek as _, Write as _},
-    os::fd::AsRawFd,
+    os::{
+        fd::AsRawFd,
+        unix::fs::{
+            DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
+        },
+    },
     path::{Path, PathBuf},
     thread::sleep,
     time::{Duration, Instant},
@@ -32,17 +37,68 @@ fn try_lock(file: &File) -> bool {
     unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }
 
+/// Make `LOCK_DIR` root's own and closed to others: a user who could open
+/// a lock file could hold its lock and keep agents from starting or
+/// stopping, and one who could write the directory could replace the file.
+fn private_lock_dir() -> Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(LOCK_DIR)
+        .with_context(|| format!("creating {LOCK_DIR}"))?;
+    let meta = fs::metadata(LOCK_DIR).with_context(|| format!("reading {LOCK_DIR}"))?;
+    if meta.uid() != 0 {
+        bail!(
+            "{LOCK_DIR} belongs to uid {}, not root: another user could hold sipguard's locks. \
+             Remove it (`rm -r {LOCK_DIR}`) and start again",
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o077 != 0 {
+        fs::set_permissions(LOCK_DIR, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {LOCK_DIR} private (mode 0700)"))?;
+    }
+    Ok(())
+}
+
+/// Open (creating if needed) a lock file: mode 0600, never through a
+/// symlink, and tightened to 0600 if an older sipguard made it wider.
+fn open_lock_file(path: &Path) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let meta = file.metadata()?;
+    if meta.mode() & 0o077 != 0 {
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
+}
+
+/// Whether `path` still names the file `file` has open (it was not removed
+/// or replaced since it was opened).
+fn still_named(path: &Path, file: &File) -> bool {
+    match (fs::symlink_metadata(path), file.metadata()) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 impl IfaceLock {
     pub fn acquire(iface: &str) -> Result<IfaceLock> {
-        fs::create_dir_all(LOCK_DIR).with_context(|| format!("creating {LOCK_DIR}"))?;
+        private_lock_dir()?;
         let path = lock_path(iface);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
+        let mut file = open_lock_file(&path)?;
+        // The file may have been removed between our open and our lock (by
+        // a clean exit of the agent we raced with): lock what the path names.
+        if try_lock(&file) && !still_named(&path, &file) {
+            file = open_lock_file(&path)?;
+        }
         if !try_lock(&file) {
             let mut pid = String::new();
             let _ = file.read_to_string(&mut pid);
@@ -50,6 +106,18 @@ impl IfaceLock {
                 "another sipguard agent (pid {}) is already running on {iface}; stop it first, or \
                  use `sipguard stats --iface {iface}` to watch it",
                 pid.trim()
+            );
+        }
+        // The lock file is ours; a status file naming another live agent
+        // means the lock file of that agent was deleted under it.
+        if let Some(pid) = crate::status::AgentStatus::read(iface)
+            .map(|s| s.pid)
+            .filter(|pid| *pid != 0 && *pid != std::process::id() && is_sipguard(*pid))
+        {
+            bail!(
+                "sipguard agent pid {pid} still runs on {iface}, but its lock file {} was \
+                 removed; stop it (`kill {pid}`) before starting another",
+                path.display()
             );
         }
         file.set_len(0)?;
@@ -65,6 +133,11 @@ impl IfaceLock {
     }
 }
 
+/// Whether process `pid` is alive and runs the sipguard binary.
+fn is_sipguard(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sipguard")
+}
+
 /// The PID of the agent running on `iface`, if one is.
 pub fn running_agent(iface: &str) -> Option<i32> {
     let mut file = File::open(lock_path(iface)).ok()?;
@@ -75,6 +148,24 @@ pub fn running_agent(iface: &str) -> Option<i32> {
     let mut pid = String::new();
     file.read_to_string(&mut pid).ok()?;
     pid.trim().parse().ok()
+}
+
+/// Every agent running, as (interface, PID), from the lock files.
+pub fn running_agents() -> Vec<(String, i32)> {
+    let Ok(entries) = fs::read_dir(LOCK_DIR) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, i32)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let iface = name.strip_suffix(".lock")?.to_string();
+            let pid = running_agent(&iface)?;
+            Some((iface, pid))
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// How long a command waits for another to finish its list-flag update.
