@@ -20,6 +20,7 @@ use sipguard::{
     maps::Maps,
     metrics::{self, AgentInfo},
     preflight,
+    startup::HeldSignals,
     stats::Snapshot,
     status::AgentStatus,
     widen::Widener,
@@ -37,6 +38,13 @@ use tracing::{error, info, warn};
 use crate::cli::{Mode, RunArgs};
 
 pub async fn run(args: RunArgs) -> Result<()> {
+    // Signals first: a SIGTERM or SIGINT while the agent starts is held
+    // (startup.rs) and stops it cleanly, instead of killing a half-made
+    // agent whose pins the next one would adopt.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let held = HeldSignals::hold();
     preflight::require_root("sipguard run")?;
     let ifindex = preflight::ifindex(&args.iface)?;
     let mut cfg = match &args.config {
@@ -52,20 +60,32 @@ pub async fn run(args: RunArgs) -> Result<()> {
     AgentStatus::remove(&args.iface);
     bpffs::ensure_mounted()?;
     let dir = bpffs::iface_dir(&args.iface);
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let link_pin = dir.join(bpffs::LINK_PIN);
     // State pinned by an agent that died (crash, kill -9, upgrade): its XDP
     // link is still attached and filtering with the last policy. Adopt it.
     let adopting = link_pin.exists();
+    // A new interface's maps are built out of sight and published once
+    // configured (see bpffs.rs); what a start that died half-way left there
+    // is not anyone's state (we hold the interface's lock).
+    let staging = bpffs::staging_dir(&args.iface);
+    if staging.exists() {
+        bpffs::remove_pins(&staging)?;
+    }
+    let build_dir = if dir.is_dir() { dir.clone() } else { staging };
+    fs::create_dir_all(&build_dir).with_context(|| format!("creating {}", build_dir.display()))?;
 
     // Maps are opened from their pins when present (bans, lists, counters
     // survive), created and pinned otherwise.
-    let mut ebpf = loader::load_pinned(args.log_level, &dir)?;
+    let mut ebpf = loader::load_pinned(args.log_level, &build_dir)?;
     let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
     // Until attached, a failure removes what this agent pinned, but never
     // the state of a previous agent whose filter is still running.
-    let mut guard = PinGuard((!adopting).then(|| dir.clone()));
-    let mut live = Maps::from_ebpf(&mut ebpf)?.pinned_at(&dir);
+    let mut guard = PinGuard((!adopting).then(|| build_dir.clone()));
+    if held.stop_requested() {
+        drop(guard);
+        return stopped_while_starting(lock, &args.iface, adopting, &dir);
+    }
+    let mut live = Maps::from_ebpf(&mut ebpf)?.pinned_at(&build_dir);
     if adopting {
         let kept = live.bans_list().map(|b| b.len()).unwrap_or(0);
         info!(
@@ -75,6 +95,15 @@ pub async fn run(args: RunArgs) -> Result<()> {
         log_config_drift(&live, &cfg);
     }
     live.apply(&cfg)?;
+    if build_dir != dir {
+        bpffs::publish(&build_dir, &dir)?;
+        guard.0 = Some(dir.clone());
+        live = live.pinned_at(&dir);
+    }
+    if held.stop_requested() {
+        drop(guard);
+        return stopped_while_starting(lock, &args.iface, adopting, &dir);
+    }
     let ban_events: RingBuf<MapData> = ebpf
         .take_map(MAP_BAN_EVENTS)
         .ok_or_else(|| anyhow!("map {MAP_BAN_EVENTS} missing"))?
@@ -128,14 +157,20 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let mut metrics_info = AgentInfo::new(&args.iface, mode);
     metrics_info.tc_egress = egress.mode.name().to_string();
     let status = AgentStatus {
+        pid: std::process::id(),
         kernel: metrics_info.kernel.clone(),
         xdp_mode: mode.to_string(),
         tc_egress: egress.mode,
         tc_egress_off_because: egress.why_off.clone(),
     };
+    // The status file is written last: `sipguard wait` returns when it
+    // appears, as `systemctl start` does on READY=1.
     if let Err(e) = status.write(&args.iface) {
         warn!("`sipguard stats` will not show which features are on: {e:#}");
     }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    // A stop requested from here on reaches the loop below.
+    drop(held);
     match (egress.mode, &egress.why_off) {
         (EgressMode::Off, Some(why)) => warn!(
             "the TC egress program is not attached to {}: {why}. Trust earned from the \
@@ -173,9 +208,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let names = Maps::from_pins(&dir)?;
     let ban_task = tokio::spawn(log_ban_events(ban_events, v6_prefix, names));
 
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     loop {
         tokio::select! {
@@ -186,6 +218,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         }
     }
 
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     if let Some(task) = log_task {
         task.abort();
     }
@@ -213,6 +246,25 @@ pub async fn run(args: RunArgs) -> Result<()> {
             args.iface
         );
     }
+    Ok(())
+}
+
+/// SIGTERM or SIGINT came before the program was attached (and the caller
+/// dropped its `PinGuard`, removing what this agent pinned): leave what a
+/// clean stop leaves, nothing. An adopted state goes too, as a stop after
+/// adopting would take it.
+fn stopped_while_starting(
+    lock: IfaceLock,
+    iface: &str,
+    adopting: bool,
+    dir: &std::path::Path,
+) -> Result<()> {
+    if adopting {
+        bpffs::remove_pins(dir)?;
+        egress::remove_filter(iface);
+    }
+    lock.release();
+    info!("stop requested while starting: nothing attached, pins removed");
     Ok(())
 }
 
@@ -424,7 +476,7 @@ fn reload(live: &mut Maps, args: &RunArgs, cfg: &mut Config, metrics: &AgentInfo
         }
         Err(e) => {
             metrics.reload.record(false);
-            error!("reload failed while writing the maps: {e:#}");
+            error!("reload refused, nothing was changed and the running policy is kept: {e:#}");
         }
     }
 }

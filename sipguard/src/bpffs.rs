@@ -2,15 +2,23 @@
 //! processes (stats, live control) can find them.
 //!
 //! Layout: `/sys/fs/bpf/sipguard/v<LAYOUT_VERSION>/<iface>/<MAP or link>`.
+//! A starting agent builds a new interface's directory under
+//! `starting-v<LAYOUT_VERSION>/<iface>` and renames it into place once its
+//! policy, lists and signatures are written: a command that finds the
+//! directory finds a complete agent.
 
 use std::{
     ffi::CString,
     fs,
     path::{Path, PathBuf},
+    thread::sleep,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
 use sipguard_common::maps::{BPFFS, LAYOUT_VERSION, PIN_ROOT};
+
+use crate::lock;
 
 /// bpffs magic number from `statfs(2)`.
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
@@ -23,6 +31,27 @@ pub fn layout_dir() -> PathBuf {
 /// The pin directory of the agent on `iface`.
 pub fn iface_dir(iface: &str) -> PathBuf {
     layout_dir().join(iface)
+}
+
+/// Where the agent on `iface` builds its pins before publishing them.
+pub fn staging_dir(iface: &str) -> PathBuf {
+    Path::new(PIN_ROOT)
+        .join(format!("starting-v{LAYOUT_VERSION}"))
+        .join(iface)
+}
+
+/// Move a staging directory into place. One rename on one bpffs: other
+/// processes see either no directory or the whole of it.
+pub fn publish(staging: &Path, dir: &Path) -> Result<()> {
+    fs::create_dir_all(layout_dir())
+        .with_context(|| format!("creating {}", layout_dir().display()))?;
+    fs::rename(staging, dir).with_context(|| {
+        format!(
+            "publishing the pins: renaming {} to {}",
+            staging.display(),
+            dir.display()
+        )
+    })
 }
 
 fn is_bpffs(path: &Path) -> Result<bool> {
@@ -79,12 +108,44 @@ pub fn pinned_ifaces() -> Vec<String> {
     out
 }
 
+/// How long a command waits for an agent that is still starting (loading
+/// its programs can take seconds on a busy host).
+pub const START_WAIT: Duration = Duration::from_secs(60);
+
+/// Wait until the agent `pid`, which holds `iface`'s lock, publishes its pins.
+fn wait_for_start(iface: &str, pid: i32) -> Result<PathBuf> {
+    let dir = iface_dir(iface);
+    let deadline = Instant::now() + START_WAIT;
+    loop {
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        if lock::running_agent(iface).is_none() {
+            bail!(
+                "the sipguard agent on {iface} (pid {pid}) exited while starting; its log says \
+                 why (`journalctl -u sipguard@{iface}`)"
+            );
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "the sipguard agent on {iface} (pid {pid}) is still starting after {} s; retry \
+                 once `sipguard wait --iface {iface}` returns",
+                START_WAIT.as_secs()
+            );
+        }
+        sleep(Duration::from_millis(20));
+    }
+}
+
 /// Find the pin directory a client command should use: `iface` if given,
-/// else the only agent running.
+/// else the only agent running. An agent still starting is waited for.
 pub fn find_agent(iface: Option<&str>) -> Result<PathBuf> {
     if let Some(iface) = iface {
         let dir = iface_dir(iface);
         if !dir.is_dir() {
+            if let Some(pid) = lock::running_agent(iface) {
+                return wait_for_start(iface, pid);
+            }
             bail!(
                 "no sipguard agent is running on {iface} (nothing pinned at {}); start one with \
                  `sipguard run --iface {iface}`",
@@ -94,6 +155,11 @@ pub fn find_agent(iface: Option<&str>) -> Result<PathBuf> {
         return Ok(dir);
     }
     let ifaces = pinned_ifaces();
+    if ifaces.is_empty()
+        && let [(iface, pid)] = lock::running_agents().as_slice()
+    {
+        return wait_for_start(iface, *pid);
+    }
     match ifaces.as_slice() {
         [] => bail!(
             "no sipguard agent is running (nothing pinned under {}); start one with \

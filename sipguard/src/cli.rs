@@ -73,6 +73,17 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Wait until the agent on an interface filters: for scripts that start
+    /// `sipguard run` in the background (under systemd, `systemctl start`
+    /// already returns only then).
+    Wait {
+        /// The interface the agent was started on.
+        #[arg(long, short = 'i')]
+        iface: String,
+        /// Give up after this long (e.g. 30s, 2m).
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Remove sipguard from an interface: stop its agent if one runs, detach
     /// the XDP program and delete the pinned state (bans, lists, counters).
     Detach {

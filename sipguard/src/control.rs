@@ -437,8 +437,7 @@ pub fn detach(target: Target) -> Result<()> {
         }
         println!("stopped the agent on {iface} (pid {pid})");
     }
-    let dir = bpffs::iface_dir(&iface);
-    if dir.exists() {
+    for dir in [bpffs::iface_dir(&iface), bpffs::staging_dir(&iface)] {
         bpffs::remove_pins(&dir)?;
     }
     // On kernels without TCX the egress program is a netlink filter, which

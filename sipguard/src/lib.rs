@@ -13,6 +13,7 @@ pub mod maps;
 pub mod metrics;
 pub mod preflight;
 pub mod signatures;
+pub mod startup;
 pub mod stats;
 pub mod status;
 pub mod widen;

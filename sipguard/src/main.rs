@@ -53,6 +53,12 @@ async fn dispatch(cmd: Command) -> Result<()> {
         Command::Enforce { state, target } => control::enforce(state, target),
         Command::Reload { target } => control::reload(target),
         Command::Detach { target } => control::detach(target),
+        Command::Wait { iface, timeout } => {
+            preflight::require_root("sipguard wait")?;
+            let status = AgentStatus::wait(&iface, timeout)?;
+            println!("{}", status.line());
+            Ok(())
+        }
         Command::CheckKernel { json } => check_kernel(json),
         Command::CheckConfig { file } => {
             Config::load(&file)?;

@@ -2,15 +2,27 @@
 //! /run/sipguard/IFACE.status (JSON) for `sipguard stats`: the maps say
 //! what the programs counted, not which programs this kernel runs.
 
-use std::{fs, path::PathBuf};
+use std::{
+    fs,
+    path::PathBuf,
+    thread::sleep,
+    time::{Duration, Instant},
+};
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::{egress::EgressMode, lock::LOCK_DIR};
+use crate::{
+    egress::EgressMode,
+    lock::{self, LOCK_DIR},
+};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AgentStatus {
+    /// The agent's PID: the status is current only while that agent holds
+    /// the interface's lock.
+    #[serde(default)]
+    pub pid: u32,
     /// `uname -r`.
     pub kernel: String,
     /// XDP attach mode as the kernel reports it: native, skb or auto.
@@ -57,6 +69,35 @@ impl AgentStatus {
     /// The status the agent on `iface` published, if it did.
     pub fn read(iface: &str) -> Option<AgentStatus> {
         serde_json::from_slice(&fs::read(path(iface)).ok()?).ok()
+    }
+
+    /// The status of the agent now running on `iface`, once it has attached
+    /// (it writes the status last): waits up to `timeout`.
+    pub fn wait(iface: &str, timeout: Duration) -> Result<AgentStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let running = lock::running_agent(iface);
+            if let (Some(pid), Some(status)) = (running, AgentStatus::read(iface))
+                && status.pid == pid as u32
+            {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                match running {
+                    Some(pid) => bail!(
+                        "the sipguard agent on {iface} (pid {pid}) has not attached within {}",
+                        humantime::format_duration(timeout)
+                    ),
+                    None => bail!(
+                        "no sipguard agent started on {iface} within {}; start one with \
+                         `sipguard run --iface {iface}` (or see why it stopped: `journalctl -u \
+                         sipguard@{iface}`)",
+                        humantime::format_duration(timeout)
+                    ),
+                }
+            }
+            sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn remove(iface: &str) {

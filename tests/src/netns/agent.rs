@@ -35,30 +35,7 @@ impl Lab {
     /// Start `sipguard run --iface <server iface> <extra>` in the server's
     /// namespace and wait until it has attached and pinned its state.
     pub fn start_agent(&self, extra: &[&str]) -> Result<Agent<'_>> {
-        let bin = sipguard_bin()?;
-        static AGENTS: AtomicU32 = AtomicU32::new(0);
-        let log = self.dir().join(format!(
-            "agent-{}.log",
-            AGENTS.fetch_add(1, Ordering::Relaxed)
-        ));
-        let out = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let err = out.try_clone()?;
-        let child = self
-            .server
-            .command(&bin)
-            .args(["run", "--iface", self.iface()])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let mut agent = Agent {
-            lab: self,
-            pid: child.id(),
-            child: Some(child),
-            log,
-        };
+        let mut agent = self.spawn_agent(extra)?;
         let link = pin_dir(self.iface()).join("link");
         let ready = wait_until(AGENT_START_TIMEOUT, || {
             if let Some(status) = agent.child.as_mut().unwrap().try_wait()? {
@@ -77,6 +54,35 @@ impl Lab {
             )));
         }
         Ok(agent)
+    }
+
+    /// Start `sipguard run --iface <server iface> <extra>` in the server's
+    /// namespace and return at once.
+    pub fn spawn_agent(&self, extra: &[&str]) -> Result<Agent<'_>> {
+        let bin = sipguard_bin()?;
+        static AGENTS: AtomicU32 = AtomicU32::new(0);
+        let log = self.dir().join(format!(
+            "agent-{}.log",
+            AGENTS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let out = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        let child = self
+            .server
+            .command(&bin)
+            .args(["run", "--iface", self.iface()])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        Ok(Agent {
+            lab: self,
+            pid: child.id(),
+            child: Some(child),
+            log,
+        })
     }
 
     /// How XDP is attached to the server's interface, from `ip -j link`;
@@ -141,6 +147,19 @@ impl Agent<'_> {
         pin_dir(self.lab.iface())
     }
 
+    /// The file its stdout and stderr go to (readable after `stop`).
+    pub fn log_path(&self) -> PathBuf {
+        self.log.clone()
+    }
+
+    /// Whether the agent has exited (without reaping it twice).
+    pub fn exited(&mut self) -> Result<Option<ExitStatus>> {
+        match self.child.as_mut() {
+            Some(child) => Ok(child.try_wait()?),
+            None => bail!("agent already stopped"),
+        }
+    }
+
     /// Stop the agent with SIGTERM and wait for it to exit.
     pub fn stop(mut self) -> Result<ExitStatus> {
         let mut child = self.child.take().expect("agent already stopped");
@@ -176,6 +195,11 @@ pub(super) fn remove_leftovers(iface: &str) {
         let _ = fs::remove_file(dir.join("link"));
         let _ = fs::remove_dir_all(&dir);
     }
+    let staging = staging_dir(iface);
+    if staging.exists() {
+        eprintln!("removing pins left behind at {}", staging.display());
+        let _ = fs::remove_dir_all(&staging);
+    }
     let _ = fs::remove_file(Path::new(LOCK_DIR).join(format!("{iface}.lock")));
     sipguard::status::AgentStatus::remove(iface);
 }
@@ -184,6 +208,13 @@ pub(super) fn remove_leftovers(iface: &str) {
 pub fn pin_dir(iface: &str) -> PathBuf {
     Path::new(PIN_ROOT)
         .join(format!("v{LAYOUT_VERSION}"))
+        .join(iface)
+}
+
+/// Where an agent on `iface` builds its pins before publishing them.
+pub fn staging_dir(iface: &str) -> PathBuf {
+    Path::new(PIN_ROOT)
+        .join(format!("starting-v{LAYOUT_VERSION}"))
         .join(iface)
 }
 
