@@ -25,6 +25,7 @@
 //! handles in `AgentInfo` let it report config reloads and swept bans.
 
 use std::{
+    collections::VecDeque,
     convert::Infallible,
     fmt,
     future::Future,
@@ -32,7 +33,7 @@ use std::{
     path::PathBuf,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -54,7 +55,10 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 use sipguard_common::{Verdict, maps::TableStat};
-use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
+use tokio::{
+    net::TcpListener,
+    task::{AbortHandle, JoinSet},
+};
 use tracing::{debug, info, warn};
 
 use crate::{addr, maps::Maps, signatures::Row, stats::Snapshot};
@@ -71,8 +75,8 @@ pub const PATH: &str = "/metrics";
 pub const CONTENT_TYPE_OPENMETRICS: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Concurrent HTTP connections served; further ones wait in the listen
-/// backlog. Prometheus uses one per target.
+/// Open HTTP connections kept; a new one beyond them replaces the oldest
+/// that is not answering a request. Prometheus uses one per target.
 const MAX_CONNECTIONS: usize = 16;
 
 /// A client that does not send its request headers within this time is
@@ -553,43 +557,68 @@ pub async fn serve_on(
         info,
         state: Mutex::new(ScrapeState::default()),
     });
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut conns = JoinSet::new();
+    // Open connections, oldest first, each with whether it is answering a
+    // request right now.
+    let mut open: VecDeque<(AbortHandle, Arc<AtomicBool>)> = VecDeque::new();
     let mut shutdown = std::pin::pin!(shutdown);
     info!(address = %local, "serving metrics on http://{local}{PATH}");
     loop {
-        tokio::select! {
+        let stream = tokio::select! {
             _ = &mut shutdown => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            permit = permits.clone().acquire_owned() => {
-                let permit = permit.expect("the semaphore is never closed");
-                let stream = tokio::select! {
-                    _ = &mut shutdown => break,
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, _)) => stream,
-                        Err(e) => {
-                            // Out of fds and the like: do not spin.
-                            warn!("metrics: accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    },
-                };
-                let scraper = scraper.clone();
-                conns.spawn(async move {
-                    let service = service_fn(move |req| handle(req, scraper.clone()));
-                    let served = http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(HEADER_TIMEOUT)
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                    if let Err(e) = served {
-                        debug!("metrics: connection ended: {e}");
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of fds and the like: do not spin.
+                    warn!("metrics: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        open.retain(|(conn, _)| !conn.is_finished());
+        if open.len() >= MAX_CONNECTIONS {
+            // Connections that hold no request (idle keep-alives, clients
+            // that connect and send nothing) must not keep scrapes out: the
+            // oldest of them makes room. When all are busy, the new one waits
+            // for none and is closed.
+            match open
+                .iter()
+                .position(|(_, busy)| !busy.load(Ordering::Relaxed))
+            {
+                Some(idle) => {
+                    if let Some((conn, _)) = open.remove(idle) {
+                        conn.abort();
                     }
-                    drop(permit);
-                });
+                }
+                None => continue,
             }
         }
+        let busy = Arc::new(AtomicBool::new(false));
+        let scraper = scraper.clone();
+        let in_request = busy.clone();
+        let conn = conns.spawn(async move {
+            let service = service_fn(move |req| {
+                let scraper = scraper.clone();
+                let busy = in_request.clone();
+                async move {
+                    busy.store(true, Ordering::Relaxed);
+                    let response = handle(req, scraper).await;
+                    busy.store(false, Ordering::Relaxed);
+                    response
+                }
+            });
+            let served = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                debug!("metrics: connection ended: {e}");
+            }
+        });
+        open.push_back((conn, busy));
     }
     conns.shutdown().await;
     Ok(())

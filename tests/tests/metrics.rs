@@ -1048,3 +1048,36 @@ fn scrape_reports_what_the_program_counted() -> Result<()> {
     server.stop()?;
     Ok(())
 }
+
+/// Connections that send nothing (or stop half-way through their headers)
+/// do not keep a scrape out: more of them than the server keeps open, and a
+/// scrape still gets its answer at once, long before the header timeout
+/// would free a slot.
+#[test]
+fn idle_connections_do_not_block_scrapes() -> Result<()> {
+    let missing = std::env::temp_dir().join(format!("sipguard-idle-{}", std::process::id()));
+    let server = Server::start(missing, AgentInfo::new("eth0", "skb"))?;
+    let mut idle = Vec::new();
+    for i in 0..40 {
+        let mut s = TcpStream::connect_timeout(&server.addr, Duration::from_secs(5))?;
+        if i % 2 == 0 {
+            write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n")?;
+        }
+        idle.push(s);
+    }
+    // The server has accepted them all before the scrape comes.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut s = TcpStream::connect_timeout(&server.addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut head = [0u8; 12];
+    std::io::Read::read_exact(&mut s, &mut head)
+        .context("no answer within 5 s while idle connections were open")?;
+    // 503: this test's server has no maps; any answer shows it was served.
+    assert_eq!(&head, b"HTTP/1.1 503", "{}", String::from_utf8_lossy(&head));
+    drop(idle);
+    server.stop()
+}
