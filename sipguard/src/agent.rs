@@ -2,7 +2,7 @@
 
 use std::{fs, path::PathBuf, time::Duration};
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     maps::{MapData, RingBuf},
     programs::{
@@ -15,8 +15,8 @@ use sipguard::{
     addr, bpffs,
     config::Config,
     egress::{self, EgressMode},
-    loader,
-    lock::IfaceLock,
+    ident, loader,
+    lock::{self, IfaceLock},
     maps::Maps,
     metrics::{self, AgentInfo},
     preflight,
@@ -55,19 +55,35 @@ pub async fn run(args: RunArgs) -> Result<()> {
         cfg.enforce = false;
     }
 
-    let lock = IfaceLock::acquire(&args.iface)?;
+    // Pins, lock and status are keyed by the interface and its namespace.
+    let key = ident::key(&args.iface);
+    let lock = IfaceLock::acquire(&key)?;
+    // The lock is ours; a status file naming another live agent means that
+    // agent's lock file was deleted under it.
+    if let Some(pid) = AgentStatus::read(&key)
+        .map(|s| s.pid)
+        .filter(|pid| *pid != std::process::id() && lock::is_sipguard(*pid))
+    {
+        bail!(
+            "sipguard agent pid {pid} still runs on {}, but its lock file was removed; stop it \
+             (`kill {pid}`) before starting another",
+            args.iface
+        );
+    }
     // A previous agent's status (it died without cleaning up) is not ours.
-    AgentStatus::remove(&args.iface);
+    AgentStatus::remove(&key);
     bpffs::ensure_mounted()?;
-    let dir = bpffs::iface_dir(&args.iface);
+    let dir = bpffs::iface_dir(&key);
     let link_pin = dir.join(bpffs::LINK_PIN);
+    take_over_unkeyed_pins(&dir, &args.iface)?;
     // State pinned by an agent that died (crash, kill -9, upgrade): its XDP
-    // link is still attached and filtering with the last policy. Adopt it.
-    let adopting = link_pin.exists();
+    // link is still attached and filtering with the last policy. Adopt it,
+    // if it filters this very interface.
+    let adopting = link_pin.exists() && pinned_link_filters(&dir, &args.iface)?;
     // A new interface's maps are built out of sight and published once
     // configured (see bpffs.rs); what a start that died half-way left there
     // is not anyone's state (we hold the interface's lock).
-    let staging = bpffs::staging_dir(&args.iface);
+    let staging = bpffs::staging_dir(&key);
     if staging.exists() {
         bpffs::remove_pins(&staging)?;
     }
@@ -76,7 +92,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
     // Maps are opened from their pins when present (bans, lists, counters
     // survive), created and pinned otherwise.
-    let mut ebpf = loader::load_pinned(args.log_level, &build_dir)?;
+    let mut ebpf = loader::load_pinned(args.log_level, &build_dir, &cfg.tables)?;
     let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
     // Until attached, a failure removes what this agent pinned, but never
     // the state of a previous agent whose filter is still running.
@@ -94,6 +110,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         );
         log_config_drift(&live, &cfg);
     }
+    warn_table_drift(&live, &cfg);
     live.apply(&cfg)?;
     if build_dir != dir {
         bpffs::publish(&build_dir, &dir)?;
@@ -165,7 +182,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
     // The status file is written last: `sipguard wait` returns when it
     // appears, as `systemctl start` does on READY=1.
-    if let Err(e) = status.write(&args.iface) {
+    if let Err(e) = status.write(&key) {
         warn!("`sipguard stats` will not show which features are on: {e:#}");
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -209,12 +226,26 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let ban_task = tokio::spawn(log_ban_events(ban_events, v6_prefix, names));
 
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    let mut sweeps: u64 = 0;
+    let mut sweeper: Option<std::thread::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             _ = sigint.recv() => { info!("SIGINT received"); break; }
             _ = sigterm.recv() => { info!("SIGTERM received"); break; }
             _ = sighup.recv() => reload(&mut live, &args, &mut cfg, &metrics_info),
-            _ = sweep.tick() => sweep_expired(&mut live, &metrics_info),
+            _ = sweep.tick() => {
+                // On a thread of its own, with its own map handles: walking
+                // large tables takes seconds, and signals and reloads must
+                // not wait for it. A sweep still running skips the tick.
+                if sweeper.as_ref().is_none_or(|t| t.is_finished()) {
+                    let blocklist = sweeps.is_multiple_of(BLOCKLIST_SWEEP_TICKS);
+                    sweeps += 1;
+                    let (dir, info) = (dir.clone(), metrics_info.clone());
+                    sweeper = Some(std::thread::spawn(move || {
+                        sweep_expired(&dir, blocklist, &info)
+                    }));
+                }
+            }
         }
     }
 
@@ -227,14 +258,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if let Some(task) = metrics_task {
         let _ = task.await;
     }
-    let total = Snapshot::read(&live).map(|s| s.total).ok();
+    let total = Snapshot::counters(&live).map(|s| s.total).ok();
     // A clean stop removes everything: the link pin first (with our fd
     // closed right after, that detaches the program), then the maps.
     guard.0 = None;
     fs::remove_file(&link_pin).context("removing the XDP link pin")?;
     drop(link);
     egress.detach();
-    AgentStatus::remove(&args.iface);
+    AgentStatus::remove(&key);
     bpffs::remove_pins(&dir)?;
     lock.release();
     if let Some(t) = total {
@@ -247,6 +278,77 @@ pub async fn run(args: RunArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The program id of the XDP link pinned in `dir`.
+fn pinned_link_prog(dir: &std::path::Path) -> Result<u32> {
+    let link =
+        PinnedLink::from_pin(dir.join(bpffs::LINK_PIN)).context("opening the pinned XDP link")?;
+    Ok(FdLink::from(link).info()?.program_id())
+}
+
+/// Pins of an earlier sipguard, keyed by the interface name alone (an
+/// upgrade's hand-over): moved to `dir` if their link filters this very
+/// interface. Others of that name (another namespace's) are left alone.
+fn take_over_unkeyed_pins(dir: &std::path::Path, iface: &str) -> Result<()> {
+    let unkeyed = bpffs::iface_dir(iface);
+    if unkeyed == dir || dir.exists() || !unkeyed.join(bpffs::LINK_PIN).exists() {
+        return Ok(());
+    }
+    if xdp_prog_id(iface).is_some_and(|id| pinned_link_prog(&unkeyed).ok() == Some(id)) {
+        bpffs::publish(&unkeyed, dir)?;
+        info!(
+            "took over the pins of an earlier sipguard at {}",
+            unkeyed.display()
+        );
+    }
+    Ok(())
+}
+
+/// Whether the XDP link pinned in `dir` is the one attached to `iface`. An
+/// interface deleted and created again (a new ifindex) leaves the pinned
+/// links severed: their pins are dropped, and the agent attaches anew with
+/// the pinned maps (bans, lists, trust kept). Another program on `iface`
+/// is not ours to replace.
+fn pinned_link_filters(dir: &std::path::Path, iface: &str) -> Result<bool> {
+    let pinned_prog = pinned_link_prog(dir)?;
+    match xdp_prog_id(iface) {
+        Some(id) if id == pinned_prog => Ok(true),
+        None => {
+            warn!(
+                "the XDP link pinned by a previous agent no longer filters {iface} (was the \
+                 interface deleted and created again?); attaching anew, keeping its bans, lists \
+                 and trust"
+            );
+            for name in [bpffs::LINK_PIN, egress::LINK_PIN] {
+                let pin = dir.join(name);
+                if pin.exists() {
+                    fs::remove_file(&pin)
+                        .with_context(|| format!("removing the severed {}", pin.display()))?;
+                }
+            }
+            Ok(false)
+        }
+        Some(other) => Err(anyhow!(
+            "{iface} runs XDP program {other}, not the one sipguard pinned ({pinned_prog}); \
+             something else attached it. Detach it (`ip link set dev {iface} xdp off`) or run \
+             `sipguard detach --iface {iface}` to start from scratch"
+        )),
+    }
+}
+
+/// The id of the XDP program attached to `iface`, as `ip -d link` reports it.
+fn xdp_prog_id(iface: &str) -> Option<u32> {
+    let out = std::process::Command::new("ip")
+        .args(["-d", "-j", "link", "show", "dev", iface])
+        .output()
+        .ok()?;
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let xdp = &links.get(0)?["xdp"];
+    xdp["prog"]["id"]
+        .as_u64()
+        .or_else(|| xdp["attached"].get(0)?["prog"]["id"].as_u64())
+        .and_then(|id| u32::try_from(id).ok())
 }
 
 /// SIGTERM or SIGINT came before the program was attached (and the caller
@@ -268,15 +370,22 @@ fn stopped_while_starting(
     Ok(())
 }
 
-/// How often expired bans and blocklist entries are removed from the maps.
+/// How often expired bans are removed from the maps.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// Expired blocklist entries every this many sweeps: the walk of a large
+/// list is long, and the programs already ignore expired entries.
+const BLOCKLIST_SWEEP_TICKS: u64 = 12;
 
-fn sweep_expired(maps: &mut Maps, metrics: &AgentInfo) {
+fn sweep_expired(dir: &std::path::Path, blocklist: bool, metrics: &AgentInfo) {
+    let mut maps = match Maps::from_pins(dir) {
+        Ok(maps) => maps,
+        Err(e) => return warn!("sweeping expired bans failed: {e:#}"),
+    };
     let prefix = maps
         .policy()
         .map(|p| addr::mask_len(&p.v6_mask))
         .unwrap_or(128);
-    match maps.sweep_expired(addr::monotonic_ns()) {
+    match maps.sweep_expired(addr::monotonic_ns(), blocklist) {
         Ok((bans, blocks)) => {
             metrics
                 .bans_swept
@@ -405,6 +514,24 @@ fn warn_about(live: &Maps, cfg: &Config) -> Result<()> {
     Ok(())
 }
 
+/// Table sizes apply when the maps are created: maps taken over from pins
+/// (or running) keep theirs. Say so for each that differs from the file.
+fn warn_table_drift(live: &Maps, cfg: &Config) {
+    let Ok(have) = live.table_sizes() else { return };
+    for ((key, _, has), (_, _, wants)) in have.entries().into_iter().zip(cfg.tables.entries()) {
+        if has != wants {
+            warn!(
+                table = key,
+                size = has,
+                file = wants,
+                "tables.{key} in the config file differs from the running table's size, which \
+                 is kept; it applies after `sipguard detach` and a new start (bans and lists \
+                 are then lost)"
+            );
+        }
+    }
+}
+
 /// The config file is the source of truth when the agent starts or reloads:
 /// settings changed live (`limits set`, `enforce`) since then are replaced by
 /// the file's, and each one is logged so nothing changes silently. Lists are
@@ -467,6 +594,7 @@ fn reload(live: &mut Maps, args: &RunArgs, cfg: &mut Config, metrics: &AgentInfo
         info!(udp_ports = ?new.sip.udp_ports, tcp_ports = ?new.sip.tcp_ports, "SIP ports changed");
     }
     log_config_drift(live, &new);
+    warn_table_drift(live, &new);
     match live.apply(&new) {
         Ok(()) => {
             *cfg = new;

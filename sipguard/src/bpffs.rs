@@ -1,9 +1,10 @@
 //! bpffs: where the agent pins its maps and link, so other `sipguard`
 //! processes (stats, live control) can find them.
 //!
-//! Layout: `/sys/fs/bpf/sipguard/v<LAYOUT_VERSION>/<iface>/<MAP or link>`.
-//! A starting agent builds a new interface's directory under
-//! `starting-v<LAYOUT_VERSION>/<iface>` and renames it into place once its
+//! Layout: `/sys/fs/bpf/sipguard/v<LAYOUT_VERSION>/<key>/<MAP or link>`,
+//! where the key is the interface's name, tagged with its network namespace
+//! outside the host's (ident.rs). A starting agent builds a new interface's
+//! directory under `starting-v<LAYOUT_VERSION>/<key>` and renames it into place once its
 //! policy, lists and signatures are written: a command that finds the
 //! directory finds a complete agent.
 
@@ -18,7 +19,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use sipguard_common::maps::{BPFFS, LAYOUT_VERSION, PIN_ROOT};
 
-use crate::lock;
+use crate::{ident, lock};
 
 /// bpffs magic number from `statfs(2)`.
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
@@ -28,16 +29,17 @@ pub fn layout_dir() -> PathBuf {
     Path::new(PIN_ROOT).join(format!("v{LAYOUT_VERSION}"))
 }
 
-/// The pin directory of the agent on `iface`.
-pub fn iface_dir(iface: &str) -> PathBuf {
-    layout_dir().join(iface)
+/// The pin directory of the agent on the interface `key` names (ident.rs).
+pub fn iface_dir(key: &str) -> PathBuf {
+    layout_dir().join(key)
 }
 
-/// Where the agent on `iface` builds its pins before publishing them.
-pub fn staging_dir(iface: &str) -> PathBuf {
+/// Where the agent on the interface `key` names builds its pins before
+/// publishing them.
+pub fn staging_dir(key: &str) -> PathBuf {
     Path::new(PIN_ROOT)
         .join(format!("starting-v{LAYOUT_VERSION}"))
-        .join(iface)
+        .join(key)
 }
 
 /// Move a staging directory into place. One rename on one bpffs: other
@@ -94,7 +96,8 @@ pub fn ensure_mounted() -> Result<()> {
     Ok(())
 }
 
-/// Interfaces that have pinned state under the current layout.
+/// Keys (see ident.rs) of the interfaces that have pinned state under the
+/// current layout.
 pub fn pinned_ifaces() -> Vec<String> {
     let mut out: Vec<String> = fs::read_dir(layout_dir())
         .map(|rd| {
@@ -112,23 +115,24 @@ pub fn pinned_ifaces() -> Vec<String> {
 /// its programs can take seconds on a busy host).
 pub const START_WAIT: Duration = Duration::from_secs(60);
 
-/// Wait until the agent `pid`, which holds `iface`'s lock, publishes its pins.
-fn wait_for_start(iface: &str, pid: i32) -> Result<PathBuf> {
-    let dir = iface_dir(iface);
+/// Wait until the agent `pid`, which holds `key`'s lock, publishes its pins.
+fn wait_for_start(key: &str, pid: i32) -> Result<PathBuf> {
+    let dir = iface_dir(key);
+    let iface = ident::iface_of(key);
     let deadline = Instant::now() + START_WAIT;
     loop {
         if dir.is_dir() {
             return Ok(dir);
         }
-        if lock::running_agent(iface).is_none() {
+        if lock::running_agent(key).is_none() {
             bail!(
-                "the sipguard agent on {iface} (pid {pid}) exited while starting; its log says \
+                "the sipguard agent on {key} (pid {pid}) exited while starting; its log says \
                  why (`journalctl -u sipguard@{iface}`)"
             );
         }
         if Instant::now() >= deadline {
             bail!(
-                "the sipguard agent on {iface} (pid {pid}) is still starting after {} s; retry \
+                "the sipguard agent on {key} (pid {pid}) is still starting after {} s; retry \
                  once `sipguard wait --iface {iface}` returns",
                 START_WAIT.as_secs()
             );
@@ -137,14 +141,47 @@ fn wait_for_start(iface: &str, pid: i32) -> Result<PathBuf> {
     }
 }
 
+/// The key (see ident.rs) a command given `iface` means: the interface of
+/// the command's own network namespace when it has one of that name (or an
+/// agent is pinned or starting for it), else the one agent on an interface
+/// of that name in another namespace (a command run from the host for an
+/// agent in a container).
+pub fn resolve(iface: &str) -> Result<Option<String>> {
+    let own = ident::key(iface);
+    if ident::exists_here(iface) || iface_dir(&own).is_dir() || lock::running_agent(&own).is_some()
+    {
+        return Ok(Some(own));
+    }
+    let mut others: Vec<String> = pinned_ifaces()
+        .into_iter()
+        .chain(lock::running_agents().into_iter().map(|(key, _)| key))
+        .filter(|key| ident::iface_of(key) == iface)
+        .collect();
+    others.sort();
+    others.dedup();
+    match others.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one.clone())),
+        many => bail!(
+            "agents on interfaces named {iface} run in {} network namespaces ({}); run the \
+             command inside the agent's namespace (`nsenter --net=/run/netns/NAME sipguard \
+             ...`)",
+            many.len(),
+            many.join(", ")
+        ),
+    }
+}
+
 /// Find the pin directory a client command should use: `iface` if given,
-/// else the only agent running. An agent still starting is waited for.
+/// else the only agent running (of the command's own network namespace
+/// first). An agent still starting is waited for.
 pub fn find_agent(iface: Option<&str>) -> Result<PathBuf> {
     if let Some(iface) = iface {
-        let dir = iface_dir(iface);
+        let key = resolve(iface)?.unwrap_or_else(|| ident::key(iface));
+        let dir = iface_dir(&key);
         if !dir.is_dir() {
-            if let Some(pid) = lock::running_agent(iface) {
-                return wait_for_start(iface, pid);
+            if let Some(pid) = lock::running_agent(&key) {
+                return wait_for_start(&key, pid);
             }
             bail!(
                 "no sipguard agent is running on {iface} (nothing pinned at {}); start one with \
@@ -154,13 +191,24 @@ pub fn find_agent(iface: Option<&str>) -> Result<PathBuf> {
         }
         return Ok(dir);
     }
-    let ifaces = pinned_ifaces();
-    if ifaces.is_empty()
-        && let [(iface, pid)] = lock::running_agents().as_slice()
-    {
-        return wait_for_start(iface, *pid);
+    let own_first = |keys: Vec<String>| -> Vec<String> {
+        let own: Vec<String> = keys.iter().filter(|k| ident::is_own(k)).cloned().collect();
+        if own.is_empty() { keys } else { own }
+    };
+    let keys = own_first(pinned_ifaces());
+    if keys.is_empty() {
+        let starting: Vec<(String, i32)> = lock::running_agents();
+        let own: Vec<&(String, i32)> = starting.iter().filter(|(k, _)| ident::is_own(k)).collect();
+        let pick: Vec<&(String, i32)> = if own.is_empty() {
+            starting.iter().collect()
+        } else {
+            own
+        };
+        if let [(key, pid)] = pick.as_slice() {
+            return wait_for_start(key, *pid);
+        }
     }
-    match ifaces.as_slice() {
+    match keys.as_slice() {
         [] => bail!(
             "no sipguard agent is running (nothing pinned under {}); start one with \
              `sipguard run --iface IFACE`",

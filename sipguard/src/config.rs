@@ -11,12 +11,14 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sipguard_common::{
     Policy,
-    maps::{ALLOW_MAX, BLOCK_MAX, LIST_RESERVED},
+    maps::LIST_RESERVED,
     policy::{
         BUCKETS, Bucket, Limit, POLICY_ENFORCE, POLICY_MALFORMED, POLICY_SCAN, POLICY_TRUST,
         prefix_mask,
     },
 };
+
+use crate::tables::Tables;
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 
@@ -45,6 +47,8 @@ pub struct Config {
     /// Sources always dropped.
     #[serde(deserialize_with = "cidrs")]
     pub block: Vec<IpNet>,
+    /// Table sizes, applied when an agent creates its maps.
+    pub tables: Tables,
 }
 
 /// Which destination ports carry SIP. Only these are inspected; all other
@@ -406,6 +410,7 @@ impl Default for Config {
             auth_fail: AuthFailConfig::default(),
             allow: Vec::new(),
             block: Vec::new(),
+            tables: Tables::default(),
         }
     }
 }
@@ -460,14 +465,16 @@ impl Config {
                 bail!("{key}: port 0 is not a valid SIP port");
             }
         }
+        self.tables.validate()?;
         for (key, list, max) in [
-            ("allow", &self.allow, ALLOW_MAX),
-            ("block", &self.block, BLOCK_MAX),
+            ("allow", &self.allow, self.tables.allow),
+            ("block", &self.block, self.tables.block),
         ] {
             let room = (max - LIST_RESERVED) as usize;
             if list.len() > room {
                 bail!(
-                    "{key}: {} entries, more than the {room} the {key}list holds",
+                    "{key}: {} entries, more than the {room} the {key}list holds (raise \
+                     tables.{key})",
                     list.len()
                 );
             }
@@ -696,6 +703,10 @@ impl Config {
             "trust.for" => self.trust.duration = parse_duration(key, value)?,
             "auth_fail.after" => self.auth_fail.after = parse_num(key, value)?,
             "auth_fail.window" => self.auth_fail.window = parse_duration(key, value)?,
+            _ if key.starts_with("tables.") => bail!(
+                "{key}: table sizes apply when the agent creates its maps: set [tables] in the \
+                 config file, then `sipguard detach` and start the agent again"
+            ),
             "malformed.max_message_bytes" => {
                 self.malformed.max_message_bytes = parse_num(key, value)?
             }
@@ -904,9 +915,37 @@ mod tests {
         let text = format!("allow = [{}]\n", allow.join(", "));
         let err = Config::from_toml(&text).expect_err("20 000 allow entries");
         assert!(
-            format!("{err:#}").contains("20000 entries, more than the 16383"),
+            format!("{err:#}").contains("20000 entries, more than the 16383 the allowlist holds"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn table_sizes_are_checked_and_not_set_live() {
+        let cfg = Config::from_toml("[tables]\nblock = 1048576\nallow = 1024\n").unwrap();
+        assert_eq!((cfg.tables.block, cfg.tables.allow), (1 << 20, 1024));
+        for (text, want) in [
+            (
+                "[tables]\nbans = 100\n",
+                "tables.bans: 100 is not between 1024 and",
+            ),
+            (
+                "[tables]\ntrusted = 4294967295\n",
+                "tables.trusted: 4294967295 is not",
+            ),
+            ("[tables]\nallow = 1024\nallow_v6 = 3\n", "unknown field"),
+        ] {
+            let err = Config::from_toml(text).expect_err(text);
+            assert!(format!("{err:#}").contains(want), "{text}: {err:#}");
+        }
+        let allow: Vec<String> = (0..1100u32)
+            .map(|i| format!("\"{}\"", std::net::Ipv4Addr::from(0xc612_0000 + i)))
+            .collect();
+        let text = format!("allow = [{}]\n[tables]\nallow = 1024\n", allow.join(", "));
+        let err = Config::from_toml(&text).expect_err("1100 entries in 1024");
+        assert!(format!("{err:#}").contains("raise tables.allow"), "{err:#}");
+        let err = Config::default().set("tables.block=1048576").unwrap_err();
+        assert!(format!("{err:#}").contains("sipguard detach"), "{err:#}");
     }
 
     #[test]

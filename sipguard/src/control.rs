@@ -388,7 +388,7 @@ pub fn enforce(state: OnOff, target: Target) -> Result<()> {
 }
 
 /// The interface a command acts on: `--iface`, or the only one with pins.
-fn target_iface(target: &Target) -> Result<String> {
+fn target_key(target: &Target) -> Result<String> {
     let dir = bpffs::find_agent(target.iface.as_deref())?;
     Ok(dir
         .file_name()
@@ -399,7 +399,7 @@ fn target_iface(target: &Target) -> Result<String> {
 
 pub fn reload(target: Target) -> Result<()> {
     preflight::require_root("sipguard reload")?;
-    let iface = target_iface(&target)?;
+    let iface = target_key(&target)?;
     let Some(pid) = sipguard::lock::running_agent(&iface) else {
         bail!(
             "no agent process runs on {iface} (its pinned filter may still be active after a \
@@ -424,7 +424,7 @@ const STOP_WAIT: Duration = Duration::from_secs(10);
 
 pub fn detach(target: Target) -> Result<()> {
     preflight::require_root("sipguard detach")?;
-    let iface = target_iface(&target)?;
+    let iface = target_key(&target)?;
     if let Some(pid) = sipguard::lock::running_agent(&iface) {
         // The agent detaches and cleans up itself on SIGTERM.
         unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -442,7 +442,7 @@ pub fn detach(target: Target) -> Result<()> {
     }
     // On kernels without TCX the egress program is a netlink filter, which
     // no pin holds: an agent that died left it on the interface.
-    sipguard::egress::remove_filter(&iface);
+    sipguard::egress::remove_filter(sipguard::ident::iface_of(&iface));
     sipguard::status::AgentStatus::remove(&iface);
     println!("sipguard detached from {iface}; pinned state removed");
     Ok(())

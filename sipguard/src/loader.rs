@@ -14,6 +14,8 @@ use sipguard_common::maps::{
     PROG_XDP,
 };
 
+use crate::tables::Tables;
+
 /// The XDP object built from `sipguard-ebpf` by build.rs.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sipguard"));
 
@@ -47,20 +49,21 @@ impl KernelLog {
 /// Load the object and the XDP programs into the kernel (not attached),
 /// with fresh maps.
 pub fn load(log: KernelLog) -> Result<Ebpf> {
-    load_with(log, None)
+    load_with(log, None, &Tables::default())
 }
 
 /// Like `load`, but every map in `maps::ALL` lives at `dir/NAME`: opened
 /// from its pin if one is there (an earlier agent's bans, lists and counters
-/// carry over), created and pinned otherwise.
-pub fn load_pinned(log: KernelLog, dir: &Path) -> Result<Ebpf> {
-    load_with(log, Some(dir))
+/// carry over), created with the sizes of `tables` and pinned otherwise.
+pub fn load_pinned(log: KernelLog, dir: &Path, tables: &Tables) -> Result<Ebpf> {
+    load_with(log, Some(dir), tables)
 }
 
-fn load_with(log: KernelLog, pins: Option<&Path>) -> Result<Ebpf> {
+fn load_with(log: KernelLog, pins: Option<&Path>, tables: &Tables) -> Result<Ebpf> {
     let level = log.level();
     let mut loader = EbpfLoader::new();
     loader.override_global(aya_log::LEVEL, &level, true);
+    tables.apply_to(&mut loader);
     let paths: Vec<(&str, PathBuf)> = pins
         .map(|dir| crate::maps::ALL.iter().map(|n| (*n, dir.join(n))).collect())
         .unwrap_or_default();

@@ -22,8 +22,8 @@ use anyhow::{Context as _, Result, bail};
 /// Where the lock files live.
 pub const LOCK_DIR: &str = "/run/sipguard";
 
-fn lock_path(iface: &str) -> PathBuf {
-    Path::new(LOCK_DIR).join(format!("{iface}.lock"))
+fn lock_path(key: &str) -> PathBuf {
+    Path::new(LOCK_DIR).join(format!("{key}.lock"))
 }
 
 /// The agent's claim on an interface, held for the agent's lifetime (the
@@ -90,9 +90,9 @@ fn still_named(path: &Path, file: &File) -> bool {
 }
 
 impl IfaceLock {
-    pub fn acquire(iface: &str) -> Result<IfaceLock> {
+    pub fn acquire(key: &str) -> Result<IfaceLock> {
         private_lock_dir()?;
-        let path = lock_path(iface);
+        let path = lock_path(key);
         let mut file = open_lock_file(&path)?;
         // The file may have been removed between our open and our lock (by
         // a clean exit of the agent we raced with): lock what the path names.
@@ -103,21 +103,10 @@ impl IfaceLock {
             let mut pid = String::new();
             let _ = file.read_to_string(&mut pid);
             bail!(
-                "another sipguard agent (pid {}) is already running on {iface}; stop it first, or \
-                 use `sipguard stats --iface {iface}` to watch it",
-                pid.trim()
-            );
-        }
-        // The lock file is ours; a status file naming another live agent
-        // means the lock file of that agent was deleted under it.
-        if let Some(pid) = crate::status::AgentStatus::read(iface)
-            .map(|s| s.pid)
-            .filter(|pid| *pid != 0 && *pid != std::process::id() && is_sipguard(*pid))
-        {
-            bail!(
-                "sipguard agent pid {pid} still runs on {iface}, but its lock file {} was \
-                 removed; stop it (`kill {pid}`) before starting another",
-                path.display()
+                "another sipguard agent (pid {}) is already running on {key}; stop it first, or \
+                 use `sipguard stats --iface {}` to watch it",
+                pid.trim(),
+                crate::ident::iface_of(key)
             );
         }
         file.set_len(0)?;
@@ -134,13 +123,13 @@ impl IfaceLock {
 }
 
 /// Whether process `pid` is alive and runs the sipguard binary.
-fn is_sipguard(pid: u32) -> bool {
+pub fn is_sipguard(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sipguard")
 }
 
-/// The PID of the agent running on `iface`, if one is.
-pub fn running_agent(iface: &str) -> Option<i32> {
-    let mut file = File::open(lock_path(iface)).ok()?;
+/// The PID of the agent running on the interface `key` names, if one is.
+pub fn running_agent(key: &str) -> Option<i32> {
+    let mut file = File::open(lock_path(key)).ok()?;
     if try_lock(&file) {
         // Nobody holds it: no agent. Our lock goes with the file handle.
         return None;
@@ -150,7 +139,7 @@ pub fn running_agent(iface: &str) -> Option<i32> {
     pid.trim().parse().ok()
 }
 
-/// Every agent running, as (interface, PID), from the lock files.
+/// Every agent running, as (key, PID), from the lock files.
 pub fn running_agents() -> Vec<(String, i32)> {
     let Ok(entries) = fs::read_dir(LOCK_DIR) else {
         return Vec::new();
@@ -159,9 +148,9 @@ pub fn running_agents() -> Vec<(String, i32)> {
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            let iface = name.strip_suffix(".lock")?.to_string();
-            let pid = running_agent(&iface)?;
-            Some((iface, pid))
+            let key = name.strip_suffix(".lock")?.to_string();
+            let pid = running_agent(&key)?;
+            Some((key, pid))
         })
         .collect();
     out.sort();

@@ -27,7 +27,12 @@ use sipguard_common::{
     source::{Ban, BanHint, BlockEntry, SrcKey, SrcState, Trust},
 };
 
-use crate::{addr, config::Config, lock::ListsLock};
+use crate::{
+    addr,
+    config::Config,
+    lock::ListsLock,
+    tables::{self, Tables},
+};
 
 pub struct Maps {
     pub sip_ports: Array<MapData, u8>,
@@ -133,6 +138,17 @@ impl Maps {
             empty_lists: take(MAP_EMPTY_LISTS)?.try_into()?,
             pin_dir: None,
             ports_written: None,
+        })
+    }
+
+    /// The sizes the tables were created with.
+    pub fn table_sizes(&self) -> Result<Tables> {
+        Ok(Tables {
+            trusted: tables::capacity(self.trusted.map())?,
+            allow: tables::capacity(self.allow.map())?,
+            block: tables::capacity(self.block.map())?,
+            bans: tables::capacity(self.bans.map())?,
+            sources: tables::capacity(self.src_state.map())?,
         })
     }
 
@@ -494,7 +510,14 @@ impl Maps {
     /// Remove bans and blocklist entries whose time is up. The program ignores
     /// (and removes, for bans) expired entries it meets; this frees the room
     /// of those it never meets again.
-    pub fn sweep_expired(&mut self, now_ns: u64) -> Result<(Vec<(SrcKey, Ban)>, usize)> {
+    /// Remove expired bans (and, with `blocklist`, expired blocklist
+    /// entries: a walk of the whole list, which the agent does less often;
+    /// the programs ignore expired entries meanwhile).
+    pub fn sweep_expired(
+        &mut self,
+        now_ns: u64,
+        blocklist: bool,
+    ) -> Result<(Vec<(SrcKey, Ban)>, usize)> {
         // One walk of BANS: the expired are removed, the live checked
         // against their hints below.
         let (expired, live): (Vec<_>, Vec<_>) = self
@@ -508,6 +531,7 @@ impl Maps {
         let blocks: Vec<Key<[u8; 16]>> = self
             .block
             .iter()
+            .take_while(|_| blocklist)
             .filter_map(|kv| kv.ok())
             .filter(|(_, e)| {
                 e.expires_ns != 0 && e.expires_ns != BLOCK_HOLE_EXPIRY && e.expires_ns <= now_ns
@@ -525,8 +549,6 @@ impl Maps {
     }
 }
 
-/// One list's hole at ::ffff:0:0/96 (`Maps::mend_holes`): `is_hole` tells
-/// a hole's value, `hole` is the one to write.
 /// What `insert_all` changed, to take it back: each key with the value it
 /// had before (None: it was not there).
 type Undo<V> = Vec<(Key<[u8; 16]>, Option<V>)>;
@@ -590,6 +612,8 @@ fn key_bytes(key: &Key<[u8; 16]>) -> [u8; 20] {
     out
 }
 
+/// One list's hole at ::ffff:0:0/96 (`Maps::mend_holes`): `is_hole` tells
+/// a hole's value, `hole` is the one to write.
 fn mend_hole<V: aya::Pod>(
     trie: &mut LpmTrie<MapData, [u8; 16], V>,
     is_hole: impl Fn(&V) -> bool,

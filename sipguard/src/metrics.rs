@@ -371,6 +371,7 @@ impl Collector for Exposition {
             ("block", t.block),
             ("bans", t.bans),
             ("sources", t.sources),
+            ("trusted", t.trusted),
         ];
         gauges(
             &mut enc,
@@ -381,8 +382,14 @@ impl Collector for Exposition {
         gauges(
             &mut enc,
             "sipguard_table_capacity",
-            "Maximum entries of each table",
+            "Maximum entries of each table (`[tables]` in the config file)",
             fills.map(|(name, f)| ([("table", name)], f.capacity)),
+        )?;
+        gauges(
+            &mut enc,
+            "sipguard_table_memory_bytes",
+            "Kernel memory charged for each table",
+            fills.map(|(name, f)| ([("table", name)], f.memory_bytes)),
         )?;
         counters(
             &mut enc,

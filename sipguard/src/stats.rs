@@ -3,16 +3,13 @@
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use anyhow::Result;
-use aya::maps::{MapData, PerCpuArray};
+use aya::maps::{IterableMap as _, MapData, PerCpuArray};
 use serde::Serialize;
 use sipguard_common::{
-    Class, Counter, Reason, Verdict,
-    class::CLASS_SLOTS,
-    maps::{ALLOW_MAX, BANS_MAX, BLOCK_MAX, SRC_STATE_MAX, TRUSTED_MAX, TableStat},
-    verdict::REASON_SLOTS,
+    Class, Counter, Reason, Verdict, class::CLASS_SLOTS, maps::TableStat, verdict::REASON_SLOTS,
 };
 
-use crate::maps::Maps;
+use crate::{maps::Maps, tables};
 
 /// Counters split by verdict.
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
@@ -87,13 +84,19 @@ pub struct Tables {
 pub struct Fill {
     pub entries: u64,
     pub capacity: u64,
+    /// What the kernel charges for the table (its `memlock`), in bytes.
+    pub memory_bytes: u64,
 }
 
 impl Tables {
     fn read(maps: &Maps) -> Result<Self> {
-        let count = |n: usize, cap: u32| Fill {
-            entries: n as u64,
-            capacity: u64::from(cap),
+        // Sizes are settings ([tables]): read them from the maps themselves.
+        let fill = |n: usize, map: &MapData| -> Result<Fill> {
+            Ok(Fill {
+                entries: n as u64,
+                capacity: u64::from(tables::capacity(map)?),
+                memory_bytes: tables::memory_bytes(map).unwrap_or(0),
+            })
         };
         let mut events: BTreeMap<&'static str, u64> = BTreeMap::new();
         for t in TableStat::ALL {
@@ -103,14 +106,23 @@ impl Tables {
         let sources = maps.src_state.keys().filter(|k| k.is_ok()).count();
         let new = events[TableStat::SrcStateNew.name()];
         Ok(Tables {
-            allow: count(maps.allow.keys().filter(|k| k.is_ok()).count(), ALLOW_MAX),
-            block: count(maps.block.keys().filter(|k| k.is_ok()).count(), BLOCK_MAX),
-            bans: count(maps.bans.keys().filter(|k| k.is_ok()).count(), BANS_MAX),
-            sources: count(sources, SRC_STATE_MAX),
-            trusted: count(
+            allow: fill(
+                maps.allow.keys().filter(|k| k.is_ok()).count(),
+                maps.allow.map(),
+            )?,
+            block: fill(
+                maps.block.keys().filter(|k| k.is_ok()).count(),
+                maps.block.map(),
+            )?,
+            bans: fill(
+                maps.bans.keys().filter(|k| k.is_ok()).count(),
+                maps.bans.map(),
+            )?,
+            sources: fill(sources, maps.src_state.map())?,
+            trusted: fill(
                 maps.trusted.keys().filter(|k| k.is_ok()).count(),
-                TRUSTED_MAX,
-            ),
+                maps.trusted.map(),
+            )?,
             sources_evicted: new.saturating_sub(sources as u64),
             events,
         })
@@ -127,6 +139,18 @@ fn sum(map: &PerCpuArray<MapData, Counter>, index: u32) -> Result<Totals> {
 
 impl Snapshot {
     pub fn read(maps: &Maps) -> Result<Self> {
+        let mut snap = Snapshot::counters(maps)?;
+        snap.tables = Tables::read(maps)?;
+        snap.signatures = maps
+            .signatures()?
+            .into_iter()
+            .map(|r| (r.token, r.hits))
+            .collect();
+        Ok(snap)
+    }
+
+    /// The packet counters only: no walk of the tables.
+    pub fn counters(maps: &Maps) -> Result<Self> {
         let mut snap = Snapshot::default();
         for v in Verdict::ALL {
             for r in Reason::ALL {
@@ -141,12 +165,6 @@ impl Snapshot {
                 *snap.classes.entry(c.name()).or_default().slot(v) = t;
             }
         }
-        snap.tables = Tables::read(maps)?;
-        snap.signatures = maps
-            .signatures()?
-            .into_iter()
-            .map(|r| (r.token, r.hits))
-            .collect();
         Ok(snap)
     }
 
@@ -199,7 +217,11 @@ impl Snapshot {
             out.push('\n');
         }
         let tb = &self.tables;
-        let _ = writeln!(out, "{:<18} {:>12} {:>12}", "TABLE", "entries", "capacity");
+        let _ = writeln!(
+            out,
+            "{:<18} {:>12} {:>12} {:>10}",
+            "TABLE", "entries", "capacity", "memory"
+        );
         for (name, f) in [
             ("allow", tb.allow),
             ("block", tb.block),
@@ -207,7 +229,12 @@ impl Snapshot {
             ("sources", tb.sources),
             ("trusted", tb.trusted),
         ] {
-            let _ = writeln!(out, "{name:<18} {:>12} {:>12}", f.entries, f.capacity);
+            let mib = f.memory_bytes as f64 / (1024.0 * 1024.0);
+            let _ = writeln!(
+                out,
+                "{name:<18} {:>12} {:>12} {:>6.1} MiB",
+                f.entries, f.capacity, mib
+            );
         }
         let events: Vec<String> = tb
             .events

@@ -13,7 +13,9 @@ use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    bpffs,
     egress::EgressMode,
+    ident,
     lock::{self, LOCK_DIR},
 };
 
@@ -60,24 +62,26 @@ impl AgentStatus {
         line
     }
 
-    pub fn write(&self, iface: &str) -> Result<()> {
-        let path = path(iface);
+    pub fn write(&self, key: &str) -> Result<()> {
+        let path = path(key);
         fs::write(&path, serde_json::to_vec_pretty(self)?)
             .with_context(|| format!("writing {}", path.display()))
     }
 
-    /// The status the agent on `iface` published, if it did.
-    pub fn read(iface: &str) -> Option<AgentStatus> {
-        serde_json::from_slice(&fs::read(path(iface)).ok()?).ok()
+    /// The status the agent on the interface `key` names published, if it did.
+    pub fn read(key: &str) -> Option<AgentStatus> {
+        serde_json::from_slice(&fs::read(path(key)).ok()?).ok()
     }
 
-    /// The status of the agent now running on `iface`, once it has attached
-    /// (it writes the status last): waits up to `timeout`.
+    /// The status of the agent now running on `iface` (resolved as commands
+    /// resolve it, `bpffs::resolve`), once it has attached (it writes the
+    /// status last): waits up to `timeout`.
     pub fn wait(iface: &str, timeout: Duration) -> Result<AgentStatus> {
         let deadline = Instant::now() + timeout;
         loop {
-            let running = lock::running_agent(iface);
-            if let (Some(pid), Some(status)) = (running, AgentStatus::read(iface))
+            let key = bpffs::resolve(iface)?.unwrap_or_else(|| ident::key(iface));
+            let running = lock::running_agent(&key);
+            if let (Some(pid), Some(status)) = (running, AgentStatus::read(&key))
                 && status.pid == pid as u32
             {
                 return Ok(status);
@@ -85,7 +89,7 @@ impl AgentStatus {
             if Instant::now() >= deadline {
                 match running {
                     Some(pid) => bail!(
-                        "the sipguard agent on {iface} (pid {pid}) has not attached within {}",
+                        "the sipguard agent on {key} (pid {pid}) has not attached within {}",
                         humantime::format_duration(timeout)
                     ),
                     None => bail!(
@@ -100,11 +104,11 @@ impl AgentStatus {
         }
     }
 
-    pub fn remove(iface: &str) {
-        let _ = fs::remove_file(path(iface));
+    pub fn remove(key: &str) {
+        let _ = fs::remove_file(path(key));
     }
 }
 
-fn path(iface: &str) -> PathBuf {
-    PathBuf::from(LOCK_DIR).join(format!("{iface}.status"))
+fn path(key: &str) -> PathBuf {
+    PathBuf::from(LOCK_DIR).join(format!("{key}.status"))
 }

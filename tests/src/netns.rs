@@ -39,7 +39,8 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, ensure};
 
 pub use agent::{
-    Agent, XdpAttach, group_packets, packets, pin_dir, sipguard_bin, sipguard_stats, staging_dir,
+    Agent, XdpAttach, agent_key, group_packets, packets, pin_dir, sipguard_bin, sipguard_stats,
+    staging_dir,
 };
 use process::terminate;
 pub use process::{exited, run_bounded, stderr, wait_until};

@@ -26,7 +26,7 @@ use sipguard::{lock::ListsLock, maps::Maps};
 use sipguard_common::maps::LIST_ALLOW;
 use sipguard_tests::{
     flood::{Ctl, Delta, Stream, ban_sources, send, spawn_send},
-    netns::{Lab, exited, packets, pin_dir, sipguard_bin, sipguard_stats},
+    netns::{Lab, agent_key, exited, packets, pin_dir, sipguard_bin, sipguard_stats},
 };
 
 const FLOOD_RATE: u64 = 2000;
@@ -37,7 +37,7 @@ fn banned_drops(stats: &Value) -> u64 {
 
 /// The agent's PID from its lock file.
 fn agent_pid(iface: &str) -> Result<i32> {
-    let text = fs::read_to_string(format!("/run/sipguard/{iface}.lock"))
+    let text = fs::read_to_string(format!("/run/sipguard/{}.lock", agent_key(iface)))
         .context("reading the agent's lock file")?;
     text.trim().parse().context("parsing the agent's PID")
 }

@@ -179,7 +179,7 @@ fn the_interface_lock_is_private_and_survives_its_file_being_deleted() -> Result
     let lab = Lab::new("lock")?;
     let iface = lab.iface().to_string();
     let lock_dir = std::path::Path::new(sipguard::lock::LOCK_DIR);
-    let lock_file = lock_dir.join(format!("{iface}.lock"));
+    let lock_file = lock_dir.join(format!("{}.lock", lab.agent_key()));
     // What an older sipguard left: a world-readable directory and file.
     std::fs::create_dir_all(lock_dir)?;
     std::fs::set_permissions(lock_dir, std::fs::Permissions::from_mode(0o755))?;

@@ -973,7 +973,7 @@ fn lists_apply_at_once_and_their_empty_flags_follow() {
             Class::Invite,
         )],
     );
-    h.maps_mut().sweep_expired(0).unwrap();
+    h.maps_mut().sweep_expired(0, true).unwrap();
     assert_eq!(
         list_empty(&h, LIST_BLOCK),
         0,

@@ -23,7 +23,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 use sipguard::config::Config;
-use sipguard_tests::netns::{pin_dir, run_bounded, stderr, wait_until};
+use sipguard_tests::netns::{agent_key, pin_dir, run_bounded, stderr, wait_until};
 
 /// One release build on a fresh 2-core machine, plus installing cargo-deb.
 const DIST_TIMEOUT: Duration = Duration::from_secs(45 * 60);
@@ -278,12 +278,12 @@ fn deb_installs_and_its_unit_starts_the_agent() -> Result<()> {
     println!("starting the unit's command: {cmd:?}");
     let mut agent = Agent::spawn(cmd, &log, &net.iface)?;
 
-    let pins = pin_dir(&net.iface);
+    // Keyed by the interface and its namespace: found once they exist.
     let attached = wait_until(ATTACH_TIMEOUT, || {
         if let Some(st) = agent.try_wait()? {
             bail!("the agent exited ({st}) before attaching");
         }
-        Ok(pins.join("link").exists())
+        Ok(pin_dir(&net.iface).join("link").exists())
     });
     if let Err(e) = attached {
         bail!(
@@ -292,6 +292,7 @@ fn deb_installs_and_its_unit_starts_the_agent() -> Result<()> {
             agent.log()
         );
     }
+    let pins = pin_dir(&net.iface);
     let link = run_ok(
         Command::new("ip").args(["-n", &net.ns, "-d", "link", "show", &net.iface]),
         SHORT,
@@ -591,7 +592,8 @@ impl Drop for Agent {
         if pins.exists() {
             let _ = fs::remove_dir_all(&pins);
         }
-        let _ = fs::remove_file(Path::new("/run/sipguard").join(format!("{}.lock", self.iface)));
+        let key = agent_key(&self.iface);
+        let _ = fs::remove_file(Path::new("/run/sipguard").join(format!("{key}.lock")));
     }
 }
 

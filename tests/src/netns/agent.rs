@@ -5,6 +5,7 @@
 use std::{
     ffi::OsStr,
     fs,
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::{
@@ -36,7 +37,7 @@ impl Lab {
     /// namespace and wait until it has attached and pinned its state.
     pub fn start_agent(&self, extra: &[&str]) -> Result<Agent<'_>> {
         let mut agent = self.spawn_agent(extra)?;
-        let link = pin_dir(self.iface()).join("link");
+        let link = layout_dir().join(self.agent_key()).join("link");
         let ready = wait_until(AGENT_START_TIMEOUT, || {
             if let Some(status) = agent.child.as_mut().unwrap().try_wait()? {
                 bail!("sipguard run exited with {status}");
@@ -83,6 +84,13 @@ impl Lab {
             child: Some(child),
             log,
         })
+    }
+
+    /// The key sipguard files the server interface's agent under (pins,
+    /// lock, status): its name tagged with the server's network namespace.
+    pub fn agent_key(&self) -> String {
+        let ino = fs::metadata(self.server.netns_path()).map_or(0, |m| m.ino());
+        format!("{}@netns-{ino}", self.iface())
     }
 
     /// How XDP is attached to the server's interface, from `ip -j link`;
@@ -189,33 +197,69 @@ impl Drop for Agent<'_> {
 /// which `sipguard run` leaves in place by design. The interface name is
 /// unique to one lab, so nothing else uses these paths.
 pub(super) fn remove_leftovers(iface: &str) {
-    let dir = pin_dir(iface);
-    if dir.exists() {
-        eprintln!("removing pins left behind at {}", dir.display());
-        let _ = fs::remove_file(dir.join("link"));
-        let _ = fs::remove_dir_all(&dir);
+    for dir in [pin_dir(iface), staging_dir(iface)] {
+        if dir.exists() {
+            eprintln!("removing pins left behind at {}", dir.display());
+            let _ = fs::remove_file(dir.join("link"));
+            let _ = fs::remove_dir_all(&dir);
+        }
     }
-    let staging = staging_dir(iface);
-    if staging.exists() {
-        eprintln!("removing pins left behind at {}", staging.display());
-        let _ = fs::remove_dir_all(&staging);
+    for key in keys_in(Path::new(LOCK_DIR), iface) {
+        let key = key.trim_end_matches(".lock").trim_end_matches(".status");
+        let _ = fs::remove_file(Path::new(LOCK_DIR).join(format!("{key}.lock")));
+        sipguard::status::AgentStatus::remove(key);
     }
-    let _ = fs::remove_file(Path::new(LOCK_DIR).join(format!("{iface}.lock")));
-    sipguard::status::AgentStatus::remove(iface);
+}
+
+/// Names in `dir` that belong to `iface`: its own, or tagged with a network
+/// namespace (`IFACE@netns-N`, sipguard's ident.rs), files with a suffix too.
+fn keys_in(dir: &Path, iface: &str) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| {
+            let stem = name.trim_end_matches(".lock").trim_end_matches(".status");
+            sipguard::ident::iface_of(stem) == iface
+        })
+        .collect()
+}
+
+fn layout_dir() -> PathBuf {
+    Path::new(PIN_ROOT).join(format!("v{LAYOUT_VERSION}"))
+}
+
+/// The key sipguard files `iface`'s agent under (see `Lab::agent_key`), as
+/// found among its pins and locks; `iface` itself when there are none.
+pub fn agent_key(iface: &str) -> String {
+    keys_in(&layout_dir(), iface)
+        .into_iter()
+        .chain(
+            keys_in(Path::new(LOCK_DIR), iface)
+                .into_iter()
+                .filter(|n| n.ends_with(".lock"))
+                .map(|n| n.trim_end_matches(".lock").to_string()),
+        )
+        .next()
+        .unwrap_or_else(|| iface.to_string())
 }
 
 /// The pin directory of the agent on `iface`.
 pub fn pin_dir(iface: &str) -> PathBuf {
-    Path::new(PIN_ROOT)
-        .join(format!("v{LAYOUT_VERSION}"))
-        .join(iface)
+    keys_in(&layout_dir(), iface)
+        .into_iter()
+        .next()
+        .map_or_else(|| layout_dir().join(iface), |key| layout_dir().join(key))
 }
 
 /// Where an agent on `iface` builds its pins before publishing them.
 pub fn staging_dir(iface: &str) -> PathBuf {
-    Path::new(PIN_ROOT)
-        .join(format!("starting-v{LAYOUT_VERSION}"))
-        .join(iface)
+    let dir = Path::new(PIN_ROOT).join(format!("starting-v{LAYOUT_VERSION}"));
+    keys_in(&dir, iface)
+        .into_iter()
+        .next()
+        .map_or_else(|| dir.join(iface), |key| dir.join(key))
 }
 
 /// `sipguard stats --iface <iface> --json`, parsed. Shape:
