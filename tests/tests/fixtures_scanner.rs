@@ -1457,3 +1457,67 @@ fn bug_new_signature_starts_with_no_hits() {
         new.id
     );
 }
+
+/// Evasions of the signature match an attacker controls with the header's
+/// spelling (issue 15): a value folded onto continuation lines (RFC 3261
+/// 7.3.1: "a header's value may be folded onto multiple lines if the
+/// continuation line begins with a space or horizontal tab"), blanks
+/// before the colon, any case in name and value, compact header names.
+/// A signature past the tokenized window or cut by a NUL is not seen
+/// (README, "Limits": the server would not parse such a request as that
+/// User-Agent either).
+#[test]
+fn signature_evasions_by_header_spelling_are_caught() {
+    let with_lines = |f: &dyn Fn(&mut Vec<String>)| {
+        let mut l = invite_lines(false);
+        f(&mut l);
+        message(&l, "")
+    };
+    let replace_ua = |raw: &[&str]| {
+        let raw: Vec<String> = raw.iter().map(|s| s.to_string()).collect();
+        with_lines(&move |l: &mut Vec<String>| {
+            let at = l
+                .iter()
+                .position(|x| x.starts_with("User-Agent:"))
+                .expect("a User-Agent line");
+            l.splice(at..=at, raw.clone());
+        })
+    };
+    let scanner =
+        || Want::denied(true, Reason::Scanner, Class::Invite).hits(&[("friendly-scanner", 1)]);
+    check_rows(
+        &mut harness(),
+        vec![
+            (
+                "folded: value on the next line".into(),
+                from(0, replace_ua(&["User-Agent:", " friendly-scanner"])),
+                scanner(),
+            ),
+            (
+                "folded: value continued after a tab".into(),
+                from(1, replace_ua(&["User-Agent: x", "\tfriendly-scanner"])),
+                scanner(),
+            ),
+            (
+                "folded twice".into(),
+                from(2, replace_ua(&["User-Agent:", " ", " friendly-scanner"])),
+                scanner(),
+            ),
+            (
+                "blanks before the colon".into(),
+                from(3, replace_ua(&["User-Agent  \t : friendly-scanner"])),
+                scanner(),
+            ),
+            (
+                "upper-case name and value".into(),
+                from(4, replace_ua(&["USER-AGENT: FRIENDLY-SCANNER"])),
+                scanner(),
+            ),
+            (
+                "a folded line after the User-Agent does not hide the next header".into(),
+                from(5, replace_ua(&["User-Agent: Linphone", " 5.2.5"])),
+                Want::accepted(Class::Invite),
+            ),
+        ],
+    );
+}
