@@ -34,6 +34,9 @@ pub const MAP_PENDING: &str = "PENDING";
 pub const MAP_TRUSTED: &str = "TRUSTED";
 pub const MAP_PENDING_RESP: &str = "PENDING_RESP";
 pub const MAP_EMPTY_LISTS: &str = "EMPTY_LISTS";
+pub const MAP_SCAN_BAN_ROOM: &str = "SCAN_BAN_ROOM";
+/// First fragments seen (frags.rs in sipguard-ebpf). Not pinned.
+pub const MAP_FRAGS: &str = "FRAGS";
 /// Per loaded object, not pinned: each load calibrates its own (clock.rs).
 pub const MAP_CLOCK: &str = "CLOCK";
 pub const MAP_CLOCK_SAMPLE: &str = "CLOCK_SAMPLE";
@@ -68,9 +71,17 @@ pub const LIST_RESERVED: u32 = 1;
 /// Concurrent dynamic bans. A plain hash, not LRU: a flood of new sources must
 /// never push out a ban. When full, new bans fail and are counted.
 pub const BANS_MAX: u32 = 64 * 1024;
+/// The share of the ban table (in quarters) that bans on one packet's
+/// scanner signature may hold at once. Any off-path forger can send such a
+/// packet with any source, so without a share a forged sweep of the address
+/// space would fill the table and leave no room to ban a real flood.
+pub const SCAN_BAN_SHARE_QUARTERS: u64 = 3;
 /// Sources with rate state. LRU: under a spoofed-source flood the oldest
 /// state is recycled, which only resets that source's buckets.
 pub const SRC_STATE_MAX: u32 = 256 * 1024;
+/// First fragments remembered so that their later fragments pass (LRU: a
+/// datagram's fragments arrive within moments of each other).
+pub const FRAGS_MAX: u32 = 64 * 1024;
 /// Ban event ring buffer size in bytes (power of two, page multiple).
 pub const BAN_EVENTS_BYTES: u32 = 256 * 1024;
 
@@ -105,10 +116,13 @@ pub enum TableStat {
     /// `PROBATION` interval), so a client whose address a forger got
     /// banned can register, earn trust and lift the ban.
     ProbationPass = 11,
+    /// A scanner packet was dropped without banning its source: scanner
+    /// bans already hold their share of the ban table (`SCAN_BAN_SHARE`).
+    ScannerBanNoRoom = 12,
 }
 
 impl TableStat {
-    pub const ALL: [TableStat; 12] = [
+    pub const ALL: [TableStat; 13] = [
         TableStat::SrcStateNew,
         TableStat::SrcStateFull,
         TableStat::BanAdded,
@@ -121,6 +135,7 @@ impl TableStat {
         TableStat::TrustedPass,
         TableStat::BanLifted,
         TableStat::ProbationPass,
+        TableStat::ScannerBanNoRoom,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -137,6 +152,7 @@ impl TableStat {
             TableStat::TrustedPass => "trusted_pass",
             TableStat::BanLifted => "ban_lifted",
             TableStat::ProbationPass => "probation_pass",
+            TableStat::ScannerBanNoRoom => "scanner_ban_no_room",
         }
     }
 }

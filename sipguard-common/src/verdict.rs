@@ -34,8 +34,9 @@ impl Verdict {
 pub enum Reason {
     /// Not IPv4/IPv6, not UDP/TCP, or not to a SIP port: never inspected.
     NotSipPort = 0,
-    /// A non-first IP fragment: it carries no transport header to judge, so
-    /// only the lists and bans apply to it.
+    /// A non-first IP fragment of a datagram whose first fragment passed:
+    /// it carries no transport header to judge, so only the lists and bans
+    /// apply to it.
     Fragment = 1,
     /// Headers shorter than they claim (truncated frame, bad IHL, an IPv6
     /// extension header running past the frame): left for the kernel stack
@@ -72,10 +73,15 @@ pub enum Reason {
     /// transport header (and port) is out of reach, and no real traffic
     /// needs such a chain. Dropped unless the source is allowlisted.
     HeaderChain = 15,
+    /// A non-first IP fragment whose first fragment was not seen, or was
+    /// dropped: the kernel could never complete the datagram, so it would
+    /// only hold reassembly memory that legitimate fragmented requests need.
+    /// Dropped unless the source is allowlisted.
+    FragmentOrphan = 16,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 17] = [
         Reason::NotSipPort,
         Reason::Fragment,
         Reason::Malformed,
@@ -92,6 +98,7 @@ impl Reason {
         Reason::Truncated,
         Reason::Oversized,
         Reason::HeaderChain,
+        Reason::FragmentOrphan,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -112,6 +119,7 @@ impl Reason {
             Reason::Truncated => "truncated",
             Reason::Oversized => "oversized",
             Reason::HeaderChain => "header_chain",
+            Reason::FragmentOrphan => "fragment_orphan",
         }
     }
 }

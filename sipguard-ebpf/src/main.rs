@@ -15,6 +15,7 @@
 mod classify;
 mod clock;
 mod cursor;
+mod frags;
 mod limit;
 mod maps;
 mod mem;
@@ -68,8 +69,13 @@ pub fn sipguard_xdp(ctx: XdpContext) -> u32 {
     let flow = match parse::parse(data, end, false) {
         Ok(flow) => flow,
         Err(Skip::Pass(reason)) => return finish(&ctx, Verdict::Pass, reason, None),
-        Err(Skip::Opaque { reason, src, is_v6 }) => {
-            let (verdict, reason) = policy::opaque(src, is_v6, reason);
+        Err(Skip::Opaque {
+            reason,
+            src,
+            is_v6,
+            frag_id,
+        }) => {
+            let (verdict, reason) = policy::opaque(src, is_v6, reason, frag_id);
             return finish(&ctx, verdict, reason, None);
         }
     };
@@ -98,13 +104,21 @@ pub fn sipguard_xdp(ctx: XdpContext) -> u32 {
     // SAFETY: checked just above.
     let class = opaque::hide(class as u64, unsafe { cursor::load_u64(data) }) as u32;
     let (verdict, reason) = match policy::front(&flow, class, empty) {
-        Step::Done(v, r) => (v, r),
+        Step::Done(v, r) => {
+            if flow.fragmented && v == Verdict::Drop {
+                frags::forget(flow.src, flow.frag_id);
+            }
+            (v, r)
+        }
         Step::Next {
             src,
             bucket,
             deep,
             now,
         } => {
+            if flow.fragmented {
+                frags::hand_over(flow.src, flow.frag_id);
+            }
             if let Some(p) = PENDING.get_ptr_mut(0) {
                 // SAFETY: per-CPU map value, owned by this CPU during the program.
                 unsafe {
@@ -140,6 +154,9 @@ pub fn sipguard_sip(ctx: XdpContext) -> u32 {
     };
     let p = *p;
     let (verdict, reason) = policy::second(ctx.ctx, policy, &p);
+    if p.fragmented != 0 && verdict == Verdict::Drop {
+        frags::forget_handed_over();
+    }
     finish(&ctx, verdict, reason, Some(p.class))
 }
 

@@ -10,8 +10,8 @@ use sipguard_common::{
     class::CLASS_SLOTS,
     clock::{Clock, ClockSample},
     maps::{
-        ALLOW_MAX, BAN_EVENTS_BYTES, BANS_MAX, BLOCK_MAX, PROG_SLOTS, SIP_PORTS_LEN, SRC_STATE_MAX,
-        TABLE_STAT_SLOTS, TRUSTED_MAX, VERDICT_SLOTS,
+        ALLOW_MAX, BAN_EVENTS_BYTES, BANS_MAX, BLOCK_MAX, FRAGS_MAX, PROG_SLOTS, SIP_PORTS_LEN,
+        SRC_STATE_MAX, TABLE_STAT_SLOTS, TRUSTED_MAX, VERDICT_SLOTS,
     },
     policy::BUCKETS,
     signature::{SIG_NAME_MAX, SIGNATURES_MAX, SigEntry, SigIndex},
@@ -148,6 +148,13 @@ pub struct Pending {
 #[map]
 pub static EMPTY_LISTS: Array<u32> = Array::with_max_entries(1, 0);
 
+/// How many more scanner bans fit in their share of `BANS`
+/// (`SCAN_BAN_SHARE_QUARTERS`): set by the controller from the table's fill
+/// (at each config apply and sweep), decremented by each scanner ban. At 0
+/// or below, a scanner packet is dropped without banning its source.
+#[map]
+pub static SCAN_BAN_ROOM: Array<i64> = Array::with_max_entries(1, 0);
+
 #[map]
 pub static PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
 
@@ -185,3 +192,26 @@ pub static CLOCK: Array<Clock> = Array::with_max_entries(1, 0);
 /// One reading of both clocks by `sipguard_clock`, for the calibration.
 #[map]
 pub static CLOCK_SAMPLE: Array<ClockSample> = Array::with_max_entries(1, 0);
+
+/// A fragmented datagram: its source (as in `Flow::src`) and IP
+/// identification (16 bits in IPv4, 32 in the IPv6 fragment header).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FragKey {
+    pub src: [u64; 2],
+    pub id: u32,
+    pub _pad: u32,
+}
+
+/// First fragments seen and not dropped (frags.rs): a later fragment passes
+/// only if its datagram's first fragment is here. LRU: a datagram's
+/// fragments arrive within moments of each other. Not pinned: datagrams in
+/// flight when an agent takes over lose their later fragments once.
+#[map]
+pub static FRAGS: LruHashMap<FragKey, u32> = LruHashMap::with_max_entries(FRAGS_MAX, 0);
+
+/// The datagram of a first fragment handed to `sipguard_sip` (which gets
+/// the grouped source only, in `PENDING`), so that a drop there forgets it.
+/// Not pinned, like `FRAGS`.
+#[map]
+pub static FRAG_PENDING: PerCpuArray<FragKey> = PerCpuArray::with_max_entries(1, 0);

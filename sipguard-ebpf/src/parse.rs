@@ -17,6 +17,7 @@ use sipguard_common::{
 
 use crate::{
     cursor::{Cursor, load_be16, load_u32, load_u64},
+    frags,
     maps::SIP_PORTS,
 };
 
@@ -59,6 +60,8 @@ pub struct Flow {
     /// A first fragment: the message continues in later fragments, so the
     /// payload here is not the whole datagram.
     pub fragmented: bool,
+    /// The IP identification of a fragmented datagram (frags.rs).
+    pub frag_id: u32,
     /// Start of the transport payload in the packet.
     pub payload: usize,
     /// The same as an offset from the frame start.
@@ -83,6 +86,8 @@ pub enum Skip {
         reason: Reason,
         src: [u64; 2],
         is_v6: bool,
+        /// A later fragment's IP identification (frags.rs).
+        frag_id: u32,
     },
 }
 
@@ -110,20 +115,40 @@ pub fn parse(data: usize, end: usize, egress: bool) -> Result<Flow, Skip> {
 
     let mut src = [0u64; 2];
     let mut fragmented = false;
+    let mut frag_id = 0;
     // Where the IP packet ends by its own length field: a short frame is
     // padded to 60 bytes, and the padding is neither IP nor UDP payload.
     let mut l3_end = end;
     let (proto, is_v6) = match ether_type {
         ETH_P_IP => (
-            ipv4(&mut c, &mut src, &mut fragmented, &mut l3_end, egress)?,
+            ipv4(
+                &mut c,
+                &mut src,
+                &mut fragmented,
+                &mut frag_id,
+                &mut l3_end,
+                egress,
+            )?,
             false,
         ),
         ETH_P_IPV6 => (
-            ipv6(&mut c, &mut src, &mut fragmented, &mut l3_end, egress)?,
+            ipv6(
+                &mut c,
+                &mut src,
+                &mut fragmented,
+                &mut frag_id,
+                &mut l3_end,
+                egress,
+            )?,
             true,
         ),
         _ => return Err(Reason::NotSipPort.into()),
     };
+    // Every first fragment, whatever its port or protocol: its later
+    // fragments pass only if it did (frags.rs).
+    if fragmented && !egress {
+        frags::first(src, frag_id);
+    }
 
     let mut stated_len = 0;
     let (transport, dport, syn, payload_len) = match proto {
@@ -169,6 +194,7 @@ pub fn parse(data: usize, end: usize, egress: bool) -> Result<Flow, Skip> {
         transport,
         syn,
         fragmented,
+        frag_id,
         payload: c.pos,
         payload_off: c.pos - data,
         stated_len,
@@ -183,6 +209,7 @@ fn ipv4(
     c: &mut Cursor,
     src: &mut [u64; 2],
     fragmented: &mut bool,
+    frag_id: &mut u32,
     l3_end: &mut usize,
     egress: bool,
 ) -> Result<u8, Skip> {
@@ -205,11 +232,13 @@ fn ipv4(
     let peer = unsafe { load_u32(if egress { start + 16 } else { start + 12 }) };
     src[1] = 0xffff_0000 | (peer as u64) << 32;
     let frags = unsafe { load_be16(start + 6) };
+    *frag_id = unsafe { load_be16(start + 4) } as u32;
     if frags & 0x1fff != 0 {
         return Err(Skip::Opaque {
             reason: Reason::Fragment,
             src: *src,
             is_v6: false,
+            frag_id: *frag_id,
         });
     }
     *fragmented = frags & 0x2000 != 0;
@@ -224,6 +253,7 @@ fn ipv6(
     c: &mut Cursor,
     src: &mut [u64; 2],
     fragmented: &mut bool,
+    frag_id: &mut u32,
     l3_end: &mut usize,
     egress: bool,
 ) -> Result<u8, Skip> {
@@ -252,11 +282,14 @@ fn ipv6(
                 let frag: *const [u8; 8] = c.take().ok_or(Reason::Malformed)?;
                 next = unsafe { (*frag)[0] };
                 let off_m = u16::from_be_bytes(unsafe { [(*frag)[2], (*frag)[3]] });
+                *frag_id =
+                    u32::from_be_bytes(unsafe { [(*frag)[4], (*frag)[5], (*frag)[6], (*frag)[7]] });
                 if off_m >> 3 != 0 {
                     return Err(Skip::Opaque {
                         reason: Reason::Fragment,
                         src: *src,
                         is_v6: true,
+                        frag_id: *frag_id,
                     });
                 }
                 *fragmented = off_m & 1 != 0;
@@ -270,6 +303,7 @@ fn ipv6(
                 reason: Reason::HeaderChain,
                 src: *src,
                 is_v6: true,
+                frag_id: 0,
             })
         }
         _ => Ok(next),

@@ -4,6 +4,8 @@
 //! limits. Rules that want a packet dropped go through `deny`, which turns the
 //! drop into `WouldDrop` in monitor mode.
 
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
 use aya_ebpf::{bindings::xdp_md, maps::lpm_trie::Key};
 use sipguard_common::{
     Class, Policy, Reason, Verdict,
@@ -14,10 +16,11 @@ use sipguard_common::{
 };
 
 use crate::{
-    clock, limit,
+    clock, frags, limit,
     maps::Pending,
     maps::{
-        ALLOW, BAN_EVENTS, BAN_HINTS, BANS, BLOCK, EMPTY_LISTS, GLOBAL_STATE, POLICY, SRC_STATE,
+        ALLOW, BAN_EVENTS, BAN_HINTS, BANS, BLOCK, EMPTY_LISTS, GLOBAL_STATE, POLICY,
+        SCAN_BAN_ROOM, SRC_STATE,
     },
     mem,
     parse::{Flow, Transport},
@@ -105,11 +108,12 @@ fn blocklisted(src: [u64; 2], empty: u32, now: u64) -> bool {
 
 /// A packet whose transport header is out of reach (`Skip::Opaque`): the
 /// lists and bans apply whatever its headers, so no header trick walks a
-/// blocklisted or banned source past them. Then a later fragment passes
-/// (it may belong to any protocol); an over-long IPv6 header chain is
+/// blocklisted or banned source past them. Then a later fragment passes if
+/// its first fragment did (it may belong to any protocol; frags.rs) and is
+/// dropped as an orphan otherwise; an over-long IPv6 header chain is
 /// dropped.
 #[inline(always)]
-pub fn opaque(src: [u64; 2], is_v6: bool, reason: Reason) -> (Verdict, Reason) {
+pub fn opaque(src: [u64; 2], is_v6: bool, reason: Reason, frag_id: u32) -> (Verdict, Reason) {
     let empty = empty_lists();
     if allowlisted(src, empty) {
         return (Verdict::Pass, Reason::Allowlisted);
@@ -125,7 +129,10 @@ pub fn opaque(src: [u64; 2], is_v6: bool, reason: Reason) -> (Verdict, Reason) {
         return deny(policy, Reason::Banned);
     }
     if reason == Reason::Fragment {
-        return (Verdict::Pass, Reason::Fragment);
+        if frags::known(src, frag_id) {
+            return (Verdict::Pass, Reason::Fragment);
+        }
+        return deny(policy, Reason::FragmentOrphan);
     }
     deny(policy, reason)
 }
@@ -372,7 +379,11 @@ fn deep(
     let sc = scan::run(xdp, p.payload_off, p.payload_off + p.payload_len)?;
     if policy.flags & POLICY_SCAN != 0 && sc.sig_tier == TIER_BAN {
         if !trusted {
-            ban(policy, src, BanReason::Scanner, sc.sig_id, now, None);
+            if scanner_ban_room() {
+                ban(policy, src, BanReason::Scanner, sc.sig_id, now, None);
+            } else {
+                stats::table(TableStat::ScannerBanNoRoom);
+            }
         }
         return Some(deny(policy, Reason::Scanner));
     }
@@ -522,6 +533,26 @@ fn per_source(
         st.violations = 0;
     }
     false
+}
+
+/// Take one place in the scanner bans' share of `BANS` (`SCAN_BAN_ROOM`).
+/// Without one, the packet is still dropped (its signature says what it
+/// is); only the ban, which any forger could have asked for, is skipped.
+#[inline(always)]
+fn scanner_ban_room() -> bool {
+    let Some(room) = SCAN_BAN_ROOM.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: a valid map value pointer. Read, then take one: CPUs racing
+    // may overshoot the share by one each (the generic BPF CPU has no
+    // atomic fetch-and-add to do both at once).
+    unsafe {
+        if core::ptr::read_volatile(room) <= 0 {
+            return false;
+        }
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(room as *mut u64, u64::MAX);
+    }
+    true
 }
 
 /// Ban `src` for `ban_for_ns` and tell the agent. `detail` is the bucket

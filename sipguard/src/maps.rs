@@ -19,8 +19,9 @@ use sipguard_common::{
         ALLOW_HOLE, BLOCK_HOLE_EXPIRY, LIST_ALLOW, LIST_BLOCK, LIST_RESERVED, MAP_ALLOW,
         MAP_BAN_EVENTS, MAP_BAN_HINTS, MAP_BANS, MAP_BLOCK, MAP_CLASS_STATS, MAP_EMPTY_LISTS,
         MAP_GLOBAL_STATE, MAP_PENDING, MAP_PENDING_RESP, MAP_POLICY, MAP_PROGS, MAP_PROGS_TC,
-        MAP_REASON_STATS, MAP_SIG_HITS, MAP_SIG_INDEX, MAP_SIG_NAMES, MAP_SIGNATURES,
-        MAP_SIP_PORTS, MAP_SRC_STATE, MAP_TABLE_STATS, MAP_TRUSTED, PORT_TCP, PORT_UDP,
+        MAP_REASON_STATS, MAP_SCAN_BAN_ROOM, MAP_SIG_HITS, MAP_SIG_INDEX, MAP_SIG_NAMES,
+        MAP_SIGNATURES, MAP_SIP_PORTS, MAP_SRC_STATE, MAP_TABLE_STATS, MAP_TRUSTED, PORT_TCP,
+        PORT_UDP, SCAN_BAN_SHARE_QUARTERS,
     },
     policy::POLICY_ENFORCE,
     signature::{SIG_NAME_MAX, SigEntry, SigIndex},
@@ -52,6 +53,7 @@ pub struct Maps {
     pub sig_hits: PerCpuArray<MapData, u64>,
     pub trusted: HashMap<MapData, SrcKey, Trust>,
     pub empty_lists: Array<MapData, u32>,
+    pub scan_ban_room: Array<MapData, i64>,
     /// The pin directory, locked around list-flag updates (`ListsLock`);
     /// `None` for maps no other process can reach (an unpinned load).
     pin_dir: Option<PathBuf>,
@@ -64,9 +66,10 @@ pub struct Maps {
 /// restarted or upgraded agent (same `LAYOUT_VERSION`) takes it over and the
 /// old and new programs use the same maps while the link is swapped.
 /// `BAN_EVENTS` is read only by the agent.
-pub const ALL: [&str; 22] = [
+pub const ALL: [&str; 23] = [
     MAP_BAN_HINTS,
     MAP_EMPTY_LISTS,
+    MAP_SCAN_BAN_ROOM,
     MAP_PROGS_TC,
     MAP_TRUSTED,
     MAP_PENDING_RESP,
@@ -136,6 +139,7 @@ impl Maps {
             sig_hits: take(MAP_SIG_HITS)?.try_into()?,
             trusted: take(MAP_TRUSTED)?.try_into()?,
             empty_lists: take(MAP_EMPTY_LISTS)?.try_into()?,
+            scan_ban_room: take(MAP_SCAN_BAN_ROOM)?.try_into()?,
             pin_dir: None,
             ports_written: None,
         })
@@ -189,6 +193,7 @@ impl Maps {
             sig_hits: Map::PerCpuArray(open(MAP_SIG_HITS)?).try_into()?,
             trusted: Map::LruHashMap(open(MAP_TRUSTED)?).try_into()?,
             empty_lists: Map::Array(open(MAP_EMPTY_LISTS)?).try_into()?,
+            scan_ban_room: Map::Array(open(MAP_SCAN_BAN_ROOM)?).try_into()?,
             pin_dir: Some(dir.to_path_buf()),
             ports_written: None,
         })
@@ -251,7 +256,18 @@ impl Maps {
         self.signatures_defaults()?;
         self.set_ports(cfg)?;
         self.set_policy(&cfg.policy())?;
-        Ok(())
+        let bans = self.bans.keys().filter(|k| k.is_ok()).count();
+        self.set_scan_ban_room(bans)
+    }
+
+    /// Give scanner bans the room left in their share of the ban table
+    /// (`SCAN_BAN_ROOM`), with `bans` bans in it now.
+    pub fn set_scan_ban_room(&mut self, bans: usize) -> Result<()> {
+        let share = u64::from(tables::capacity(self.bans.map())?) * SCAN_BAN_SHARE_QUARTERS / 4;
+        let room = share as i64 - bans as i64;
+        self.scan_ban_room
+            .set(0, room, 0)
+            .context("updating the scanner bans' room")
     }
 
     /// Add allowlist entries: all of them, or none when the list cannot
@@ -545,6 +561,7 @@ impl Maps {
         // hints left short by racing writers.
         self.refresh_list_flags()?;
         self.mend_ban_hints(&live, now_ns)?;
+        self.set_scan_ban_room(live.len())?;
         Ok((expired, blocks.len()))
     }
 }

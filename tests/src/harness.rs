@@ -21,7 +21,7 @@ use sipguard::{
 };
 use sipguard_common::{
     Class, Reason, Verdict,
-    maps::{MAP_BAN_EVENTS, PROG_BENCH_EMPTY, PROG_EGRESS, PROG_XDP, TableStat},
+    maps::{MAP_BAN_EVENTS, MAP_FRAGS, PROG_BENCH_EMPTY, PROG_EGRESS, PROG_XDP, TableStat},
     source::{BanHint, SrcKey},
 };
 
@@ -119,9 +119,20 @@ fn reset(ebpf: &mut Ebpf, maps: &mut Maps) -> Result<()> {
     zero_per_cpu(&mut maps.class_stats)?;
     zero_per_cpu(&mut maps.table_stats)?;
     zero_per_cpu(&mut maps.sig_hits)?;
+    // Room for scanner bans as a config apply gives an empty ban table.
+    maps.set_scan_ban_room(0)?;
     // A fresh load's list flags read 0 ("look"), its policy is all zero.
     maps.empty_lists.set(0, 0, 0)?;
     maps.policy.set(0, sipguard_common::Policy::default(), 0)?;
+    // First fragments an earlier test sent (a map of the programs' own, not
+    // pinned, so not among `maps`). Keys are `FragKey`s: 24 bytes.
+    if let Some(map) = ebpf.map_mut(MAP_FRAGS) {
+        let mut frags: aya::maps::HashMap<&mut MapData, [u8; 24], u32> = map.try_into()?;
+        let keys: Vec<[u8; 24]> = frags.keys().collect::<Result<_, _>>()?;
+        for k in keys {
+            frags.remove(&k)?;
+        }
+    }
     // Ban events nobody read.
     if let Some(map) = ebpf.map_mut(MAP_BAN_EVENTS) {
         let mut ring = RingBuf::try_from(map)?;

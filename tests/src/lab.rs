@@ -301,6 +301,7 @@ fn send_flood(lab: &Lab, sc: &Scenario, sources: &[IpAddr]) -> Result<(u64, f64)
                     duration: sc.flood_duration,
                     sources,
                     seed: 5,
+                    later_fragments: false,
                 },
             )?;
             Ok((report.sent, report.pps()))

@@ -592,6 +592,7 @@ fn spoofed_random_sources_are_held_to_the_global_ceiling() -> Result<()> {
             duration: Duration::from_secs(4),
             sources: 65_536,
             seed: 3,
+            later_fragments: false,
         },
     )?;
     let tx = link_counters(lab, &lab.attacker)?.since(&tx0);
@@ -1001,5 +1002,83 @@ fn monitor_mode_counts_would_drop_and_drops_nothing() -> Result<()> {
     );
     assert_eq!(d.reason("banned", "drop"), sent.stream("after").sent);
     assert_eq!(d.reason("banned", "would_drop"), 0);
+    Ok(())
+}
+
+/// A flood of spoofed later fragments (random sources and IP ids, whose
+/// first fragment never comes) is dropped as `fragment_orphan`, so it does
+/// not fill the kernel's reassembly memory: fragmented INVITEs (3000-byte
+/// datagrams, three fragments each) sent right after it all arrive. Had
+/// the flood passed, it would hold that memory for the kernel's 30 s
+/// reassembly timeout and the INVITEs would be lost (issue 15).
+#[test]
+fn a_later_fragment_flood_does_not_starve_fragmented_invites() -> Result<()> {
+    const CALLS: u64 = 30;
+
+    let bench = Bench::new("frags")?;
+    let lab = &bench.lab;
+    let (_agent, ctl, listener) = bench.start()?;
+    ensure!(
+        one_invite_arrives(lab, &ctl, &listener, v4(lab.attacker.v4))?,
+        "the attacker cannot reach the server"
+    );
+    let client = v4(lab.client.v4);
+    let snap = Snap::take(lab, &ctl, &listener)?;
+    // 20 000 frames of 1 KB: five times the kernel's default reassembly
+    // memory (net.ipv4.ipfrag_high_thresh, 4 MB).
+    let flood = raw_flood(
+        lab,
+        &lab.attacker,
+        &lab.server,
+        &RawFlood {
+            count: 20_000,
+            duration: Duration::from_secs(5),
+            sources: 4096,
+            seed: 7,
+            later_fragments: true,
+        },
+    )?;
+    // Within the per-source INVITE limit (10/s, burst 20).
+    let calls = Stream::new("calls", &[client], "INVITE", 6, CALLS).body(3000);
+    let report = send(
+        lab,
+        &lab.client,
+        IpAddr::V4(lab.server.v4),
+        &[calls],
+        Duration::from_secs(8),
+    )?;
+    let step = snap.since(lab, &ctl, &listener)?;
+    let d = step.delta();
+    let orphans = d.reason("fragment_orphan", "drop");
+    eprintln!(
+        "later-fragment flood: {} frames in {:.2} s ({} refused by the socket), {orphans} \
+         dropped as orphans; fragmented INVITEs: {} sent, {} received; {}",
+        flood.sent,
+        flood.elapsed,
+        flood.errors,
+        report.stream("calls").sent,
+        step.received.from(client),
+        d.reasons()
+    );
+    assert!(
+        orphans * 100 >= flood.sent * 99,
+        "{orphans} of {} orphan fragments dropped",
+        flood.sent
+    );
+    assert_eq!(
+        report.stream("calls").sent,
+        CALLS,
+        "the client could not send"
+    );
+    assert_eq!(
+        step.received.from(client),
+        CALLS,
+        "fragmented INVITEs were lost after the fragment flood"
+    );
+    assert_eq!(
+        d.reason("fragment", "pass"),
+        2 * CALLS,
+        "each INVITE's two later fragments pass"
+    );
     Ok(())
 }

@@ -54,7 +54,7 @@ fn every_start_is_ready_for_commands_when_its_pins_appear() -> Result<()> {
     for i in 0..starts() {
         let mut agent = lab.spawn_agent(&["--metrics", "off"])?;
         // Read the pins the moment they appear, as a script's command would.
-        let dir = pin_dir(&iface);
+        let dir = lab.agent_pin_dir();
         let t0 = Instant::now();
         let first = loop {
             if dir.is_dir() {

@@ -215,6 +215,7 @@ fn run(trust: bool) -> Result<Outcome> {
                     duration: FLOOD,
                     sources: FLOOD_SOURCES,
                     seed: 6,
+                    later_fragments: false,
                 },
             )
         });

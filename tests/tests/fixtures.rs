@@ -376,11 +376,11 @@ fn header_tricks_do_not_bypass_lists_and_bans() {
             Reason::Allowlisted,
         ),
         opaque(
-            "later fragment, unlisted v4: passed",
+            "later fragment, unlisted v4, no first fragment: an orphan",
             frag4(v4(24)),
-            XDP_PASS,
-            Verdict::Pass,
-            Reason::Fragment,
+            XDP_DROP,
+            Verdict::Drop,
+            Reason::FragmentOrphan,
         ),
     ];
     check(&mut h, &rows);
@@ -1078,4 +1078,122 @@ fn ipv6_prefixes_never_match_ipv4_sources() {
     );
     h.maps_mut().allow_del(&[net("::/0")]).unwrap();
     assert_eq!(list_empty(&h, LIST_ALLOW), 1, "no hole left behind");
+}
+
+/// A later fragment passes only after its datagram's first fragment passed
+/// (issue 15): a flood of later fragments whose first one never came (or
+/// was dropped) would only fill the kernel's reassembly memory. Non-SIP
+/// datagrams' later fragments pass after their first like SIP ones.
+#[test]
+fn later_fragments_pass_only_after_their_first() {
+    let mut h = harness();
+    let invite = Sip::invite_with_sdp().build();
+    let split = 512;
+    let (first, rest) = (Frag::First { split }, Frag::Rest { split });
+    let v4_frag = |src, port, frag| {
+        Pkt::udp_v4(src, SERVER_V4, port, invite.clone())
+            .fragment(frag)
+            .build()
+    };
+    let v6_frag = |port, frag| {
+        Pkt::udp_v6(CLIENT_V6, SERVER_V6, port, invite.clone())
+            .fragment(frag)
+            .build()
+    };
+    let later = |name: &str, pkt, verdict, reason| {
+        let action = if verdict == Verdict::Drop {
+            XDP_DROP
+        } else {
+            XDP_PASS
+        };
+        Row::new(name, pkt, action, verdict, reason, None)
+    };
+    let (a, b, c) = (v4(31), v4(32), v4(33));
+    let net = |s: String| -> ipnet::IpNet { s.parse().unwrap() };
+    h.maps_mut()
+        .block_add(&[net(format!("{c}/32"))], 0)
+        .unwrap();
+    check(
+        &mut h,
+        &[
+            later(
+                "v4 later fragment first: an orphan",
+                v4_frag(a, SIP, rest),
+                Verdict::Drop,
+                Reason::FragmentOrphan,
+            ),
+            Row::accepted("v4 first fragment", v4_frag(a, SIP, first), Class::Invite),
+            later(
+                "v4 later fragment after it",
+                v4_frag(a, SIP, rest),
+                Verdict::Pass,
+                Reason::Fragment,
+            ),
+            later(
+                "v4 later fragment from another source",
+                v4_frag(b, SIP, rest),
+                Verdict::Drop,
+                Reason::FragmentOrphan,
+            ),
+            Row::unclassified(
+                "first fragment to another port",
+                v4_frag(b, 9, first),
+                Reason::NotSipPort,
+            ),
+            later(
+                "its later fragment",
+                v4_frag(b, 9, rest),
+                Verdict::Pass,
+                Reason::Fragment,
+            ),
+            Row::new(
+                "first fragment, blocklisted",
+                v4_frag(c, SIP, first),
+                XDP_DROP,
+                Verdict::Drop,
+                Reason::Blocklisted,
+                Some(Class::Invite),
+            ),
+            later(
+                "its later fragment",
+                v4_frag(c, SIP, rest),
+                Verdict::Drop,
+                Reason::Blocklisted,
+            ),
+            later(
+                "v6 later fragment first: an orphan",
+                v6_frag(SIP, rest),
+                Verdict::Drop,
+                Reason::FragmentOrphan,
+            ),
+            Row::accepted("v6 first fragment", v6_frag(SIP, first), Class::Invite),
+            later(
+                "v6 later fragment after it",
+                v6_frag(SIP, rest),
+                Verdict::Pass,
+                Reason::Fragment,
+            ),
+        ],
+    );
+    // A first fragment a rule drops leaves its later fragments orphans.
+    h.maps_mut().block_del(&[net(format!("{c}/32"))]).unwrap();
+    check(
+        &mut h,
+        &[later(
+            "the blocked first fragment's later fragment, once unblocked",
+            v4_frag(c, SIP, rest),
+            Verdict::Drop,
+            Reason::FragmentOrphan,
+        )],
+    );
+    h.maps_mut().set_enforce(false).unwrap();
+    check(
+        &mut h,
+        &[later(
+            "monitor mode: an orphan would be dropped",
+            v4_frag(v4(34), SIP, rest),
+            Verdict::WouldDrop,
+            Reason::FragmentOrphan,
+        )],
+    );
 }

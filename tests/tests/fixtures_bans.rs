@@ -497,3 +497,51 @@ fn changes_that_do_not_fit_change_nothing() {
     h.maps_mut().allow_add(&nets[..room]).unwrap();
     assert_eq!(h.maps().allow_list().unwrap().len(), room);
 }
+
+/// Forged scanner packets cannot fill the ban table (issue 15): a sweep of
+/// as many forged sources as the table holds, one packet each with a
+/// scanner User-Agent, drops every packet but bans no more than the scanner
+/// share (three quarters), and a real flood is still banned afterwards.
+#[test]
+fn forged_scanner_packets_leave_room_to_ban_a_flood() {
+    use sipguard_common::maps::BANS_MAX;
+    let mut h = harness();
+    // The sweep is sent as fast as the machine can: without a global limit
+    // on OPTIONS, every packet reaches the signature check.
+    let mut cfg = Config::default();
+    cfg.set("global.other.rate=0").unwrap();
+    h.maps_mut().set_policy(&cfg.policy()).unwrap();
+    let base = u32::from(Ipv4Addr::new(198, 18, 0, 0));
+    let scanner = |src: Ipv4Addr| {
+        let sip = Sip::request("OPTIONS").user_agent(Some("friendly-scanner"));
+        Pkt::udp_v4(src, SERVER_V4, 5060, sip.build()).build()
+    };
+    for i in 0..BANS_MAX {
+        let action = h.run(&scanner(Ipv4Addr::from(base + i))).unwrap();
+        assert_eq!(
+            action,
+            sipguard_tests::harness::XDP_DROP,
+            "scanner packet {i} passed"
+        );
+    }
+    let bans = h.maps().bans.keys().count() as u64;
+    let share = u64::from(BANS_MAX) * 3 / 4;
+    assert_eq!(bans, share, "scanner bans past their share of the table");
+    assert_eq!(
+        h.table_stat(TableStat::ScannerBanNoRoom).unwrap(),
+        u64::from(BANS_MAX) - share
+    );
+
+    // A real flood from one more source: banned.
+    let flooder = Ipv4Addr::from(base + BANS_MAX);
+    for _ in 0..200 {
+        h.run(&invite(flooder)).unwrap();
+    }
+    let ban = h
+        .maps()
+        .bans
+        .get(&key(flooder), 0)
+        .expect("the flood was not banned: the table is full of forged scanner bans");
+    assert_eq!(ban.reason, BanReason::Flood as u32);
+    assert_eq!(h.table_stat(TableStat::BanTableFull).unwrap(), 0);
+}

@@ -22,6 +22,8 @@ pub struct RawFlood {
     /// Distinct random sources (one prebuilt frame each, cycled).
     pub sources: u32,
     pub seed: u64,
+    /// Later fragments (no first fragment ever) instead of INVITEs.
+    pub later_fragments: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -59,6 +61,12 @@ pub fn raw_flood(lab: &Lab, from: &Node, to: &Node, flood: &RawFlood) -> Result<
         flood.duration.as_secs_f64().to_string(),
         flood.sources.to_string(),
         flood.seed.to_string(),
+        if flood.later_fragments {
+            "later-fragments"
+        } else {
+            "invite"
+        }
+        .to_string(),
     ];
     let out = lab.run(from, "python3", &args, flood.duration + GRACE)?;
     ensure!(

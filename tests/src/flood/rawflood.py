@@ -5,9 +5,12 @@
 # 198.18.0.0/24 (the lab's own nodes) and .0/.255 hosts are skipped, so no
 # frame claims to come from a real lab address or a broadcast address.
 #
-# usage: rawflood.py IFACE SRC_MAC DST_MAC DST_IP PORT COUNT DURATION SOURCES SEED
+# usage: rawflood.py IFACE SRC_MAC DST_MAC DST_IP PORT COUNT DURATION SOURCES SEED [KIND]
 # Sends COUNT frames or for DURATION seconds, whichever ends first, cycling
 # through SOURCES prebuilt frames (one random source each). Prints JSON.
+# KIND is "invite" (the default) or "later-fragments": non-first fragments
+# of UDP datagrams (offset 1480, 1000 bytes of filler, a random IP id per
+# frame), whose first fragment never comes.
 import errno
 import ipaddress
 import json
@@ -20,6 +23,8 @@ import time
 iface, src_mac, dst_mac, dst_ip = sys.argv[1:5]
 port, count = int(sys.argv[5]), int(sys.argv[6])
 duration, nsrc, seed = float(sys.argv[7]), int(sys.argv[8]), int(sys.argv[9])
+kind = sys.argv[10] if len(sys.argv) > 10 else "invite"
+assert kind in ("invite", "later-fragments"), f"unknown KIND {kind}"
 
 NET = ipaddress.ip_network("198.18.0.0/15")
 LAB_NODES = ipaddress.ip_network("198.18.0.0/24")
@@ -67,6 +72,15 @@ base = csum_words(payload) + csum_words(dst.packed) + 17 + udp_len * 2 + port + 
 eth = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", "")) + b"\x08\x00"
 frames = []
 for i, src in enumerate(sources):
+    if kind == "later-fragments":
+        rest = b"x" * 1000
+        ip = struct.pack(
+            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(rest), rng.randrange(1 << 16), 1480 // 8, 64, 17, 0,
+            src.packed, dst.packed,
+        )
+        ip = ip[:10] + struct.pack("!H", 0xFFFF - fold(csum_words(ip))) + ip[12:]
+        frames.append(eth + ip + rest)
+        continue
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, ip_len, i & 0xFFFF, 0, 64, 17, 0, src.packed, dst.packed)
     ip = ip[:10] + struct.pack("!H", 0xFFFF - fold(csum_words(ip))) + ip[12:]
     c = 0xFFFF - fold(base + csum_words(src.packed))

@@ -7,9 +7,11 @@
 #   {"dst": "198.18.0.1", "port": 5060, "duration": 3.0,
 #    "streams": [{"name": "flood", "sources": ["198.18.0.3"],
 #                 "method": "INVITE", "user": "100", "rate": 2000,
-#                 "count": 6000}]}
+#                 "count": 6000, "body": 0}]}
 # rate is packets per second over the whole stream (its sources take turns);
-# 0 sends as fast as the machine allows. Prints a JSON report per stream.
+# 0 sends as fast as the machine allows. body (optional) is a body of that
+# many bytes (SDP-like lines): over the MTU, the kernel fragments the
+# datagram. Prints a JSON report per stream.
 import errno
 import json
 import signal
@@ -36,7 +38,13 @@ def on_term(*_):
 signal.signal(signal.SIGTERM, on_term)
 
 
-def request(method, user, src, sport, n, name):
+def body_of(size):
+    line = "a=x-filler:" + "x" * 53 + "\r\n"
+    text = "v=0\r\n" + line * (size // len(line) + 1)
+    return text[:size]
+
+
+def request(method, user, src, sport, n, name, body=""):
     host = f"[{dst}]" if family == socket.AF_INET6 else dst
     shost = f"[{src}]" if family == socket.AF_INET6 else src
     to = f"sip:{user}@{host}:{port}"
@@ -50,7 +58,9 @@ def request(method, user, src, sport, n, name):
         f"CSeq: 1 {method}\r\n"
         f"Contact: <sip:caller@{shost}:{sport}>\r\n"
         f"User-Agent: sipguard-tests\r\n"
-        f"Content-Length: 0\r\n\r\n"
+        + (f"Content-Type: application/sdp\r\n" if body else "")
+        + f"Content-Length: {len(body)}\r\n\r\n"
+        + body
     ).encode()
 
 
@@ -59,6 +69,7 @@ class Stream:
         self.name = s["name"]
         self.rate = float(s.get("rate", 0))
         self.count = int(s["count"])
+        body = body_of(int(s.get("body", 0)))
         self.socks = []
         self.payloads = []
         for src in s["sources"]:
@@ -69,7 +80,7 @@ class Stream:
             self.socks.append(sock)
             self.payloads.append(
                 [
-                    request(s["method"], s.get("user", "100"), src, sport, i, self.name)
+                    request(s["method"], s.get("user", "100"), src, sport, i, self.name, body)
                     for i in range(VARIANTS)
                 ]
             )

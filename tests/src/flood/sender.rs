@@ -25,6 +25,8 @@ pub struct Stream {
     pub user: String,
     pub rate: u64,
     pub count: u64,
+    /// Body bytes: over the MTU, the kernel fragments each datagram.
+    pub body: usize,
 }
 
 impl Stream {
@@ -36,7 +38,14 @@ impl Stream {
             user: "100".to_string(),
             rate,
             count,
+            body: 0,
         }
+    }
+
+    /// Requests with a body of `bytes` (SDP-like lines).
+    pub fn body(mut self, bytes: usize) -> Self {
+        self.body = bytes;
+        self
     }
 
     pub fn user(mut self, user: &str) -> Self {
@@ -52,6 +61,7 @@ impl Stream {
             "user": self.user,
             "rate": self.rate,
             "count": self.count,
+            "body": self.body,
         })
     }
 }

@@ -37,7 +37,7 @@ impl Lab {
     /// namespace and wait until it has attached and pinned its state.
     pub fn start_agent(&self, extra: &[&str]) -> Result<Agent<'_>> {
         let mut agent = self.spawn_agent(extra)?;
-        let link = layout_dir().join(self.agent_key()).join("link");
+        let link = self.agent_pin_dir().join("link");
         let ready = wait_until(AGENT_START_TIMEOUT, || {
             if let Some(status) = agent.child.as_mut().unwrap().try_wait()? {
                 bail!("sipguard run exited with {status}");
@@ -91,6 +91,12 @@ impl Lab {
     pub fn agent_key(&self) -> String {
         let ino = fs::metadata(self.server.netns_path()).map_or(0, |m| m.ino());
         format!("{}@netns-{ino}", self.iface())
+    }
+
+    /// Where the server interface's agent pins its maps, whether or not it
+    /// has yet.
+    pub fn agent_pin_dir(&self) -> PathBuf {
+        layout_dir().join(self.agent_key())
     }
 
     /// How XDP is attached to the server's interface, from `ip -j link`;
