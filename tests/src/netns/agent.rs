@@ -37,14 +37,15 @@ impl Lab {
     /// namespace and wait until it has attached and pinned its state.
     pub fn start_agent(&self, extra: &[&str]) -> Result<Agent<'_>> {
         let mut agent = self.spawn_agent(extra)?;
-        let link = self.agent_pin_dir().join("link");
         let ready = wait_until(AGENT_START_TIMEOUT, || {
             if let Some(status) = agent.child.as_mut().unwrap().try_wait()? {
                 bail!("sipguard run exited with {status}");
             }
             // The link is pinned last, after the maps are configured and the
-            // program attached: its pin means the agent is ready.
-            Ok(link.exists())
+            // program attached: its pin means the agent is ready. Found by
+            // the interface's name, keyed or not (an older agent's, run with
+            // SIPGUARD_BIN to compare).
+            Ok(pin_dir(self.iface()).join("link").exists())
         });
         if let Err(e) = ready {
             let log = agent.log();
