@@ -113,37 +113,23 @@ pub fn parse(data: usize, end: usize, egress: bool) -> Result<Flow, Skip> {
         ether_type = u16::from_be(unsafe { (*vlan).ether_type });
     }
 
-    let mut src = [0u64; 2];
-    let mut fragmented = false;
-    let mut frag_id = 0;
-    // Where the IP packet ends by its own length field: a short frame is
-    // padded to 60 bytes, and the padding is neither IP nor UDP payload.
-    let mut l3_end = end;
+    let mut ip = Ip {
+        src: [0; 2],
+        fragmented: false,
+        frag_id: 0,
+        end,
+    };
     let (proto, is_v6) = match ether_type {
-        ETH_P_IP => (
-            ipv4(
-                &mut c,
-                &mut src,
-                &mut fragmented,
-                &mut frag_id,
-                &mut l3_end,
-                egress,
-            )?,
-            false,
-        ),
-        ETH_P_IPV6 => (
-            ipv6(
-                &mut c,
-                &mut src,
-                &mut fragmented,
-                &mut frag_id,
-                &mut l3_end,
-                egress,
-            )?,
-            true,
-        ),
+        ETH_P_IP => (ipv4(&mut c, &mut ip, egress)?, false),
+        ETH_P_IPV6 => (ipv6(&mut c, &mut ip, egress)?, true),
         _ => return Err(Reason::NotSipPort.into()),
     };
+    let Ip {
+        src,
+        fragmented,
+        frag_id,
+        end: l3_end,
+    } = ip;
     // Every first fragment, whatever its port or protocol: its later
     // fragments pass only if it did (frags.rs).
     if fragmented && !egress {
@@ -202,26 +188,32 @@ pub fn parse(data: usize, end: usize, egress: bool) -> Result<Flow, Skip> {
     })
 }
 
+/// What the IP layer of a packet says, filled in by `ipv4` and `ipv6`.
+struct Ip {
+    /// The peer's address (see `Flow::src`).
+    src: [u64; 2],
+    /// A first fragment (see `Flow::fragmented`).
+    fragmented: bool,
+    /// Its datagram's IP identification.
+    frag_id: u32,
+    /// Where the IP packet ends by its own length field: a short frame is
+    /// padded to 60 bytes, and the padding is neither IP nor UDP payload.
+    end: usize,
+}
+
 /// IPv4: skip options, hand non-first fragments back with their source,
 /// return the protocol.
 #[inline(always)]
-fn ipv4(
-    c: &mut Cursor,
-    src: &mut [u64; 2],
-    fragmented: &mut bool,
-    frag_id: &mut u32,
-    l3_end: &mut usize,
-    egress: bool,
-) -> Result<u8, Skip> {
+fn ipv4(c: &mut Cursor, ip: &mut Ip, egress: bool) -> Result<u8, Skip> {
     let start = c.pos;
-    let ip: *const Ipv4Hdr = c.take().ok_or(Reason::Malformed)?;
+    let hdr: *const Ipv4Hdr = c.take().ok_or(Reason::Malformed)?;
     // SAFETY (the loads below): `take` checked the 20-byte header.
     let total = unsafe { load_be16(start + 2) } as usize;
     // 0 is what segmentation offload leaves: no limit then.
     if total != 0 {
-        *l3_end = start + total;
+        ip.end = start + total;
     }
-    let vihl = unsafe { (*ip).vihl };
+    let vihl = unsafe { (*hdr).vihl };
     let ihl = ((vihl & 0x0f) as usize) * 4;
     if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
         return Err(Reason::Malformed.into());
@@ -230,44 +222,37 @@ fn ipv4(
     // ::ffff:a.b.c.d: bytes 10 and 11 are 0xff, the address is bytes 12-15
     // (the high half of the second little-endian word).
     let peer = unsafe { load_u32(if egress { start + 16 } else { start + 12 }) };
-    src[1] = 0xffff_0000 | (peer as u64) << 32;
+    ip.src[1] = 0xffff_0000 | (peer as u64) << 32;
     let frags = unsafe { load_be16(start + 6) };
-    *frag_id = unsafe { load_be16(start + 4) } as u32;
+    ip.frag_id = unsafe { load_be16(start + 4) } as u32;
     if frags & 0x1fff != 0 {
         return Err(Skip::Opaque {
             reason: Reason::Fragment,
-            src: *src,
+            src: ip.src,
             is_v6: false,
-            frag_id: *frag_id,
+            frag_id: ip.frag_id,
         });
     }
-    *fragmented = frags & 0x2000 != 0;
-    Ok(unsafe { (*ip).proto })
+    ip.fragmented = frags & 0x2000 != 0;
+    Ok(unsafe { (*hdr).proto })
 }
 
 /// IPv6: walk the extension headers we know, hand non-first fragments and
 /// over-long chains back with their source, return the upper-layer
 /// protocol.
 #[inline(always)]
-fn ipv6(
-    c: &mut Cursor,
-    src: &mut [u64; 2],
-    fragmented: &mut bool,
-    frag_id: &mut u32,
-    l3_end: &mut usize,
-    egress: bool,
-) -> Result<u8, Skip> {
+fn ipv6(c: &mut Cursor, ip: &mut Ip, egress: bool) -> Result<u8, Skip> {
     let start = c.pos;
-    let ip: *const Ipv6Hdr = c.take().ok_or(Reason::Malformed)?;
+    let hdr: *const Ipv6Hdr = c.take().ok_or(Reason::Malformed)?;
     // SAFETY (the loads below): `take` checked the 40-byte header.
     let payload = unsafe { load_be16(start + 4) } as usize;
     // 0 means a jumbogram (hop-by-hop option): no limit then.
     if payload != 0 {
-        *l3_end = c.pos + payload;
+        ip.end = c.pos + payload;
     }
     let peer = if egress { start + 24 } else { start + 8 };
-    *src = unsafe { [load_u64(peer), load_u64(peer + 8)] };
-    let mut next = unsafe { (*ip).next_hdr };
+    ip.src = unsafe { [load_u64(peer), load_u64(peer + 8)] };
+    let mut next = unsafe { (*hdr).next_hdr };
     for _ in 0..MAX_IPV6_EXT_HDRS {
         match next {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
@@ -282,17 +267,17 @@ fn ipv6(
                 let frag: *const [u8; 8] = c.take().ok_or(Reason::Malformed)?;
                 next = unsafe { (*frag)[0] };
                 let off_m = u16::from_be_bytes(unsafe { [(*frag)[2], (*frag)[3]] });
-                *frag_id =
+                ip.frag_id =
                     u32::from_be_bytes(unsafe { [(*frag)[4], (*frag)[5], (*frag)[6], (*frag)[7]] });
                 if off_m >> 3 != 0 {
                     return Err(Skip::Opaque {
                         reason: Reason::Fragment,
-                        src: *src,
+                        src: ip.src,
                         is_v6: true,
-                        frag_id: *frag_id,
+                        frag_id: ip.frag_id,
                     });
                 }
-                *fragmented = off_m & 1 != 0;
+                ip.fragmented = off_m & 1 != 0;
             }
             _ => return Ok(next),
         }
@@ -301,7 +286,7 @@ fn ipv6(
         IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT => {
             Err(Skip::Opaque {
                 reason: Reason::HeaderChain,
-                src: *src,
+                src: ip.src,
                 is_v6: true,
                 frag_id: 0,
             })
