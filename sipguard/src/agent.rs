@@ -289,19 +289,31 @@ fn pinned_link_prog(dir: &std::path::Path) -> Result<u32> {
 
 /// Pins of an earlier sipguard, keyed by the interface name alone (an
 /// upgrade's hand-over): moved to `dir` if their link filters this very
-/// interface. Others of that name (another namespace's) are left alone.
+/// interface (or `ip` cannot tell), unless an agent of that version still
+/// holds them. Another namespace's interface of that name is left alone.
 fn take_over_unkeyed_pins(dir: &std::path::Path, iface: &str) -> Result<()> {
     let unkeyed = bpffs::iface_dir(iface);
     if unkeyed == dir || dir.exists() || !unkeyed.join(bpffs::LINK_PIN).exists() {
         return Ok(());
     }
-    if xdp_prog_id(iface).is_some_and(|id| pinned_link_prog(&unkeyed).ok() == Some(id)) {
-        bpffs::publish(&unkeyed, dir)?;
-        info!(
-            "took over the pins of an earlier sipguard at {}",
-            unkeyed.display()
+    let ours = match xdp_prog_id(iface) {
+        None => true,
+        Some(attached) => attached.is_some() && attached == pinned_link_prog(&unkeyed).ok(),
+    };
+    if !ours {
+        return Ok(());
+    }
+    if let Some(pid) = lock::running_agent(iface) {
+        bail!(
+            "an earlier sipguard agent (pid {pid}) still runs on {iface}; stop it first \
+             (`kill {pid}`: its filter stays attached and this agent takes it over)"
         );
     }
+    bpffs::publish(&unkeyed, dir)?;
+    info!(
+        "took over the pins of an earlier sipguard at {}",
+        unkeyed.display()
+    );
     Ok(())
 }
 
@@ -313,8 +325,10 @@ fn take_over_unkeyed_pins(dir: &std::path::Path, iface: &str) -> Result<()> {
 fn pinned_link_filters(dir: &std::path::Path, iface: &str) -> Result<bool> {
     let pinned_prog = pinned_link_prog(dir)?;
     match xdp_prog_id(iface) {
-        Some(id) if id == pinned_prog => Ok(true),
-        None => {
+        // `ip` could not say: adopt, as an agent without the check would.
+        None => Ok(true),
+        Some(Some(id)) if id == pinned_prog => Ok(true),
+        Some(None) => {
             warn!(
                 "the XDP link pinned by a previous agent no longer filters {iface} (was the \
                  interface deleted and created again?); attaching anew, keeping its bans, lists \
@@ -329,7 +343,7 @@ fn pinned_link_filters(dir: &std::path::Path, iface: &str) -> Result<bool> {
             }
             Ok(false)
         }
-        Some(other) => Err(anyhow!(
+        Some(Some(other)) => Err(anyhow!(
             "{iface} runs XDP program {other}, not the one sipguard pinned ({pinned_prog}); \
              something else attached it. Detach it (`ip link set dev {iface} xdp off`) or run \
              `sipguard detach --iface {iface}` to start from scratch"
@@ -337,18 +351,21 @@ fn pinned_link_filters(dir: &std::path::Path, iface: &str) -> Result<bool> {
     }
 }
 
-/// The id of the XDP program attached to `iface`, as `ip -d link` reports it.
-fn xdp_prog_id(iface: &str) -> Option<u32> {
+/// The id of the XDP program attached to `iface` (inner None: none), as
+/// `ip -d link` reports it; None when `ip` cannot say (not installed).
+fn xdp_prog_id(iface: &str) -> Option<Option<u32>> {
     let out = std::process::Command::new("ip")
         .args(["-d", "-j", "link", "show", "dev", iface])
         .output()
         .ok()?;
     let links: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
     let xdp = &links.get(0)?["xdp"];
-    xdp["prog"]["id"]
-        .as_u64()
-        .or_else(|| xdp["attached"].get(0)?["prog"]["id"].as_u64())
-        .and_then(|id| u32::try_from(id).ok())
+    Some(
+        xdp["prog"]["id"]
+            .as_u64()
+            .or_else(|| xdp["attached"].get(0)?["prog"]["id"].as_u64())
+            .and_then(|id| u32::try_from(id).ok()),
+    )
 }
 
 /// SIGTERM or SIGINT came before the program was attached (and the caller
