@@ -2,8 +2,8 @@
 //! processes (stats, live control) can find them.
 //!
 //! Layout: `/sys/fs/bpf/sipguard/v<LAYOUT_VERSION>/<key>/<MAP or link>`,
-//! where the key is the interface's name, tagged with its network namespace
-//! outside the host's (ident.rs). A starting agent builds a new interface's
+//! where the key is the interface's name tagged with its network namespace
+//! (ident.rs). A starting agent builds a new interface's
 //! directory under `starting-v<LAYOUT_VERSION>/<key>` and renames it into place once its
 //! policy, lists and signatures are written: a command that finds the
 //! directory finds a complete agent.
@@ -197,15 +197,11 @@ pub fn find_agent(iface: Option<&str>) -> Result<PathBuf> {
     };
     let keys = own_first(pinned_ifaces());
     if keys.is_empty() {
-        let starting: Vec<(String, i32)> = lock::running_agents();
-        let own: Vec<&(String, i32)> = starting.iter().filter(|(k, _)| ident::is_own(k)).collect();
-        let pick: Vec<&(String, i32)> = if own.is_empty() {
-            starting.iter().collect()
-        } else {
-            own
-        };
-        if let [(key, pid)] = pick.as_slice() {
-            return wait_for_start(key, *pid);
+        let starting = own_first(lock::running_agents().into_iter().map(|(k, _)| k).collect());
+        if let [key] = starting.as_slice()
+            && let Some(pid) = lock::running_agent(key)
+        {
+            return wait_for_start(key, pid);
         }
     }
     match keys.as_slice() {

@@ -13,7 +13,7 @@ use std::{fs, os::unix::fs::MetadataExt as _};
 const NETNS_TAG: &str = "@netns-";
 
 /// The inode of the caller's network namespace.
-pub fn own_netns() -> Option<u64> {
+fn own_netns() -> Option<u64> {
     fs::metadata("/proc/self/ns/net").ok().map(|m| m.ino())
 }
 

@@ -584,11 +584,19 @@ fn insert_all<V: aya::Pod>(
         .info()?
         .max_entries()
         .saturating_sub(LIST_RESERVED) as usize;
-    let keys: Vec<(Key<[u8; 16]>, IpNet)> = nets.iter().map(|n| (addr::cidr_key(*n), *n)).collect();
+    // Each key with its value now: whether it is new, and what to restore.
+    let keys: Vec<(Key<[u8; 16]>, IpNet, Option<V>)> = nets
+        .iter()
+        .map(|n| {
+            let key = addr::cidr_key(*n);
+            let before = trie.get(&key, 0).ok();
+            (key, *n, before)
+        })
+        .collect();
     let new: std::collections::HashSet<[u8; 20]> = keys
         .iter()
-        .filter(|(k, _)| trie.get(k, 0).is_err())
-        .map(|(k, _)| key_bytes(k))
+        .filter(|(_, _, before)| before.is_none())
+        .map(|(k, _, _)| key_bytes(k))
         .collect();
     let held = trie.keys().filter(|k| k.is_ok()).count();
     if held + new.len() > capacity {
@@ -599,8 +607,9 @@ fn insert_all<V: aya::Pod>(
         );
     }
     let mut done: Undo<V> = Vec::with_capacity(keys.len());
-    for (key, net) in keys {
-        let before = trie.get(&key, 0).ok();
+    // A key given twice restores its value from before this call twice,
+    // newest first: the same end state.
+    for (key, net, before) in keys {
         if let Err(e) = trie.insert(&key, value, 0) {
             undo(trie, done);
             return Err(e).with_context(|| {
