@@ -11,15 +11,14 @@ use std::{
     fmt::Write as _,
     fs,
     net::IpAddr,
-    process::Command,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, ensure};
 use serde_json::Value;
 use sipguard_tests::{
-    flood::{SIP_PORT, Stream, isolate_server, send},
-    netns::{Lab, packets, run_bounded, sipguard_bin, stderr},
+    flood::{Ctl, SIP_PORT, Stream, isolate_server, send},
+    netns::{Lab, packets},
 };
 
 /// Blocklist entries loaded: a million, less the one slot each list keeps.
@@ -29,27 +28,11 @@ const ENTRIES: usize = 1024 * 1024 - 1;
 /// debug one: a bound of minutes, not the control commands' seconds.
 const LONG: Duration = Duration::from_secs(300);
 
-/// `sipguard ARGS --iface IFACE`, bounded by `LONG`; its stdout.
-fn long(iface: &str, args: &[&str]) -> Result<String> {
-    let out = run_bounded(
-        Command::new(sipguard_bin()?)
-            .args(args)
-            .args(["--iface", iface]),
-        LONG,
-    )?;
-    ensure!(
-        out.status.success(),
-        "sipguard {} failed ({}): {}",
-        args.join(" "),
-        out.status,
-        stderr(&out)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// `sipguard stats --json` (it walks every table), bounded by `LONG`.
-fn stats(iface: &str) -> Result<Value> {
-    Ok(serde_json::from_str(&long(iface, &["stats", "--json"])?)?)
+fn stats(ctl: &Ctl) -> Result<Value> {
+    Ok(serde_json::from_str(
+        &ctl.run_within(&["stats", "--json"], LONG)?,
+    )?)
 }
 
 fn machine() -> String {
@@ -62,6 +45,7 @@ fn machine() -> String {
 fn a_million_blocklist_entries_load_list_and_are_enforced() -> Result<()> {
     let lab = Lab::new("tables")?;
     isolate_server(&lab)?;
+    let ctl = Ctl::new(lab.iface());
     let cfg = lab.dir().join("sipguard.toml");
     fs::write(
         &cfg,
@@ -85,14 +69,14 @@ fn a_million_blocklist_entries_load_list_and_are_enforced() -> Result<()> {
     fs::write(&file, &list)?;
 
     let t0 = Instant::now();
-    long(lab.iface(), &["block", "add", "-f", file.to_str().unwrap()])?;
+    ctl.run_within(&["block", "add", "-f", file.to_str().unwrap()], LONG)?;
     let load = t0.elapsed();
     // One more does not fit: refused whole, the table unchanged.
-    let more = long(lab.iface(), &["block", "add", "2001:db8:fffe::1"]);
+    let more = ctl.run_within(&["block", "add", "2001:db8:fffe::1"], LONG);
     ensure!(more.is_err(), "an entry past the table's size was accepted");
 
     let t0 = Instant::now();
-    let listed: Value = serde_json::from_str(&long(lab.iface(), &["block", "list", "--json"])?)?;
+    let listed: Value = serde_json::from_str(&ctl.run_within(&["block", "list", "--json"], LONG)?)?;
     let list_time = t0.elapsed();
     let n = listed.as_array().context("block list --json")?.len();
     ensure!(
@@ -100,7 +84,7 @@ fn a_million_blocklist_entries_load_list_and_are_enforced() -> Result<()> {
         "block list shows {n} entries, {ENTRIES} loaded"
     );
 
-    let full = stats(lab.iface())?;
+    let full = stats(&ctl)?;
     let block = &full["tables"]["block"];
     ensure!(
         block["entries"].as_u64() == Some(ENTRIES as u64)
@@ -112,12 +96,12 @@ fn a_million_blocklist_entries_load_list_and_are_enforced() -> Result<()> {
 
     // Enforced: the listed attacker's INVITEs are dropped, a client's pass.
     let server = IpAddr::V4(lab.server.v4);
-    let before = stats(lab.iface())?;
+    let before = stats(&ctl)?;
     for (node, name) in [(&lab.attacker, "attacker"), (&lab.client, "client")] {
         let s = Stream::new(name, &[IpAddr::V4(node.v4)], "INVITE", 20, 10);
         send(&lab, node, server, &[s], Duration::from_secs(5))?;
     }
-    let after = stats(lab.iface())?;
+    let after = stats(&ctl)?;
     let delta = |reason: &str, verdict: &str| {
         packets(&after, "reasons", reason, verdict) - packets(&before, "reasons", reason, verdict)
     };

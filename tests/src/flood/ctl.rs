@@ -24,9 +24,15 @@ impl Ctl {
 
     /// Run a command, fail with its stderr unless it succeeds, return stdout.
     pub fn run(&self, args: &[&str]) -> Result<String> {
+        self.run_within(args, CLI_TIMEOUT)
+    }
+
+    /// `run`, bounded by `timeout` instead (a million list entries take
+    /// longer than a control command's seconds).
+    pub fn run_within(&self, args: &[&str], timeout: Duration) -> Result<String> {
         let mut cmd = Command::new(sipguard_bin()?);
         cmd.args(args).args(["--iface", &self.iface]);
-        self.finish(cmd, args)
+        self.finish(cmd, args, timeout)
     }
 
     /// Run a command with `input` piped to its stdin (`block add -`).
@@ -39,11 +45,11 @@ impl Ctl {
             .args(args)
             .args(["--iface", &self.iface])
             .env("SG_STDIN", input);
-        self.finish(cmd, args)
+        self.finish(cmd, args, CLI_TIMEOUT)
     }
 
-    fn finish(&self, mut cmd: Command, args: &[&str]) -> Result<String> {
-        let out = run_bounded(&mut cmd, CLI_TIMEOUT)?;
+    fn finish(&self, mut cmd: Command, args: &[&str], timeout: Duration) -> Result<String> {
+        let out = run_bounded(&mut cmd, timeout)?;
         ensure!(
             out.status.success(),
             "`sipguard {}` failed ({}): {}",
