@@ -32,11 +32,15 @@ pub const MAP_SIG_HITS: &str = "SIG_HITS";
 /// without a new `LAYOUT_VERSION`.
 pub const MAP_PENDING: &str = "PENDING";
 pub const MAP_TRUSTED: &str = "TRUSTED";
+pub const MAP_TRUST_HINTS: &str = "TRUST_HINTS";
+pub const MAP_TRUST_LIVE: &str = "TRUST_LIVE";
 pub const MAP_PENDING_RESP: &str = "PENDING_RESP";
 pub const MAP_EMPTY_LISTS: &str = "EMPTY_LISTS";
 pub const MAP_SCAN_BAN_ROOM: &str = "SCAN_BAN_ROOM";
 /// First fragments seen (frags.rs in sipguard-ebpf). Not pinned.
 pub const MAP_FRAGS: &str = "FRAGS";
+/// Each CPU's lease of the global buckets (`GlobalShare`). Not pinned.
+pub const MAP_GLOBAL_SHARE: &str = "GLOBAL_SHARE";
 /// Per loaded object, not pinned: each load calibrates its own (clock.rs).
 pub const MAP_CLOCK: &str = "CLOCK";
 pub const MAP_CLOCK_SAMPLE: &str = "CLOCK_SAMPLE";

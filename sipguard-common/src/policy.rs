@@ -90,6 +90,47 @@ impl Limit {
             None => 0,
         }
     }
+
+    /// Packets a CPU takes from this global bucket at a time (see
+    /// `GlobalShare`): a `LEASE_BURST_SHARE`th of the burst, 1 to
+    /// `LEASE_MAX`. Every CPU together may run ahead of the budget by the
+    /// leases they hold: at most `LEASE_MAX` packets each.
+    pub const fn lease(&self) -> u8 {
+        let n = self.burst() / LEASE_BURST_SHARE;
+        if n < 1 {
+            1
+        } else if n > LEASE_MAX {
+            LEASE_MAX as u8
+        } else {
+            n as u8
+        }
+    }
+}
+
+/// Largest `Limit::lease`.
+pub const LEASE_MAX: u64 = 16;
+/// `Limit::lease` is this fraction of the burst: with up to this many CPUs
+/// holding a lease, together they never hold more than the burst.
+pub const LEASE_BURST_SHARE: u64 = 64;
+
+/// One CPU's share of a global bucket (`GLOBAL_SHARE`, per CPU): packets it
+/// took from the shared bucket at once and has not spent yet, and when the
+/// shared bucket will next have room. A flood over the budget is then
+/// decided on per-CPU memory, and the shared bucket's cache line is written
+/// once per lease instead of once per packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GlobalShare {
+    /// Packets leased and not spent.
+    pub tokens: u64,
+    /// The lease is void from then (a lease is good for one burst window).
+    pub tokens_until_ns: u64,
+    /// The shared bucket has no room before then: deny without reading it.
+    pub dry_until_ns: u64,
+    /// The limit the lease and `dry_until_ns` were taken under: a live
+    /// change of the limit voids both.
+    pub interval_ns: u64,
+    pub burst_ns: u64,
 }
 
 #[repr(C)]
@@ -123,10 +164,13 @@ pub struct Policy {
     /// 401/403/407 answers (and 404 to REGISTER) to one client within
     /// `auth_fail_window_ns` that ban it; 0 disables the rule.
     pub auth_fail_after: u32,
-    pub _pad1: u32,
+    /// `Limit::lease` of each `global` limit, by `Bucket` (0 reads as 1).
+    pub global_lease: [u8; BUCKETS],
     pub auth_fail_window_ns: u64,
 }
 
+// `global_lease` took the place of a `u32` pad: same layout as before.
+const _: () = assert!(BUCKETS == 4);
 // `v6_mask_words` reads the mask as two aligned words.
 const _: () = assert!(core::mem::offset_of!(Policy, v6_mask) % 8 == 0);
 
@@ -163,3 +207,5 @@ pub const fn prefix_mask(prefix: u32) -> [u8; 16] {
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Policy {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for GlobalShare {}

@@ -73,6 +73,15 @@ impl SrcKey {
         let h = (a ^ b.rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         (h >> (64 - BAN_HINT_BITS)) as u32
     }
+
+    /// This key's bit in a trust bitmap (`TrustBits`): the same hash, more
+    /// of its bits.
+    #[inline(always)]
+    pub const fn trust_bit(&self) -> u32 {
+        let [a, b] = self.words();
+        let h = (a ^ b.rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (h >> (64 - TRUST_BIT_BITS)) as u32
+    }
 }
 
 /// Set in `Ban::bucket` when a source is caught again while banned (on
@@ -232,6 +241,46 @@ pub struct SrcState {
     pub trusted_until_ns: u64,
 }
 
+/// Bits in one trust bitmap (`TrustBits`): 2^TRUST_BIT_BITS.
+pub const TRUST_BIT_BITS: u32 = 17;
+/// 64-bit words in one trust bitmap.
+pub const TRUST_WORDS: usize = 1 << (TRUST_BIT_BITS - 6);
+
+/// The sources that may hold trust, a bit each (`SrcKey::trust_bit`): a
+/// clear bit means none of the sources hashing to it does. Small enough
+/// (16 KiB) to stay in a CPU's cache under a flood, where a lookup in
+/// `TRUSTED` for a new source is a cache miss.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrustBits {
+    pub words: [u64; TRUST_WORDS],
+}
+
+impl Default for TrustBits {
+    fn default() -> Self {
+        TrustBits {
+            words: [0; TRUST_WORDS],
+        }
+    }
+}
+
+impl TrustBits {
+    pub fn set(&mut self, bit: u32) {
+        self.words[word_of(bit)] |= 1 << (bit & 63);
+    }
+
+    pub fn has(&self, bit: u32) -> bool {
+        self.words[word_of(bit)] & (1 << (bit & 63)) != 0
+    }
+}
+
+/// The word of `TrustBits` that holds `bit` (masked: a valid index whatever
+/// `bit` is, which the verifier needs to see).
+#[inline(always)]
+pub const fn word_of(bit: u32) -> usize {
+    (bit >> 6) as usize & (TRUST_WORDS - 1)
+}
+
 /// A trusted source (`TRUSTED` map), learned from the server's 2xx answers.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -269,4 +318,5 @@ mod pod {
     unsafe impl aya::Pod for SrcState {}
     unsafe impl aya::Pod for BanEvent {}
     unsafe impl aya::Pod for Trust {}
+    unsafe impl aya::Pod for TrustBits {}
 }

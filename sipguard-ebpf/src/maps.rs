@@ -13,9 +13,9 @@ use sipguard_common::{
         ALLOW_MAX, BAN_EVENTS_BYTES, BANS_MAX, BLOCK_MAX, FRAGS_MAX, PROG_SLOTS, SIP_PORTS_LEN,
         SRC_STATE_MAX, TABLE_STAT_SLOTS, TRUSTED_MAX, VERDICT_SLOTS,
     },
-    policy::BUCKETS,
+    policy::{BUCKETS, GlobalShare},
     signature::{SIG_NAME_MAX, SIGNATURES_MAX, SigEntry, SigIndex},
-    source::{BAN_HINT_SLOTS, Ban, BanHint, BlockEntry, SrcKey, SrcState, Trust},
+    source::{BAN_HINT_SLOTS, Ban, BanHint, BlockEntry, SrcKey, SrcState, Trust, TrustBits},
     verdict::REASON_SLOTS,
 };
 
@@ -54,9 +54,16 @@ pub static BAN_HINTS: Array<BanHint> = Array::with_max_entries(BAN_HINT_SLOTS, 0
 pub static SRC_STATE: LruHashMap<SrcKey, SrcState> = LruHashMap::with_max_entries(SRC_STATE_MAX, 0);
 
 /// GCRA theoretical arrival time of each global bucket (index `Bucket`),
-/// shared by all CPUs and updated with compare-and-swap.
+/// shared by all CPUs: read, and advanced by atomic adds (limit.rs).
 #[map]
 pub static GLOBAL_STATE: Array<u64> = Array::with_max_entries(BUCKETS as u32, 0);
+
+/// Each CPU's share of the global buckets (index `Bucket`; see
+/// `GlobalShare`). Not pinned: a new program starts without leases, which
+/// costs the budget at most one lease per CPU.
+#[map]
+pub static GLOBAL_SHARE: PerCpuArray<GlobalShare> =
+    PerCpuArray::with_max_entries(BUCKETS as u32, 0);
 
 /// One `BanEvent` per ban the program sets, read and logged by the agent.
 #[map]
@@ -167,6 +174,21 @@ pub static TOKENIZE: PerCpuArray<crate::scan::Tokenize> = PerCpuArray::with_max_
 /// sends that client back to the shared budgets until its next 2xx.
 #[map]
 pub static TRUSTED: LruHashMap<SrcKey, Trust> = LruHashMap::with_max_entries(TRUSTED_MAX, 0);
+
+/// Trust's fast path: two bitmaps of the sources that may hold trust
+/// (`TrustBits`), of which the program reads the one `TRUST_LIVE` names. A
+/// clear bit lets a packet be dropped against a spent global budget without
+/// a `TRUSTED` lookup (policy.rs). The egress program sets a client's bit
+/// in both as it earns trust; the controller's sweep rebuilds the other one
+/// from `TRUSTED` (dropping bits of trust that ran out or was withdrawn) and
+/// makes it the live one, so the live bitmap is never cleared under the
+/// program.
+#[map]
+pub static TRUST_HINTS: Array<TrustBits> = Array::with_max_entries(2, 0);
+
+/// Which `TRUST_HINTS` bitmap the program reads (0 or 1).
+#[map]
+pub static TRUST_LIVE: Array<u32> = Array::with_max_entries(1, 0);
 
 /// A response handed from `sipguard_egress` to `sipguard_resp`.
 #[repr(C)]

@@ -19,7 +19,7 @@ use crate::{
     clock, frags, limit,
     maps::Pending,
     maps::{
-        ALLOW, BAN_EVENTS, BAN_HINTS, BANS, BLOCK, EMPTY_LISTS, GLOBAL_STATE, POLICY,
+        ALLOW, BAN_EVENTS, BAN_HINTS, BANS, BLOCK, EMPTY_LISTS, GLOBAL_SHARE, GLOBAL_STATE, POLICY,
         SCAN_BAN_ROOM, SRC_STATE,
     },
     mem,
@@ -260,6 +260,42 @@ fn expire(src: &SrcKey) {
     }
 }
 
+/// The spoofed flood's fast path: the packet would be charged to a global
+/// budget this CPU knows is spent (`limit::spent`), and its source surely
+/// holds no trust (`trust::maybe_trusted`), so the second stage would drop
+/// it as `rate_global`. Decided here on per-CPU memory and one small
+/// table, before the bans and rate state are looked up (random reads into
+/// large tables, each a cache miss when every packet has a new source):
+/// the drop then costs what a banned packet does. A banned or rate-limited
+/// source's packets are counted `rate_global` while the budget is spent,
+/// and count towards its ban only once it has room again. Packets the first
+/// stage judges otherwise (TCP other than SYN, malformed) are left to it.
+#[inline(always)]
+fn over_spent_budget(flow: &Flow, class: u32, policy: &Policy, src: &SrcKey, now: u64) -> bool {
+    let bucket = if flow.transport == Transport::Tcp {
+        if !flow.syn {
+            return false;
+        }
+        Bucket::Syn as u32
+    } else {
+        if policy.flags & POLICY_MALFORMED != 0
+            && (class == Class::NotSip as u32
+                || (policy.max_message_bytes != 0
+                    && flow.stated_len > policy.max_message_bytes as usize))
+        {
+            return false;
+        }
+        bucket_of(class)
+    };
+    let b = bucket & (BUCKETS as u32 - 1);
+    let limit = &policy.global[b as usize];
+    !limit.unlimited()
+        && GLOBAL_SHARE
+            .get(b)
+            .is_some_and(|s| limit::spent(s, clock::for_limit(limit, now), limit))
+        && (policy.flags & POLICY_TRUST == 0 || !trust::maybe_trusted(src))
+}
+
 /// What the first stage decided.
 pub enum Step {
     /// Decided: pass or deny.
@@ -292,6 +328,10 @@ pub fn front(flow: &Flow, class: u32, empty: u32) -> Step {
     }
 
     let src = group(flow, policy);
+    if over_spent_budget(flow, class, policy, &src, now) {
+        let (v, r) = deny(policy, Reason::RateGlobal);
+        return Step::Done(v, r);
+    }
     if class == Class::Register as u32
         && let Some(let_through) = probation(&src, now)
     {
@@ -417,20 +457,31 @@ pub fn limits(policy: &Policy, src: &SrcKey, bucket: u32, now: u64) -> ((Verdict
     // INVITE has proved it receives the server's packets (a spoofed source
     // never sees the 2xx): it gets its own, higher per-source limits and
     // skips the global budgets, which are then spent only on unknown sources.
-    let b = bucket as usize & 3;
+    let b = bucket as usize & (BUCKETS - 1);
     let trust_on = policy.flags & POLICY_TRUST != 0;
-    let st = if trust_on || !policy.source[b].unlimited() {
-        src_state(src, now)
-    } else {
-        None
+    let wants_state = trust_on || !policy.source[b].unlimited();
+    let mut st = if wants_state { find_state(src) } else { None };
+    // Trust is cached in the rate state; without state (a new source, or
+    // the table full), ask `TRUSTED`.
+    let trust_until = match &st {
+        Some(s) => s.trusted_until_ns,
+        None if trust_on => trust::until(src),
+        None => 0,
     };
-    // Trust is cached in the rate state; without state (table full), ask
-    // `TRUSTED`.
-    let trusted = trust_on
-        && match &st {
-            Some(s) => s.trusted_until_ns > now,
-            None => trust::is_trusted(src, now),
-        };
+    let trusted = trust_on && trust_until > now;
+    let global = &policy.global[b];
+    let charge_global = !trusted && !global.unlimited();
+    // A source without state passes its own limit (a fresh bucket holds a
+    // whole burst), so the global budget decides first, and a packet it
+    // drops leaves nothing behind: a spoofed flood of new sources neither
+    // creates rate state nor evicts the state of real sources.
+    let new_source = st.is_none();
+    if charge_global && new_source && !global_conform(policy, bucket, global, now) {
+        return (deny(policy, Reason::RateGlobal), false);
+    }
+    if wants_state && new_source {
+        st = new_state(src, now, trust_until);
+    }
     let own = if trusted {
         &policy.trusted[b]
     } else {
@@ -443,36 +494,58 @@ pub fn limits(policy: &Policy, src: &SrcKey, bucket: u32, now: u64) -> ((Verdict
         stats::table(TableStat::TrustedPass);
         return ((Verdict::Pass, Reason::Accepted), true);
     }
-    let global = &policy.global[b];
-    if !global.unlimited()
-        && let Some(tat) = GLOBAL_STATE.get_ptr_mut(bucket)
-        && !limit::conform_shared(tat, clock::for_limit(global, now), global)
-    {
+    if charge_global && !new_source && !global_conform(policy, bucket, global, now) {
         return (deny(policy, Reason::RateGlobal), false);
     }
     ((Verdict::Pass, Reason::Accepted), false)
+}
+/// Charge one packet to the global bucket `bucket` through this CPU's share.
+#[inline(always)]
+fn global_conform(policy: &Policy, bucket: u32, limit: &Limit, now: u64) -> bool {
+    let b = bucket & (BUCKETS as u32 - 1);
+    let (Some(tat), Some(share)) = (GLOBAL_STATE.get_ptr_mut(b), GLOBAL_SHARE.get_ptr_mut(b))
+    else {
+        return true;
+    };
+    let lease = u64::from(policy.global_lease[b as usize]);
+    // SAFETY: a per-CPU map value: only this CPU's program runs touch it,
+    // one at a time.
+    let share = unsafe { &mut *share };
+    limit::conform_global(share, tat, clock::for_limit(limit, now), limit, lease)
 }
 
 /// The source's rate state, created on first sight.
 #[inline(always)]
 pub fn src_state(src: &SrcKey, now: u64) -> Option<&'static mut SrcState> {
-    if let Some(s) = SRC_STATE.get_ptr_mut(src) {
-        // SAFETY: valid map value pointer for the rest of this program run.
-        return Some(unsafe { &mut *s });
+    match find_state(src) {
+        Some(s) => Some(s),
+        None => new_state(src, now, trust::until(src)),
     }
+}
+
+/// The source's rate state, if it has one.
+#[inline(always)]
+fn find_state(src: &SrcKey) -> Option<&'static mut SrcState> {
+    // SAFETY: valid map value pointer for the rest of this program run.
+    SRC_STATE.get_ptr_mut(src).map(|s| unsafe { &mut *s })
+}
+
+/// Create `src`'s rate state (it has none), trusted until `trusted_until_ns`.
+#[inline(always)]
+fn new_state(src: &SrcKey, now: u64, trusted_until_ns: u64) -> Option<&'static mut SrcState> {
     // Not a struct literal: see mem.rs (a new source is one packet of a
     // spoofed flood).
     let mut slot = core::mem::MaybeUninit::<SrcState>::uninit();
     let fresh = mem::zero_init(&mut slot);
     fresh.window_start_ns = now;
     fresh.targets_start_ns = now;
-    fresh.trusted_until_ns = trust::until(src);
+    fresh.trusted_until_ns = trusted_until_ns;
     if SRC_STATE.insert(src, fresh, 0).is_err() {
         stats::table(TableStat::SrcStateFull);
         return None;
     }
     stats::table(TableStat::SrcStateNew);
-    SRC_STATE.get_ptr_mut(src).map(|s| unsafe { &mut *s })
+    find_state(src)
 }
 
 /// Record a request target; true once the source has asked for more distinct
@@ -521,7 +594,7 @@ fn per_source(
     }
     st.window_pkts += 1;
     if limit::conform(
-        &mut st.tat_ns[bucket as usize & 3],
+        &mut st.tat_ns[bucket as usize & (BUCKETS - 1)],
         clock::for_limit(limit, now),
         limit,
     ) {

@@ -11,16 +11,32 @@ use sipguard_common::{
     maps::TableStat,
     policy::POLICY_TRUST,
     signature::token_hash,
-    source::{BanReason, SrcKey, Trust},
+    source::{BanReason, SrcKey, Trust, word_of},
 };
 
 use crate::{
-    maps::{BAN_HINTS, BANS, TRUSTED},
+    maps::{BAN_HINTS, BANS, TRUST_HINTS, TRUST_LIVE, TRUSTED},
     policy, stats,
 };
 
 const INVITE: u64 = token_hash(b"invite");
 const REGISTER: u64 = token_hash(b"register");
+
+/// Whether `src` may hold trust: false means it surely does not (its bit
+/// in the live `TRUST_HINTS` bitmap is clear), without a `TRUSTED` lookup.
+#[inline(always)]
+pub fn maybe_trusted(src: &SrcKey) -> bool {
+    let live = TRUST_LIVE.get(0).map_or(0, |l| *l & 1);
+    let bit = src.trust_bit();
+    match TRUST_HINTS.get_ptr(live) {
+        // SAFETY: a valid map value pointer; one word of it is read.
+        Some(bits) => {
+            let word = unsafe { (*bits).words[word_of(bit)] };
+            word & (1 << (bit & 63)) != 0
+        }
+        None => true,
+    }
+}
 
 /// Whether `src` holds unexpired trust.
 #[inline(always)]
@@ -127,6 +143,15 @@ fn earn(policy: &Policy, client: &SrcKey, now: u64) -> u64 {
             renewals: 1,
         };
         let _ = TRUSTED.insert(client, fresh, 0);
+    }
+    let bit = client.trust_bit();
+    for i in 0..2 {
+        if let Some(bits) = TRUST_HINTS.get_ptr_mut(i) {
+            // SAFETY: a valid map value pointer. Not atomic (the target has
+            // no atomic or): two CPUs setting bits of one word at once may
+            // lose one, until the controller's next sweep rebuilds it.
+            unsafe { (*bits).words[word_of(bit)] |= 1 << (bit & 63) };
+        }
     }
     stats::table(TableStat::TrustEarned);
     expires_ns

@@ -112,6 +112,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
     warn_table_drift(&live, &cfg);
     live.apply(&cfg)?;
+    // Before the program is attached: the trust an earlier agent's clients
+    // earned must be in the hints the first packets are judged by.
+    live.sync_trust_hints(addr::monotonic_ns())?;
     if build_dir != dir {
         bpffs::publish(&build_dir, &dir)?;
         guard.0 = Some(dir.clone());

@@ -623,7 +623,7 @@ impl Config {
                 lim
             },
             auth_fail_after: self.auth_fail.after,
-            _pad1: 0,
+            global_lease: global.map(|g| g.lease()),
             auth_fail_window_ns: self.auth_fail.window.as_nanos() as u64,
         }
     }

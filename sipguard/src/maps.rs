@@ -20,12 +20,12 @@ use sipguard_common::{
         MAP_BAN_EVENTS, MAP_BAN_HINTS, MAP_BANS, MAP_BLOCK, MAP_CLASS_STATS, MAP_EMPTY_LISTS,
         MAP_GLOBAL_STATE, MAP_PENDING, MAP_PENDING_RESP, MAP_POLICY, MAP_PROGS, MAP_PROGS_TC,
         MAP_REASON_STATS, MAP_SCAN_BAN_ROOM, MAP_SIG_HITS, MAP_SIG_INDEX, MAP_SIG_NAMES,
-        MAP_SIGNATURES, MAP_SIP_PORTS, MAP_SRC_STATE, MAP_TABLE_STATS, MAP_TRUSTED, PORT_TCP,
-        PORT_UDP, SCAN_BAN_SHARE_QUARTERS,
+        MAP_SIGNATURES, MAP_SIP_PORTS, MAP_SRC_STATE, MAP_TABLE_STATS, MAP_TRUST_HINTS,
+        MAP_TRUST_LIVE, MAP_TRUSTED, PORT_TCP, PORT_UDP, SCAN_BAN_SHARE_QUARTERS,
     },
     policy::POLICY_ENFORCE,
     signature::{SIG_NAME_MAX, SigEntry, SigIndex},
-    source::{Ban, BanHint, BlockEntry, SrcKey, SrcState, Trust},
+    source::{Ban, BanHint, BlockEntry, SrcKey, SrcState, Trust, TrustBits},
 };
 
 use crate::{
@@ -52,6 +52,8 @@ pub struct Maps {
     pub sig_names: Array<MapData, [u8; SIG_NAME_MAX]>,
     pub sig_hits: PerCpuArray<MapData, u64>,
     pub trusted: HashMap<MapData, SrcKey, Trust>,
+    pub trust_hints: Array<MapData, TrustBits>,
+    pub trust_live: Array<MapData, u32>,
     pub empty_lists: Array<MapData, u32>,
     pub scan_ban_room: Array<MapData, i64>,
     /// The pin directory, locked around list-flag updates (`ListsLock`);
@@ -66,8 +68,10 @@ pub struct Maps {
 /// restarted or upgraded agent (same `LAYOUT_VERSION`) takes it over and the
 /// old and new programs use the same maps while the link is swapped.
 /// `BAN_EVENTS` is read only by the agent.
-pub const ALL: [&str; 23] = [
+pub const ALL: [&str; 25] = [
     MAP_BAN_HINTS,
+    MAP_TRUST_HINTS,
+    MAP_TRUST_LIVE,
     MAP_EMPTY_LISTS,
     MAP_SCAN_BAN_ROOM,
     MAP_PROGS_TC,
@@ -138,6 +142,8 @@ impl Maps {
             sig_names: take(MAP_SIG_NAMES)?.try_into()?,
             sig_hits: take(MAP_SIG_HITS)?.try_into()?,
             trusted: take(MAP_TRUSTED)?.try_into()?,
+            trust_hints: take(MAP_TRUST_HINTS)?.try_into()?,
+            trust_live: take(MAP_TRUST_LIVE)?.try_into()?,
             empty_lists: take(MAP_EMPTY_LISTS)?.try_into()?,
             scan_ban_room: take(MAP_SCAN_BAN_ROOM)?.try_into()?,
             pin_dir: None,
@@ -192,6 +198,8 @@ impl Maps {
             sig_names: Map::Array(open(MAP_SIG_NAMES)?).try_into()?,
             sig_hits: Map::PerCpuArray(open(MAP_SIG_HITS)?).try_into()?,
             trusted: Map::LruHashMap(open(MAP_TRUSTED)?).try_into()?,
+            trust_hints: Map::Array(open(MAP_TRUST_HINTS)?).try_into()?,
+            trust_live: Map::Array(open(MAP_TRUST_LIVE)?).try_into()?,
             empty_lists: Map::Array(open(MAP_EMPTY_LISTS)?).try_into()?,
             scan_ban_room: Map::Array(open(MAP_SCAN_BAN_ROOM)?).try_into()?,
             pin_dir: Some(dir.to_path_buf()),
@@ -486,6 +494,44 @@ impl Maps {
         Ok(changed)
     }
 
+    /// Rebuild the trust hints: the bitmap the program does not read is
+    /// cleared, given the bit of every live trust, and made the one it
+    /// reads. The egress program sets bits in both as trust is earned, so
+    /// one earned meanwhile is kept; only one earned in the moment between
+    /// reading the bitmap back and writing it may miss it, until the next
+    /// sweep (as two CPUs setting bits of one word at once may). Run at
+    /// start (maps pinned by an older agent have no hints) and by every
+    /// sweep. Returns how many live trusts it found.
+    pub fn sync_trust_hints(&mut self, now_ns: u64) -> Result<usize> {
+        let live = self.trust_live.get(&0, 0).context("reading TRUST_LIVE")? & 1;
+        let spare = 1 - live;
+        self.trust_hints
+            .set(spare, TrustBits::default(), 0)
+            .context("clearing a trust bitmap")?;
+        let mut bits = TrustBits::default();
+        let mut trusts = 0;
+        for (key, t) in self.trusted.iter().filter_map(|kv| kv.ok()) {
+            if t.expires_ns > now_ns {
+                bits.set(key.trust_bit());
+                trusts += 1;
+            }
+        }
+        let mut hints = self
+            .trust_hints
+            .get(&spare, 0)
+            .context("reading a trust bitmap")?;
+        for (w, b) in hints.words.iter_mut().zip(bits.words) {
+            *w |= b;
+        }
+        self.trust_hints
+            .set(spare, hints, 0)
+            .context("writing a trust bitmap")?;
+        self.trust_live
+            .set(0, spare, 0)
+            .context("writing TRUST_LIVE")?;
+        Ok(trusts)
+    }
+
     pub fn trusted_list(&self) -> Result<Vec<(SrcKey, Trust)>> {
         let mut out: Vec<(SrcKey, Trust)> = self.trusted.iter().collect::<Result<_, _>>()?;
         out.sort_by_key(|(k, _)| *k);
@@ -561,6 +607,7 @@ impl Maps {
         // hints left short by racing writers.
         self.refresh_list_flags()?;
         self.mend_ban_hints(&live, now_ns)?;
+        self.sync_trust_hints(now_ns)?;
         self.set_scan_ban_room(live.len())?;
         Ok((expired, blocks.len()))
     }

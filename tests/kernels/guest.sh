@@ -69,11 +69,14 @@ else
     check load FAIL "$(tail -c 600 "$OUT/check-kernel.err" | tr '\n' ' ')"
 fi
 
-# 2. the fixture suites
+# 2. the fixture suites, but for a test of a third of a million runs that
+# takes minutes under emulation (the map it fills behaves the same on every
+# kernel; the same property on a few runs is tested on each)
+SLOW=real_sources_keep_their_rate_state_through_a_spoofed_flood_larger_than_the_table
 for f in $FIXTURES; do
     name=$(basename "$f" | sed 's/-[0-9a-f]*$//')
     log="$OUT/fixtures-$name.log"
-    if "$f" --test-threads=1 > "$log" 2>&1; then v=ok; else v=FAIL; fi
+    if "$f" --test-threads=1 --skip "$SLOW" > "$log" 2>&1; then v=ok; else v=FAIL; fi
     failed=$(grep -E '^    [a-z_0-9:]+$' "$log" | head -5 | tr -d ' ' | tr '\n' ' ')
     check "fixtures:$name" "$v" "$(grep -E '^test result:' "$log" | tail -1 | cut -c1-120)${failed:+ failed: $failed}"
 done

@@ -21,8 +21,12 @@ use sipguard::{
 };
 use sipguard_common::{
     Class, Reason, Verdict,
-    maps::{MAP_BAN_EVENTS, MAP_FRAGS, PROG_BENCH_EMPTY, PROG_EGRESS, PROG_XDP, TableStat},
-    source::{BanHint, SrcKey},
+    maps::{
+        MAP_BAN_EVENTS, MAP_FRAGS, MAP_GLOBAL_SHARE, PROG_BENCH_EMPTY, PROG_EGRESS, PROG_XDP,
+        TableStat,
+    },
+    policy::GlobalShare,
+    source::{BanHint, SrcKey, TrustBits},
 };
 
 pub const XDP_DROP: u32 = 1;
@@ -113,6 +117,10 @@ fn reset(ebpf: &mut Ebpf, maps: &mut Maps) -> Result<()> {
     clear_hash(&mut maps.src_state)?;
     clear_hash(&mut maps.signatures)?;
     clear_hash(&mut maps.trusted)?;
+    for i in 0..2 {
+        maps.trust_hints.set(i, TrustBits::default(), 0)?;
+    }
+    maps.trust_live.set(0, 0, 0)?;
     zero_array(&mut maps.global_state)?;
     zero_array(&mut maps.sig_names)?;
     zero_per_cpu(&mut maps.reason_stats)?;
@@ -131,6 +139,18 @@ fn reset(ebpf: &mut Ebpf, maps: &mut Maps) -> Result<()> {
         let keys: Vec<[u8; 24]> = frags.keys().collect::<Result<_, _>>()?;
         for k in keys {
             frags.remove(&k)?;
+        }
+    }
+    // Each CPU's lease of the global buckets (the programs' own map).
+    if let Some(map) = ebpf.map_mut(MAP_GLOBAL_SHARE) {
+        let mut shares: PerCpuArray<&mut MapData, GlobalShare> = map.try_into()?;
+        let cpus = nr_cpus().map_err(|(_, e)| e)?;
+        for i in 0..shares.len() {
+            shares.set(
+                i,
+                PerCpuValues::try_from(vec![GlobalShare::default(); cpus])?,
+                0,
+            )?;
         }
     }
     // Ban events nobody read.

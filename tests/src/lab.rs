@@ -10,6 +10,7 @@
 
 mod cpus;
 mod defence;
+pub mod inplace;
 mod measure;
 
 use std::{
@@ -21,11 +22,12 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, ensure};
 use serde_json::Value;
 
-pub use cpus::Split;
+pub use cpus::{Split, allowed as allowed_cpus, pin as pin_cpus};
 pub use defence::{
     Defence, GLOBAL_INVITE_BURST, GLOBAL_INVITE_RATE, INVITE_BURST, INVITE_RATE, LIMITS,
     SOURCE_TABLE, iptables_rules, nftables_rules,
 };
+pub use inplace::Runs;
 pub use measure::{Machine, Sample, Used};
 
 use crate::{
@@ -148,6 +150,11 @@ pub struct Outcome {
     pub dropped: u64,
     /// sipguard's counters over the window, and its bans at the end.
     pub sipguard: Option<(String, Vec<String>)>,
+    /// sipguard's rate states created and recycled (LRU) over the run.
+    pub sources_new_evicted: Option<(u64, u64)>,
+    /// sipguard's programs in place while the flood was on (see
+    /// `inplace`): runs and run time per program; empty for the peers.
+    pub in_place: Vec<Runs>,
 }
 
 /// Place the legitimate calls while the attacker floods, in a fresh lab,
@@ -188,42 +195,62 @@ pub fn run(sc: &Scenario, defence: Defence) -> Result<Outcome> {
 
     let ctl = Ctl::new(lab.iface());
     let before = guard.agent().map(|_| ctl.stats()).transpose()?;
+    let _run_time = guard
+        .agent()
+        .map(|_| inplace::RunTimeStats::enable())
+        .transpose()?;
+    let programs = || -> Result<_> {
+        match guard.agent() {
+            Some(_) => inplace::sample(),
+            None => Ok(Default::default()),
+        }
+    };
     let start = Sample::take(&lab, &kamailio)?;
     let tx0 = link_counters(&lab, &lab.attacker)?.tx_packets;
-    let (calls, sipp_ok, flood, flood_window, end) = thread::scope(|s| -> Result<_> {
+    let (calls, sipp_ok, flood, flood_window, end, in_place) = thread::scope(|s| -> Result<_> {
         let flooding = s.spawn(|| -> Result<_> {
             let _attacker_cpu = split.as_ref().map(Split::pin_attacker).transpose()?;
             let sent = send_flood(&lab, sc, &sources)?;
-            Ok((sent, Sample::take(&lab, &kamailio)?))
+            Ok((sent, Sample::take(&lab, &kamailio)?, programs()?))
         });
-        let flood_start = if sc.lead.is_zero() {
-            None
+        let (flood_start, programs_start) = if sc.lead.is_zero() {
+            (None, programs()?)
         } else {
             wait_flood_started(&lab, tx0)?;
-            let sample = Sample::take(&lab, &kamailio)?;
+            let (sample, progs) = (Sample::take(&lab, &kamailio)?, programs()?);
             thread::sleep(sc.lead);
-            Some(sample)
+            (Some(sample), progs)
         };
         let sipp = {
             let _client_cpus = client_cpus()?;
             uac(&lab, sc.calls, sc.call_rate, "uac").run(&lab, &lab.client)
         };
-        let (flood, flood_end) = flooding
+        let (flood, flood_end, programs_end) = flooding
             .join()
             .map_err(|_| anyhow!("the flood thread panicked"))??;
         let (status, calls) = sipp?;
         let end = Sample::take(&lab, &kamailio)?;
         let window = flood_start.map(|s| flood_end.since(&s));
-        Ok((calls, status.success(), flood, window, end))
+        let in_place = inplace::since(&programs_start, &programs_end);
+        Ok((calls, status.success(), flood, window, end, in_place))
     })?;
-    let (dropped, sipguard) = match before {
+    let (dropped, sipguard, sources_new_evicted) = match before {
         Some(before) => {
             let after: Value = ctl.stats()?;
             let reasons = Delta::new(&before, &after).reasons();
             let dropped = sipguard_drops(&after) - sipguard_drops(&before);
-            (dropped, Some((reasons, ban_sources(&ctl.bans()?))))
+            let grew = |v: &Value| v.as_u64().unwrap_or(0);
+            let new = grew(&after["tables"]["events"]["src_state_new"])
+                - grew(&before["tables"]["events"]["src_state_new"]);
+            let evicted = grew(&after["tables"]["sources_evicted"])
+                .saturating_sub(grew(&before["tables"]["sources_evicted"]));
+            (
+                dropped,
+                Some((reasons, ban_sources(&ctl.bans()?))),
+                Some((new, evicted)),
+            )
         }
-        None => (guard.rule_drops(&lab)?, None),
+        None => (guard.rule_drops(&lab)?, None, None),
     };
     Ok(Outcome {
         calls,
@@ -235,6 +262,8 @@ pub fn run(sc: &Scenario, defence: Defence) -> Result<Outcome> {
         flood_window,
         dropped,
         sipguard,
+        sources_new_evicted,
+        in_place,
     })
 }
 

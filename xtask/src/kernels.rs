@@ -103,14 +103,15 @@ const KERNELS: [Kernel; 5] = [
 const MAX_VERIFIED_INSNS: u64 = 500_000;
 
 /// The fixture suites run inside each VM.
-const FIXTURE_TESTS: [&str; 4] = [
+const FIXTURE_TESTS: [&str; 5] = [
     "fixtures",
     "fixtures_bans",
     "fixtures_scanner",
     "fixtures_trust",
+    "fixtures_limits",
 ];
 
-/// One VM's limit: boot, every program, four fixture suites and the attach
+/// One VM's limit: boot, every program, the fixture suites and the attach
 /// checks under emulation.
 const VM_TIMEOUT: Duration = Duration::from_secs(1200);
 

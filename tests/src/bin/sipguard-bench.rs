@@ -282,6 +282,12 @@ fn cases() -> Vec<Case> {
             setup: over_limit,
         },
         Case {
+            name: "INVITE over the global budget",
+            packet: Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, invite.clone()).build(),
+            path: Path::xdp(Verdict::Drop, Reason::RateGlobal, Some(Class::Invite)),
+            setup: global_spent,
+        },
+        Case {
             name: "INVITE from an allowlisted source",
             packet: Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, invite.clone()).build(),
             path: Path::xdp(Verdict::Pass, Reason::Allowlisted, Some(Class::Invite)),
@@ -360,6 +366,100 @@ fn cases() -> Vec<Case> {
             setup: no_setup,
         },
     ]
+}
+
+/// A case whose source changes every packet, as in a spoofed flood:
+/// BPF_PROG_TEST_RUN repeats one packet, so each source gets a call of one
+/// run, and the figure is the mean of the kernel's time for each.
+struct NewSources {
+    name: &'static str,
+    path: Path,
+    setup: fn(&mut Harness) -> Result<()>,
+    /// Rate states each run must create (0 or 1).
+    new_states: u64,
+}
+
+/// Distinct sources (one call each) per new-source case.
+const NEW_SOURCES: u32 = 50_000;
+
+/// The global INVITE budget spent (one packet an hour, burst 1, taken
+/// here): every new source's INVITE is over it.
+fn global_spent(h: &mut Harness) -> Result<()> {
+    let mut cfg = Config::default();
+    cfg.limits.global.invite = RateLimit {
+        rate: Rate {
+            packets: 1,
+            per_ns: 3_600_000_000_000,
+        },
+        burst: 1,
+    };
+    h.maps_mut().apply(&cfg)?;
+    h.run(&new_source_invite(u32::MAX))?;
+    Ok(())
+}
+
+/// An INVITE from source `n` of 2001:db8:0:1::/64 (keyed per address).
+fn new_source_invite(n: u32) -> Vec<u8> {
+    Pkt::udp_v6(
+        sipguard_tests::packet::v6(n),
+        SERVER_V6,
+        5060,
+        Sip::invite_with_sdp().build(),
+    )
+    .build()
+}
+
+fn new_source_cases() -> Vec<NewSources> {
+    vec![
+        NewSources {
+            name: "INVITE, new source, over the global budget",
+            path: Path::xdp(Verdict::Drop, Reason::RateGlobal, Some(Class::Invite)),
+            setup: global_spent,
+            new_states: 0,
+        },
+        NewSources {
+            name: "INVITE, new source, under the global budget",
+            path: Path::xdp(Verdict::Pass, Reason::Accepted, Some(Class::Invite)),
+            setup: limits_never_reached,
+            new_states: 1,
+        },
+    ]
+}
+
+/// Mean kernel time per run over `NEW_SOURCES` calls of one run each, a new
+/// source each, and the same for the empty program.
+fn measure_new_sources(case: &NewSources) -> Result<(Duration, Duration)> {
+    let mut h = Harness::new()?;
+    (case.setup)(&mut h).with_context(|| format!("setting up case {:?}", case.name))?;
+    let packets: Vec<Vec<u8>> = (0..NEW_SOURCES).map(new_source_invite).collect();
+    let before = h.snapshot()?;
+    let new_before = h.table_stat(TableStat::SrcStateNew)?;
+    let (mut total, mut empty) = (Duration::ZERO, Duration::ZERO);
+    for pkt in &packets {
+        total += h.run_repeat(pkt, 1)?.1;
+    }
+    let got = Delta::between(&before, &h.snapshot()?);
+    let new_states = h.table_stat(TableStat::SrcStateNew)? - new_before;
+    for pkt in &packets {
+        empty += h.empty_repeat(pkt, 1)?.1;
+    }
+    let Path::Xdp {
+        verdict,
+        reason,
+        class,
+    } = case.path
+    else {
+        bail!("case {:?}: only XDP cases take new sources", case.name);
+    };
+    let want = Delta::one(verdict, reason, class, packets[0].len()).times(NEW_SOURCES.into());
+    ensure!(
+        got == want && new_states == case.new_states * u64::from(NEW_SOURCES),
+        "case {:?} took another path than it names:\n  got  {got:?}, {new_states} new rate \
+         states\n  want {want:?}, {} new rate states",
+        case.name,
+        case.new_states * u64::from(NEW_SOURCES)
+    );
+    Ok((total / NEW_SOURCES, empty / NEW_SOURCES))
 }
 
 struct Args {
@@ -532,7 +632,11 @@ fn floor(args: &Args) -> Result<Figures> {
 }
 
 fn path(case: &Case) -> String {
-    match &case.path {
+    path_of(&case.path)
+}
+
+fn path_of(path: &Path) -> String {
+    match path {
         Path::Xdp {
             verdict,
             reason,
@@ -580,12 +684,14 @@ fn run() -> Result<()> {
         "{:<42} {:>6} {:<32} {:>9} {:>9} {:>10} {:>10}",
         "case", "bytes", "verdict/reason/class", "median_ns", "min_ns", "program_ns", "Mpps/core"
     );
-    let cases: Vec<Case> = cases()
+    let wanted = |name: &str| args.filter.as_deref().is_none_or(|f| name.contains(f));
+    let cases: Vec<Case> = cases().into_iter().filter(|c| wanted(c.name)).collect();
+    let new_sources: Vec<NewSources> = new_source_cases()
         .into_iter()
-        .filter(|c| args.filter.as_deref().is_none_or(|f| c.name.contains(f)))
+        .filter(|c| wanted(c.name))
         .collect();
     ensure!(
-        !cases.is_empty(),
+        !cases.is_empty() || !new_sources.is_empty(),
         "no case matches the filter; run without one to list all"
     );
     for case in &cases {
@@ -606,6 +712,29 @@ fn run() -> Result<()> {
             f.program.as_nanos(),
             mpps
         );
+    }
+    if !new_sources.is_empty() {
+        println!();
+        println!(
+            "a new IPv6 source every packet (keyed per address), {NEW_SOURCES} sources, one \
+             call of one run each: mean ns per run as the kernel times a single run (its clock \
+             read twice per run is in it), and the empty program's mean timed the same way"
+        );
+        println!(
+            "{:<42} {:>6} {:<32} {:>9} {:>9}",
+            "case", "bytes", "verdict/reason/class", "mean_ns", "empty_ns"
+        );
+        for case in &new_sources {
+            let (mean, empty) = measure_new_sources(case)?;
+            println!(
+                "{:<42} {:>6} {:<32} {:>9} {:>9}",
+                case.name,
+                new_source_invite(0).len(),
+                path_of(&case.path),
+                mean.as_nanos(),
+                empty.as_nanos()
+            );
+        }
     }
     Ok(())
 }

@@ -21,7 +21,7 @@ use std::{
 use anyhow::{Result, bail, ensure};
 use sipguard_tests::lab::{
     self, CALL_RECV_TIMEOUT, Defence, Flood, GLOBAL_INVITE_BURST, GLOBAL_INVITE_RATE, INVITE_BURST,
-    INVITE_RATE, Machine, Outcome, Scenario, Split,
+    INVITE_RATE, Machine, Outcome, Scenario, Split, inplace,
 };
 
 const CALLS: u64 = 150;
@@ -40,9 +40,11 @@ const FLOOD_DURATION: Duration =
 const FLOOD_MAX_PACKETS: u64 = 20_000_000;
 /// A handful of real machines: each far over its per-source limit.
 const REAL_SOURCES: u8 = 20;
-/// Spoofed sources: each sends a few INVITEs a second, under any per-source
-/// limit, and together they fit every defence's source table.
-const SPOOFED_SOURCES: u32 = 65_536;
+/// Spoofed sources: nearly every address of the lab's 198.18.0.0/15 but its
+/// own /24. Each sends about one INVITE a second, under any per-source
+/// limit, and together they overflow every defence's source table
+/// (`SOURCE_TABLE`).
+const SPOOFED_SOURCES: u32 = 129_000;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -263,13 +265,29 @@ fn detail(o: &Outcome) -> String {
     if let Some((reasons, bans)) = &o.sipguard {
         s += &format!("; sipguard: {reasons}; {} bans", bans.len());
     }
+    if let Some((new, evicted)) = o.sources_new_evicted {
+        s += &format!("; rate states {new} new, {evicted} evicted");
+    }
+    for r in &o.in_place {
+        s += &format!(
+            "; {} in place {:.0} ns/run ({} runs)",
+            r.name,
+            r.ns_per_run(),
+            r.runs
+        );
+    }
     s
+}
+
+/// `name`'s cost per run in place, or "-" (a peer, or it did not run).
+fn in_place(o: &Outcome, name: &str) -> String {
+    inplace::of(&o.in_place, name).map_or("-".into(), |r| format!("{:.0} ns", r.ns_per_run()))
 }
 
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "{:<8} {:<9} {:>18} {:>18} {:>9} {:>10} {:>10} {:>8} {:>8} {:>11}",
+        "{:<8} {:<9} {:>18} {:>18} {:>9} {:>10} {:>10} {:>8} {:>8} {:>11} {:>9} {:>9}",
         "flood",
         "defence",
         "legit calls ok",
@@ -279,7 +297,9 @@ fn print_table(rows: &[Row]) {
         "rcvbuf drop",
         "Kamailio",
         "softirq",
-        "softirq/pkt"
+        "softirq/pkt",
+        "XDP/pkt",
+        "egress/pkt"
     );
     for r in rows {
         let head = format!("{:<8} {:<9}", r.flood, r.defence.name());
@@ -297,7 +317,7 @@ fn print_table(rows: &[Row]) {
             _ => o.dropped.to_string(),
         };
         println!(
-            "{head} {:>18} {:>18} {:>9} {:>10} {:>10} {:>7.0}% {:>7.0}% {:>8.1} µs",
+            "{head} {:>18} {:>18} {:>9} {:>10} {:>10} {:>7.0}% {:>7.0}% {:>8.1} µs {:>9} {:>9}",
             format!(
                 "{}/{CALLS} ({:.1}%)",
                 o.calls.successful,
@@ -310,6 +330,8 @@ fn print_table(rows: &[Row]) {
             percent(w.kamailio_cpu, w.wall),
             percent(w.softirq, w.wall),
             1e6 * w.softirq / o.flood_sent.max(1) as f64,
+            in_place(o, "sipguard_xdp"),
+            in_place(o, "sipguard_egress"),
         );
     }
     println!(
@@ -320,7 +342,11 @@ fn print_table(rows: &[Row]) {
          leg); rcvbuf drop, datagrams lost to a full socket buffer; Kamailio and softirq, CPU \
          time as % of one CPU; softirq/pkt, softirq time per flood packet sent. softirq is \
          machine-wide, and on veth the receive path runs on the sending core: for the flood, \
-         the attacker's core (it includes the lab's bridge hop, the same for every defence)."
+         the attacker's core (it includes the lab's bridge hop, the same for every defence). \
+         XDP/pkt and egress/pkt: sipguard's programs in place while the flood was on, the \
+         kernel's run time per run (BPF_ENABLE_STATS; tail calls count in the caller): \
+         sipguard_xdp on every packet the server's interface received, sipguard_egress on \
+         every packet it sent."
     );
 }
 

@@ -21,7 +21,7 @@ use std::{io, mem};
 use anyhow::{Result, ensure};
 
 /// The CPUs this thread may run on.
-fn allowed() -> Result<Vec<usize>> {
+pub fn allowed() -> Result<Vec<usize>> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; the kernel fills it.
     let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
     let rc = unsafe { libc::sched_getaffinity(0, mem::size_of::<libc::cpu_set_t>(), &mut set) };
@@ -32,7 +32,7 @@ fn allowed() -> Result<Vec<usize>> {
 }
 
 /// Restrict the calling thread (and what it starts) to `cpus`.
-fn pin(cpus: &[usize]) -> Result<()> {
+pub fn pin(cpus: &[usize]) -> Result<()> {
     // SAFETY: as above; CPU_SET only writes inside the set.
     let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
     for &c in cpus {

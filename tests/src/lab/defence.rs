@@ -25,8 +25,11 @@ pub const LIMITS: [&str; 2] = ["invite.rate=20/s", "invite.burst=40"];
 pub const GLOBAL_INVITE_RATE: u32 = 1000;
 pub const GLOBAL_INVITE_BURST: u32 = 2000;
 /// Sources whose rate state is kept: the size of sipguard's `sources` table,
-/// and of the iptables hashlimit and nftables set.
-pub const SOURCE_TABLE: u32 = 262_144;
+/// and of the iptables hashlimit and nftables set. A quarter of sipguard's
+/// default, so that the spoofed flood's sources (nearly all of the lab's
+/// 198.18.0.0/15) overflow it, as a flood from the whole IPv4 space
+/// overflows any table.
+pub const SOURCE_TABLE: u32 = 65_536;
 
 /// The ban-tier scanner tokens of sipguard's signature set that are safe as
 /// plain substrings: the short ones (smap, nmap) would match inside
@@ -92,8 +95,8 @@ impl Defence {
                  fixed offsets, and the User-Agent has none)"
             ),
             Defence::Sipguard => format!(
-                "sipguard run --mode native, defaults except {}: the same per-source and \
-                 global INVITE limits, plus bans (20 violations in 10 s: 10 min), earned trust \
+                "sipguard run --mode native, defaults except {} and a source table of \
+                 {SOURCE_TABLE}: the same per-source and global INVITE limits, plus bans (20 violations in 10 s: 10 min), earned trust \
                  (a client the server answered 2xx skips the global budget) and the scanner \
                  signatures",
                 LIMITS.join(" ")
@@ -120,7 +123,11 @@ impl Defence {
                 Ok(Guard::Nftables)
             }
             Defence::Sipguard => {
-                let agent = lab.start_agent(&["--mode", "native"])?;
+                let config = lab.dir().join("sipguard.toml");
+                fs::write(&config, format!("[tables]\nsources = {SOURCE_TABLE}\n"))
+                    .with_context(|| format!("writing {}", config.display()))?;
+                let config = config.to_string_lossy();
+                let agent = lab.start_agent(&["--mode", "native", "--config", &config])?;
                 Ctl::new(lab.iface()).limits_set(&LIMITS)?;
                 Ok(Guard::Agent(agent))
             }
