@@ -8,6 +8,7 @@
 //! server: none, iptables, nftables or sipguard. Each run builds a fresh lab
 //! and removes it afterwards.
 
+pub mod cores;
 mod cpus;
 mod defence;
 pub mod inplace;
@@ -87,6 +88,8 @@ pub enum Flood {
     /// sockets, taking turns, unpaced); the first is the attacker's own
     /// address. Ordinary User-Agent, so no scanner rule matches.
     Real { sources: u8 },
+    /// The same with REGISTERs.
+    Register { sources: u8 },
     /// Raw INVITE frames from `sources` random addresses in 198.18.0.0/15,
     /// each far under any per-source limit.
     Spoofed { sources: u32 },
@@ -101,6 +104,9 @@ impl Flood {
             }
             Flood::Spoofed { sources } => {
                 format!("spoofed INVITE flood from {sources} random sources")
+            }
+            Flood::Register { sources } => {
+                format!("REGISTER flood from {sources} real sources, ordinary User-Agent")
             }
         }
     }
@@ -285,7 +291,7 @@ fn uac(lab: &Lab, calls: u64, rate: u64, name: &str) -> Uac {
 
 /// The attacker's real flood sources, added to its interface.
 fn flood_sources(lab: &Lab, flood: Flood) -> Result<Vec<IpAddr>> {
-    let Flood::Real { sources } = flood else {
+    let (Flood::Real { sources } | Flood::Register { sources }) = flood else {
         return Ok(Vec::new());
     };
     ensure!(
@@ -304,16 +310,17 @@ fn flood_sources(lab: &Lab, flood: Flood) -> Result<Vec<IpAddr>> {
 /// Run the flood to its end; (packets sent, packets/s).
 fn send_flood(lab: &Lab, sc: &Scenario, sources: &[IpAddr]) -> Result<(u64, f64)> {
     match sc.flood {
-        Flood::Real { .. } => {
+        Flood::Real { .. } | Flood::Register { .. } => {
+            let method = match sc.flood {
+                Flood::Register { .. } => "REGISTER",
+                _ => "INVITE",
+            };
             let report = spawn_send(
                 lab,
                 &lab.attacker,
                 "flood",
                 IpAddr::V4(lab.server.v4),
-                &[
-                    Stream::new("flood", sources, "INVITE", 0, sc.flood_max_packets)
-                        .user(FLOOD_USER),
-                ],
+                &[Stream::new("flood", sources, method, 0, sc.flood_max_packets).user(FLOOD_USER)],
                 sc.flood_duration,
             )?
             .finish()?;
@@ -352,7 +359,7 @@ fn wait_flood_started(lab: &Lab, tx0: u64) -> Result<()> {
 /// bridge: a bridge without ports and without ARP, which drops what it
 /// transmits (this kernel has no dummy driver). Covers 198.18.0.0/15
 /// except the lab nodes' 198.18.0.0/24.
-fn discard_spoofed_replies(lab: &Lab) -> Result<()> {
+pub(crate) fn discard_spoofed_replies(lab: &Lab) -> Result<()> {
     const DEV: &str = "discard0";
     const SPOOFED: [&str; 9] = [
         "198.18.1.0/24",

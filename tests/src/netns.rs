@@ -119,6 +119,14 @@ impl Lab {
     /// letters naming the test) goes into the namespace names so a leftover
     /// can be traced to its test.
     pub fn new(tag: &str) -> Result<Self> {
+        Self::with_queues(tag, 1)
+    }
+
+    /// `new`, with the server's interface given `queues` receive queues:
+    /// the bridge sends a packet on to it through the queue of the CPU it
+    /// runs on (XPS), so floods sent from different CPUs are received (and
+    /// pass XDP) on those CPUs at once, as on a multi-queue NIC.
+    pub fn with_queues(tag: &str, queues: u8) -> Result<Self> {
         ensure!(
             !tag.is_empty() && tag.len() <= 12 && tag.chars().all(|c| c.is_ascii_alphanumeric()),
             "lab tag {tag:?}: use 1-12 ASCII letters or digits"
@@ -176,7 +184,7 @@ impl Lab {
             next_host: AtomicU8::new(FIRST_EXTRA_HOST),
             teardown,
         };
-        lab.server = lab.attach("srv", &server_iface, SERVER_HOST)?;
+        lab.server = lab.attach_queues("srv", &server_iface, SERVER_HOST, queues)?;
         lab.client = lab.attach("cli", "eth0", CLIENT_HOST)?;
         lab.attacker = lab.attach("atk", "eth0", ATTACKER_HOST)?;
         Ok(lab)
@@ -210,24 +218,44 @@ impl Lab {
     /// Create a namespace `<lab>-<short>` with interface `iface` cabled to the
     /// bridge, addressed 198.18.0.<host>/16 and 2001:db8::<host>/64.
     fn attach(&self, short: &str, iface: &str, host: u8) -> Result<Node> {
+        self.attach_queues(short, iface, host, 1)
+    }
+
+    /// `attach` with `queues` queues each way on both ends of the veth, and
+    /// the bridge's end sending from CPU `n` on queue `n % queues`.
+    fn attach_queues(&self, short: &str, iface: &str, host: u8, queues: u8) -> Result<Node> {
         let ns = format!("{}-{short}", self.name);
         self.teardown.add_netns(&ns)?;
         let port = format!("p-{short}");
+        let q = queues.max(1).to_string();
+        let queue_args = ["numtxqueues", &q, "numrxqueues", &q];
         // Create each end directly in its namespace: nothing touches the host.
-        run_ok(Command::new("ip").args([
-            "link",
-            "add",
-            iface,
-            "netns",
-            &ns,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &port,
-            "netns",
-            &self.switch,
-        ]))?;
+        run_ok(
+            Command::new("ip")
+                .args(["link", "add", iface, "netns", &ns])
+                .args(queue_args)
+                .args(["type", "veth", "peer", "name", &port, "netns", &self.switch])
+                .args(queue_args),
+        )?;
+        if queues > 1 {
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            for queue in 0..usize::from(queues) {
+                // One bit per CPU whose number is `queue` modulo `queues`.
+                let mask: u64 = (0..cpus.min(64))
+                    .filter(|c| c % usize::from(queues) == queue)
+                    .map(|c| 1u64 << c)
+                    .sum();
+                let file = format!("/sys/class/net/{port}/queues/tx-{queue}/xps_cpus");
+                run_ok(Command::new("ip").args([
+                    "netns",
+                    "exec",
+                    &self.switch,
+                    "sh",
+                    "-c",
+                    &format!("echo {mask:x} > {file}"),
+                ]))?;
+            }
+        }
         ip(&self.switch, &["link", "set", &port, "master", "br0", "up"])?;
 
         let node = Node {

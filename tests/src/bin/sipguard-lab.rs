@@ -8,9 +8,12 @@
 //! calls completed, flood packets sent, what the defence dropped, what
 //! reached the server, Kamailio's CPU and the machine's softirq time.
 //!
-//! Usage: sipguard-lab [--flood real|spoofed]... [--defence NAME]...
-//! (default: every flood against every defence, about 5 minutes). Needs
-//! root; everything stays in namespaces on 198.18.0.0/15.
+//! Usage: sipguard-lab [--flood real|spoofed|one|real50|register]...
+//! [--defence NAME]... (default: the real and spoofed floods against every
+//! defence, about 5 minutes), or
+//! sipguard-lab --cores: sipguard's drops per second with one receiving core
+//! and with two, and the global budget they share (tests/src/lab/cores.rs).
+//! Needs root; everything stays in namespaces on 198.18.0.0/15.
 
 use std::{
     process::ExitCode,
@@ -60,6 +63,7 @@ extern "C" fn on_signal(_: i32) {
 struct Args {
     floods: Vec<(&'static str, Flood)>,
     defences: Vec<Defence>,
+    cores: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -77,22 +81,44 @@ fn parse_args() -> Result<Args> {
             },
         ),
     ];
+    // Not in the default set: the in-place cost of other floods.
+    let more_floods = [
+        ("one", Flood::Real { sources: 1 }),
+        ("real50", Flood::Real { sources: 50 }),
+        (
+            "register",
+            Flood::Register {
+                sources: REAL_SOURCES,
+            },
+        ),
+    ];
     let (mut floods, mut defences) = (Vec::new(), Vec::new());
-    let mut it = std::env::args().skip(1);
+    let mut it = std::env::args().skip(1).peekable();
+    if it.peek().map(String::as_str) == Some("--cores") {
+        it.next();
+        ensure!(it.next().is_none(), "--cores takes nothing else");
+        return Ok(Args {
+            floods,
+            defences,
+            cores: true,
+        });
+    }
     while let Some(arg) = it.next() {
         let value = it.next();
         match (arg.as_str(), value.as_deref()) {
-            ("--flood", Some(v)) => match all_floods.iter().find(|(n, _)| *n == v) {
-                Some(f) => floods.push(*f),
-                None => bail!("--flood {v}: use real or spoofed"),
-            },
+            ("--flood", Some(v)) => {
+                match all_floods.iter().chain(&more_floods).find(|(n, _)| *n == v) {
+                    Some(f) => floods.push(*f),
+                    None => bail!("--flood {v}: use real, spoofed, one, real50 or register"),
+                }
+            }
             ("--defence", Some(v)) => match Defence::ALL.iter().find(|d| d.name() == v) {
                 Some(d) => defences.push(*d),
                 None => bail!("--defence {v}: use none, iptables, nftables or sipguard"),
             },
             _ => bail!(
-                "usage: sipguard-lab [--flood real|spoofed]... \
-                 [--defence none|iptables|nftables|sipguard]..."
+                "usage: sipguard-lab [--flood real|spoofed|one|real50|register]... \
+                 [--defence none|iptables|nftables|sipguard]... | --cores"
             ),
         }
     }
@@ -102,7 +128,11 @@ fn parse_args() -> Result<Args> {
     if defences.is_empty() {
         defences = Defence::ALL.to_vec();
     }
-    Ok(Args { floods, defences })
+    Ok(Args {
+        floods,
+        defences,
+        cores: false,
+    })
 }
 
 /// One cell of the table: a flood against a defence.
@@ -150,6 +180,15 @@ fn bench() -> Result<bool> {
     let args = parse_args()?;
     let machine = Machine::probe();
     let started = Instant::now();
+    if args.cores {
+        let ok = cores()?;
+        print_footer(
+            &machine,
+            started.elapsed(),
+            "cargo xtask bench --lab --cores",
+        );
+        return Ok(ok);
+    }
     print_setup(&args, Split::new()?.as_ref());
 
     let mut rows = Vec::new();
@@ -175,7 +214,7 @@ fn bench() -> Result<bool> {
     }
 
     print_table(&rows);
-    print_footer(&machine, started.elapsed());
+    print_footer(&machine, started.elapsed(), "cargo xtask bench --lab");
     let interrupted = INTERRUPTED.load(Ordering::SeqCst);
     if interrupted {
         println!("interrupted: the table is incomplete");
@@ -185,7 +224,11 @@ fn bench() -> Result<bool> {
 
 fn scenario(flood_name: &str, flood: Flood, defence: Defence) -> Scenario {
     Scenario {
-        tag: format!("lab{}{}", &flood_name[..4], &defence.name()[..4]),
+        tag: format!(
+            "lab{}{}",
+            flood_name.get(..4).unwrap_or(flood_name),
+            &defence.name()[..4]
+        ),
         calls: CALLS,
         call_rate: CALL_RATE,
         warmup_calls: WARMUP_CALLS,
@@ -354,13 +397,64 @@ fn percent(seconds: f64, window: f64) -> f64 {
     100.0 * seconds / window.max(1e-9)
 }
 
-fn print_footer(m: &Machine, took: Duration) {
+fn print_footer(m: &Machine, took: Duration, command: &str) {
     println!(
         "machine: Linux {}, {}, {} CPUs; sipguard {}; {}",
         m.kernel, m.cpu, m.cpus, m.commit, m.tools
     );
     println!(
-        "command: cargo xtask bench --lab (as root); took {:.0} s",
+        "command: {command} (as root); took {:.0} s",
         took.as_secs_f64()
     );
+}
+
+/// How long each `--cores` run floods.
+const CORES_FLOOD: Duration = Duration::from_secs(10);
+
+/// `--cores`: one sending core, then two; false if the global budget
+/// admitted more than its tolerance allows.
+fn cores() -> Result<bool> {
+    println!(
+        "== sipguard across cores: a spoofed INVITE flood (65536 sources) for {} s, over the \
+         default global INVITE budget, into a server interface with two queues (XPS: each \
+         sending CPU's packets on its own queue, so each pass XDP on the CPU that sent them) ==",
+        CORES_FLOOD.as_secs()
+    );
+    let mut ok = true;
+    println!(
+        "{:<8} {:>10} {:>12} {:>12} {:>10} {:>12} {:>9}",
+        "senders", "sent", "dropped", "drops/s", "admitted", "most allowed", "XDP/pkt"
+    );
+    for senders in [1, 2] {
+        if senders > lab::allowed_cpus()?.len() {
+            println!("{senders:<8} skipped: this process may use fewer CPUs");
+            continue;
+        }
+        let r = lab::cores::run(senders, CORES_FLOOD)?;
+        let (most, _) = lab::cores::admitted_bound(r.secs, senders as u64);
+        let within = (r.admitted as f64) <= most;
+        ok &= within;
+        println!(
+            "{:<8} {:>10} {:>12} {:>12.0} {:>10} {:>12.0} {:>9}{}",
+            senders,
+            r.sent,
+            r.dropped,
+            r.drops_per_sec(),
+            r.admitted,
+            most,
+            r.xdp
+                .as_ref()
+                .map_or("-".into(), |x| format!("{:.0} ns", x.ns_per_run())),
+            if within { "" } else { "  OVER THE TOLERANCE" }
+        );
+    }
+    let (_, lease) = lab::cores::admitted_bound(1.0, 1);
+    println!(
+        "admitted: INVITEs the global budget let through (default 1000/s, burst 2000); most \
+         allowed: rate x time + burst + per CPU a lease ({lease} packets) less one, + one per \
+         other CPU (two may take the burst's last room at once). drops/s: packets dropped as \
+         rate_global per second of flood; with the sender on the same core, a cheaper drop \
+         lets it send more. XDP/pkt: sipguard_xdp in place (BPF_ENABLE_STATS)."
+    );
+    Ok(ok)
 }
