@@ -182,6 +182,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         xdp_mode: mode.to_string(),
         tc_egress: egress.mode,
         tc_egress_off_because: egress.why_off.clone(),
+        addresses: sipguard::status::own_addresses().unwrap_or_else(|e| {
+            warn!("blocklist feeds cannot be kept off this host's addresses: {e:#}");
+            Vec::new()
+        }),
     };
     // The status file is written last: `sipguard wait` returns when it
     // appears, as `systemctl start` does on READY=1.
@@ -270,6 +274,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     egress.detach();
     AgentStatus::remove(&key);
     bpffs::remove_pins(&dir)?;
+    sipguard::sets::forget(&key);
     lock.release();
     if let Some(t) = total {
         info!(

@@ -168,10 +168,33 @@ pub enum BlockOp {
         #[command(flatten)]
         target: Target,
     },
-    /// List entries with their expiry.
+    /// List entries with their expiry and origin (a named set, or manual).
     List {
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Replace the named set NAME by these entries (a feed such as VoIPBL
+    /// or an APIBAN export): the set's new entries are added, the ones it
+    /// no longer lists removed, all other entries left alone. Entries
+    /// broader than the minimum prefixes, overlapping the allowlist or
+    /// covering the host's addresses are refused and reported.
+    Sync {
+        /// The set's name (letters, digits, '-', '_').
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        entries: Entries,
+        /// Let an empty list empty the set (a failed download must not).
+        #[arg(long)]
+        allow_empty: bool,
+        /// Refuse IPv4 entries broader than this prefix.
+        #[arg(long, default_value_t = sipguard::guards::MIN_PREFIX_V4)]
+        min_prefix_v4: u8,
+        /// Refuse IPv6 entries broader than this prefix.
+        #[arg(long, default_value_t = sipguard::guards::MIN_PREFIX_V6)]
+        min_prefix_v6: u8,
         #[command(flatten)]
         target: Target,
     },

@@ -2,26 +2,29 @@
 //! pinned maps: allow, block, bans, limits, enforce.
 
 use std::{
+    collections::BTreeSet,
     net::IpAddr,
     time::{Duration, SystemTime},
 };
 
 use anyhow::{Result, bail};
+use ipnet::IpNet;
 use serde::Serialize;
 use sipguard::{
     addr, bpffs,
     config::Config,
+    guards::Guards,
     maps::{Changed, Maps},
     preflight,
+    sets::{self, Sets},
+    status::AgentStatus,
 };
 use sipguard_common::source::{Ban, BanReason, SrcKey};
 
 use crate::cli::{BansOp, BlockOp, Entries, LimitsOp, ListOp, OnOff, SigOp, Target, TrustedOp};
 
 fn open(target: &Target) -> Result<Maps> {
-    preflight::require_root("this command")?;
-    let dir = bpffs::find_agent(target.iface.as_deref())?;
-    Maps::from_pins(&dir)
+    Ok(open_keyed(target)?.0)
 }
 
 fn entries(e: &Entries) -> Result<Vec<ipnet::IpNet>> {
@@ -85,6 +88,8 @@ fn remaining(mono_ns: u64) -> String {
 struct BlockRow {
     cidr: String,
     expires: Option<String>,
+    /// The named sets that list the entry (`set:NAME`), or `manual`.
+    origin: Vec<String>,
 }
 
 pub fn block(op: BlockOp) -> Result<()> {
@@ -108,27 +113,157 @@ pub fn block(op: BlockOp) -> Result<()> {
         }
         BlockOp::List { json, target } => {
             let now = addr::monotonic_ns();
-            let rows: Vec<BlockRow> = open(&target)?
+            let (maps, key) = open_keyed(&target)?;
+            let sets = Sets::open(&key)?.all()?;
+            let rows: Vec<BlockRow> = maps
                 .block_list()?
                 .into_iter()
                 .filter(|(_, e)| e.expires_ns == 0 || e.expires_ns > now)
-                .map(|(n, e)| BlockRow {
-                    cidr: n.to_string(),
-                    expires: (e.expires_ns != 0).then(|| wall_clock(e.expires_ns)),
+                .map(|(n, e)| {
+                    let mut origin: Vec<String> = sets
+                        .iter()
+                        .filter(|(_, s)| s.entries.contains(&n) && !s.found.contains(&n))
+                        .map(|(name, _)| format!("set:{name}"))
+                        .collect();
+                    if origin.is_empty() {
+                        origin.push("manual".into());
+                    }
+                    BlockRow {
+                        cidr: n.to_string(),
+                        expires: (e.expires_ns != 0).then(|| wall_clock(e.expires_ns)),
+                        origin,
+                    }
                 })
                 .collect();
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 for r in rows {
+                    let origin = r.origin.join(",");
                     match r.expires {
-                        Some(t) => println!("{}\texpires {t}", r.cidr),
-                        None => println!("{}", r.cidr),
+                        Some(t) => println!("{}\t{origin}\texpires {t}", r.cidr),
+                        None => println!("{}\t{origin}", r.cidr),
                     }
                 }
             }
         }
+        BlockOp::Sync {
+            name,
+            entries: e,
+            allow_empty,
+            min_prefix_v4,
+            min_prefix_v6,
+            target,
+        } => sync(
+            &name,
+            &e,
+            allow_empty,
+            (min_prefix_v4, min_prefix_v6),
+            &target,
+        )?,
     }
+    Ok(())
+}
+
+/// The agent's maps and its key (what its lock, status and sets are filed
+/// under).
+fn open_keyed(target: &Target) -> Result<(Maps, String)> {
+    preflight::require_root("this command")?;
+    let dir = bpffs::find_agent(target.iface.as_deref())?;
+    let key = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("no agent key in {}", dir.display()))?;
+    Ok((Maps::from_pins(&dir)?, key))
+}
+
+/// Refusals printed one by one before the rest are only counted.
+const REFUSALS_SHOWN: usize = 20;
+
+/// `block sync`: replace the named set `name` (sets.rs), behind the guards.
+fn sync(
+    name: &str,
+    e: &Entries,
+    allow_empty: bool,
+    (min_prefix_v4, min_prefix_v6): (u8, u8),
+    target: &Target,
+) -> Result<()> {
+    sets::check_name(name)?;
+    let listed = addr::collect_cidrs(&e.cidrs, &e.file)?;
+    if listed.is_empty() && !allow_empty {
+        bail!(
+            "set {name}: the list is empty; a failed download must not empty the set. To \
+             empty it, pass --allow-empty"
+        );
+    }
+    let (mut maps, key) = open_keyed(target)?;
+    let addresses = match AgentStatus::read(&key) {
+        Some(s) if !s.addresses.is_empty() => s.addresses,
+        _ => {
+            eprintln!(
+                "warning: the agent did not publish its addresses (an older agent?): entries \
+                 covering them are not refused"
+            );
+            Vec::new()
+        }
+    };
+    let guards = Guards {
+        min_prefix_v4,
+        min_prefix_v6,
+        allow: maps.allow_list()?,
+        own: addresses,
+    };
+    let mut desired = BTreeSet::new();
+    let mut refused = Vec::new();
+    for net in listed.into_iter().map(|n| n.trunc()) {
+        match guards.check(&net) {
+            Ok(()) => {
+                desired.insert(net);
+            }
+            Err(why) => refused.push((net, why)),
+        }
+    }
+    let sets = Sets::open(&key)?;
+    let prev = sets.load(name)?;
+    let others: BTreeSet<IpNet> = sets
+        .all()?
+        .into_iter()
+        .filter(|(n, _)| n != name)
+        .flat_map(|(_, s)| s.entries)
+        .collect();
+    let blocked: BTreeSet<IpNet> = maps
+        .block_list()?
+        .into_iter()
+        .filter(|(_, e)| e.expires_ns == 0)
+        .map(|(n, _)| n)
+        .collect();
+    let mut plan = sets::plan(&prev, &others, desired, &blocked);
+    // All the additions or none (`insert_all`), then the removals.
+    if !plan.add.is_empty() {
+        maps.block_add(&plan.add, 0)?;
+    }
+    if !plan.remove.is_empty() {
+        maps.block_del(&plan.remove)?;
+    }
+    plan.file.refused = refused.len() as u64;
+    plan.file.synced_at = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    sets.save(name, &plan.file)?;
+    for (net, why) in refused.iter().take(REFUSALS_SHOWN) {
+        eprintln!("refused {net}: {why}");
+    }
+    if refused.len() > REFUSALS_SHOWN {
+        eprintln!("... and {} more refused", refused.len() - REFUSALS_SHOWN);
+    }
+    println!(
+        "set {name}: {} entries; added {}, removed {}, refused {}",
+        plan.file.entries.len(),
+        plan.add.len(),
+        plan.remove.len(),
+        refused.len()
+    );
     Ok(())
 }
 
@@ -444,6 +579,7 @@ pub fn detach(target: Target) -> Result<()> {
     // no pin holds: an agent that died left it on the interface.
     sipguard::egress::remove_filter(sipguard::ident::iface_of(&iface));
     sipguard::status::AgentStatus::remove(&iface);
+    sets::forget(&iface);
     println!("sipguard detached from {iface}; pinned state removed");
     Ok(())
 }

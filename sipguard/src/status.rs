@@ -33,6 +33,19 @@ pub struct AgentStatus {
     pub tc_egress: EgressMode,
     /// Why it is off, when it is.
     pub tc_egress_off_because: Option<String>,
+    /// The addresses of the agent's network namespace at start: what a
+    /// blocklist feed may never block (guards.rs).
+    #[serde(default)]
+    pub addresses: Vec<std::net::IpAddr>,
+}
+
+/// The addresses of every interface of this network namespace.
+pub fn own_addresses() -> Result<Vec<std::net::IpAddr>> {
+    Ok(if_addrs::get_if_addrs()
+        .context("listing this host's addresses")?
+        .into_iter()
+        .map(|i| i.ip())
+        .collect())
 }
 
 impl AgentStatus {
