@@ -178,6 +178,8 @@ pub struct Reading {
     pub signatures: Vec<Row>,
     /// Time taken to read the maps.
     pub duration: Duration,
+    /// The named blocklist sets (`block sync`) as last synced.
+    pub sets: Vec<(String, crate::sets::SetFile)>,
 }
 
 impl Reading {
@@ -200,6 +202,7 @@ impl Reading {
             enforcing,
             signatures,
             duration: started.elapsed(),
+            sets: Vec::new(),
         })
     }
 }
@@ -406,6 +409,31 @@ impl Collector for Exposition {
             t.sources_evicted,
         )?;
 
+        // Blocklist feeds (named sets).
+        let sets = &r.sets;
+        gauges(
+            &mut enc,
+            "sipguard_blocklist_set_entries",
+            "Entries of each named blocklist set (sipguard block sync) at its last sync",
+            sets.iter()
+                .map(|(name, s)| ([("set", name.as_str())], s.entries.len() as u64)),
+        )?;
+        gauges(
+            &mut enc,
+            "sipguard_blocklist_set_refused",
+            "Entries of each named blocklist set's last sync that its guards refused (too \
+             broad, allowlisted, this host's address)",
+            sets.iter()
+                .map(|(name, s)| ([("set", name.as_str())], s.refused)),
+        )?;
+        gauges(
+            &mut enc,
+            "sipguard_blocklist_set_synced_timestamp_seconds",
+            "When each named blocklist set was last synced (Unix time)",
+            sets.iter()
+                .map(|(name, s)| ([("set", name.as_str())], s.synced_at)),
+        )?;
+
         // Signatures.
         counters(
             &mut enc,
@@ -527,6 +555,9 @@ impl Scraper {
         *evicted = (*evicted).max(st.evicted_floor);
         st.evicted_floor = *evicted;
         drop(st);
+        if let Some(key) = self.pin_dir.file_name().and_then(|k| k.to_str()) {
+            reading.sets = crate::sets::read_all(key);
+        }
         encode(&reading, &self.info)
     }
 }

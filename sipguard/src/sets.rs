@@ -106,6 +106,25 @@ pub fn forget(key: &str) {
     let _ = fs::remove_dir_all(dir_of(key));
 }
 
+/// Every set of the agent `key` as last synced, without waiting for a sync
+/// under way (each file is replaced whole): for the metrics.
+pub fn read_all(key: &str) -> Vec<(String, SetFile)> {
+    let Ok(entries) = fs::read_dir(dir_of(key)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, SetFile)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.strip_suffix(".json")?.to_string();
+            let file = serde_json::from_slice(&fs::read(e.path()).ok()?).ok()?;
+            Some((name, file))
+        })
+        .filter(|(name, _)| !name.starts_with('.'))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
 impl Sets {
     pub fn open(key: &str) -> Result<Sets> {
         let dir = dir_of(key);

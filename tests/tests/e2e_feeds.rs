@@ -3,7 +3,7 @@
 //! guards refuse what a feed must never block (too broad, allowlisted, the
 //! host's own address).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use serde_json::Value;
 use sipguard_tests::{flood::Ctl, harness::is_root, netns::Lab};
@@ -60,6 +60,21 @@ fn a_named_set_is_replaced_whole_behind_its_guards() {
             ("198.19.2.0/24", "set:feed"),
             ("198.19.3.3/32", "set:feed"),
         ])
+    );
+    // The agent's metrics count the set and its refusals.
+    let metrics = lab
+        .run(
+            &lab.server,
+            "curl",
+            ["-fsS", "http://127.0.0.1:9464/metrics"],
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    let text = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        text.contains("sipguard_blocklist_set_entries{set=\"feed\"} 3")
+            && text.contains("sipguard_blocklist_set_refused{set=\"feed\"} 3"),
+        "metrics:\n{text}"
     );
 
     // The feed changes: one entry added, one dropped; the manual entry it
