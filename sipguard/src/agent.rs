@@ -1,6 +1,14 @@
 //! `sipguard run`: load, configure, attach, pin, wait for a signal, clean up.
 
-use std::{fs, path::PathBuf, time::Duration};
+use std::{
+    fs,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
@@ -54,6 +62,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if args.monitor {
         cfg.enforce = false;
     }
+    // Before anything is loaded: a bouncer without its key is a config error.
+    let crowdsec_key = if cfg.crowdsec.url.is_empty() {
+        None
+    } else {
+        Some(sipguard::crowdsec::read_key(&cfg.crowdsec)?)
+    };
 
     // Pins, lock and status are keyed by the interface and its namespace.
     let key = ident::key(&args.iface);
@@ -227,6 +241,24 @@ pub async fn run(args: RunArgs) -> Result<()> {
         None
     };
 
+    let crowdsec_stop = Arc::new(AtomicBool::new(false));
+    let crowdsec = match crowdsec_key {
+        Some(api_key) => match sipguard::crowdsec::spawn(
+            &cfg.crowdsec,
+            api_key,
+            dir.clone(),
+            key.clone(),
+            crowdsec_stop.clone(),
+        ) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                error!("the CrowdSec bouncer is off: {e:#}");
+                None
+            }
+        },
+        None => None,
+    };
+
     let v6_prefix = cfg.ipv6_prefix;
     let log_task = logger.map(|logger| tokio::spawn(pump_kernel_logs(logger)));
     let names = Maps::from_pins(&dir)?;
@@ -261,6 +293,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         task.abort();
     }
     ban_task.abort();
+    crowdsec_stop.store(true, Ordering::Relaxed);
+    if let Some(t) = crowdsec {
+        let _ = t.join();
+    }
     let _ = metrics_stop.send(());
     if let Some(task) = metrics_task {
         let _ = task.await;

@@ -49,6 +49,37 @@ pub struct Config {
     pub block: Vec<IpNet>,
     /// Table sizes, applied when an agent creates its maps.
     pub tables: Tables,
+    /// CrowdSec: its Local API's ban decisions enforced in the blocklist.
+    pub crowdsec: CrowdsecConfig,
+}
+
+/// sipguard as a CrowdSec bouncer (crowdsec.rs). Off while `url` is empty.
+/// Read at start: a change takes a restart.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CrowdsecConfig {
+    /// The Local API, e.g. `http://127.0.0.1:8080`.
+    pub url: String,
+    /// A file holding the bouncer's API key (`cscli bouncers add NAME`).
+    pub key_file: std::path::PathBuf,
+    /// How often to ask for new and deleted decisions.
+    #[serde(with = "humantime_serde")]
+    pub poll: Duration,
+    /// Decisions broader than these prefixes are refused (guards.rs).
+    pub min_prefix_v4: u8,
+    pub min_prefix_v6: u8,
+}
+
+impl Default for CrowdsecConfig {
+    fn default() -> Self {
+        CrowdsecConfig {
+            url: String::new(),
+            key_file: "/etc/sipguard/crowdsec-bouncer.key".into(),
+            poll: Duration::from_secs(1),
+            min_prefix_v4: crate::guards::MIN_PREFIX_V4,
+            min_prefix_v6: crate::guards::MIN_PREFIX_V6,
+        }
+    }
 }
 
 /// Which destination ports carry SIP. Only these are inspected; all other
@@ -411,6 +442,7 @@ impl Default for Config {
             allow: Vec::new(),
             block: Vec::new(),
             tables: Tables::default(),
+            crowdsec: CrowdsecConfig::default(),
         }
     }
 }

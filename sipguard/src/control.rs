@@ -13,6 +13,7 @@ use serde::Serialize;
 use sipguard::{
     addr, bpffs,
     config::Config,
+    crowdsec,
     guards::Guards,
     maps::{Changed, Maps},
     preflight,
@@ -88,8 +89,12 @@ fn remaining(mono_ns: u64) -> String {
 struct BlockRow {
     cidr: String,
     expires: Option<String>,
-    /// The named sets that list the entry (`set:NAME`), or `manual`.
+    /// The named sets that list the entry (`set:NAME`; `crowdsec` for the
+    /// CrowdSec bouncer's), or `manual`.
     origin: Vec<String>,
+    /// What the set says of it (a CrowdSec decision's scenario).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scenario: Option<String>,
 }
 
 pub fn block(op: BlockOp) -> Result<()> {
@@ -120,10 +125,15 @@ pub fn block(op: BlockOp) -> Result<()> {
                 .into_iter()
                 .filter(|(_, e)| e.expires_ns == 0 || e.expires_ns > now)
                 .map(|(n, e)| {
-                    let mut origin: Vec<String> = sets
-                        .iter()
-                        .filter(|(_, s)| s.entries.contains(&n) && !s.found.contains(&n))
-                        .map(|(name, _)| format!("set:{name}"))
+                    let listing = || {
+                        sets.iter()
+                            .filter(|(_, s)| s.entries.contains(&n) && !s.found.contains(&n))
+                    };
+                    let mut origin: Vec<String> = listing()
+                        .map(|(name, _)| match name.as_str() {
+                            crowdsec::SET => crowdsec::SET.to_string(),
+                            _ => format!("set:{name}"),
+                        })
                         .collect();
                     if origin.is_empty() {
                         origin.push("manual".into());
@@ -132,6 +142,7 @@ pub fn block(op: BlockOp) -> Result<()> {
                         cidr: n.to_string(),
                         expires: (e.expires_ns != 0).then(|| wall_clock(e.expires_ns)),
                         origin,
+                        scenario: listing().find_map(|(_, s)| s.notes.get(&n).cloned()),
                     }
                 })
                 .collect();
@@ -139,7 +150,10 @@ pub fn block(op: BlockOp) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 for r in rows {
-                    let origin = r.origin.join(",");
+                    let mut origin = r.origin.join(",");
+                    if let Some(s) = &r.scenario {
+                        origin += &format!(" ({s})");
+                    }
                     match r.expires {
                         Some(t) => println!("{}\t{origin}\texpires {t}", r.cidr),
                         None => println!("{}\t{origin}", r.cidr),
@@ -190,6 +204,11 @@ fn sync(
     target: &Target,
 ) -> Result<()> {
     sets::check_name(name)?;
+    if name == crowdsec::SET {
+        bail!(
+            "the set name {name} is the CrowdSec bouncer's ([crowdsec] in the config); pick another"
+        );
+    }
     let listed = addr::collect_cidrs(&e.cidrs, &e.file)?;
     if listed.is_empty() && !allow_empty {
         bail!(

@@ -5,6 +5,7 @@ pub mod addr;
 pub mod bpffs;
 pub mod clock;
 pub mod config;
+pub mod crowdsec;
 pub mod egress;
 pub mod guards;
 pub mod ident;

@@ -5,7 +5,7 @@
 //! gone at reboot like the pinned maps it describes.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     fs::{self, DirBuilder, File},
     os::unix::fs::DirBuilderExt as _,
     path::PathBuf,
@@ -29,6 +29,9 @@ pub struct SetFile {
     pub refused: u64,
     /// When it was last synced, Unix seconds.
     pub synced_at: u64,
+    /// A word on some entries (the scenario of a CrowdSec decision).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub notes: BTreeMap<IpNet, String>,
 }
 
 /// What one sync does to the kernel's blocklist, and the set's new file.
@@ -69,8 +72,7 @@ pub fn plan(
         file: SetFile {
             entries: desired,
             found,
-            refused: 0,
-            synced_at: 0,
+            ..SetFile::default()
         },
     }
 }

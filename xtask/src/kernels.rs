@@ -528,6 +528,15 @@ fn dpkg_newer(a: &str, b: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Debian 12's package `pkg`, downloaded through the matrix's private apt
+/// lists into target/kernels/debs (never installed); its path. For test
+/// tools Debian packages but the host must not install (CrowdSec).
+pub fn bookworm_package(pkg: &str) -> Result<PathBuf> {
+    let base = cmd::target_dir().join("kernels");
+    apt_update(&base, Dist::Bookworm)?;
+    download(&base, Dist::Bookworm, pkg)
+}
+
 /// Download `pkg` into target/kernels/debs once; its path.
 fn download(base: &Path, dist: Dist, pkg: &str) -> Result<PathBuf> {
     let debs = base.join("debs");

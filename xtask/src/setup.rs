@@ -62,8 +62,36 @@ pub fn setup(test_deps: bool) -> Result<()> {
     if test_deps {
         apt_packages()?;
         pip_packages()?;
+        crowdsec()?;
         bpffs()?;
     }
+    Ok(())
+}
+
+/// Where the CrowdSec binaries the fleet tests run are unpacked.
+fn crowdsec_root() -> std::path::PathBuf {
+    cmd::target_dir().join("crowdsec/root")
+}
+
+/// Debian 12's CrowdSec (the Local API and cscli) unpacked under
+/// target/crowdsec, not installed: its package's post-install step
+/// registers with CrowdSec's central API, and a test machine must not.
+fn crowdsec() -> Result<()> {
+    let root = crowdsec_root();
+    if root.join("usr/bin/crowdsec").is_file() {
+        report("CrowdSec (unpacked)", "present");
+        return Ok(());
+    }
+    require_root("CrowdSec (unpacked)")?;
+    report(
+        "CrowdSec (unpacked)",
+        "downloading Debian 12's crowdsec package",
+    );
+    let deb = crate::kernels::bookworm_package("crowdsec")?;
+    fs::create_dir_all(&root)?;
+    let mut c = Command::new("dpkg-deb");
+    c.arg("-x").arg(&deb).arg(&root);
+    cmd::run(&mut c).context("unpacking crowdsec")?;
     Ok(())
 }
 

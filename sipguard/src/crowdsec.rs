@@ -1,0 +1,389 @@
+//! sipguard as a CrowdSec bouncer: the Local API's ban decisions (scope Ip
+//! or Range) are kept in the blocklist as the named set `crowdsec`
+//! (sets.rs), each entry expiring in the kernel when its decision does, so
+//! an unreachable Local API never leaves a ban on past its time. Polled on
+//! a thread of its own: `GET /v1/decisions/stream` with `startup=true` at
+//! start and after every failure (the whole current list), deltas between.
+//! Decisions pass the feed guards (guards.rs) first.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use ipnet::IpNet;
+use serde::Deserialize;
+use tracing::{info, warn};
+
+use crate::{
+    addr,
+    config::CrowdsecConfig,
+    guards::Guards,
+    maps::Maps,
+    sets::{SetFile, Sets},
+    status,
+};
+
+/// The set CrowdSec's decisions are kept in.
+pub const SET: &str = "crowdsec";
+/// Longest wait between attempts while the Local API is unreachable.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A request to the Local API gives up after this long.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One decision as the stream reports it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Decision {
+    pub id: u64,
+    #[serde(default)]
+    pub scenario: String,
+    pub scope: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: String,
+    /// Go-style, e.g. `59m59.05s`: how long it still holds.
+    #[serde(default)]
+    pub duration: String,
+}
+
+/// `GET /v1/decisions/stream`'s answer.
+#[derive(Debug, Default, Deserialize)]
+pub struct Stream {
+    #[serde(default)]
+    pub new: Option<Vec<Decision>>,
+    #[serde(default)]
+    pub deleted: Option<Vec<Decision>>,
+}
+
+/// A decision sipguard can enforce: a ban of an address or a range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ban {
+    pub net: IpNet,
+    pub expires_ns: u64,
+    pub scenario: String,
+}
+
+impl Decision {
+    /// The ban this decision asks for at `now_ns`; `None` for what a packet
+    /// filter cannot enforce (captchas, country or AS scopes).
+    pub fn ban(&self, now_ns: u64) -> Result<Option<Ban>> {
+        if !self.kind.eq_ignore_ascii_case("ban") {
+            return Ok(None);
+        }
+        let net = match self.scope.to_ascii_lowercase().as_str() {
+            "ip" => IpNet::from(self.value.parse::<IpAddr>().with_context(|| {
+                format!("decision {}: {:?} is not an address", self.id, self.value)
+            })?),
+            "range" => self
+                .value
+                .parse::<IpNet>()
+                .with_context(|| format!("decision {}: {:?} is not a range", self.id, self.value))?
+                .trunc(),
+            _ => return Ok(None),
+        };
+        let left = go_parse_duration::parse_duration(&self.duration)
+            .map_err(|e| anyhow!("decision {}: duration {:?}: {e:?}", self.id, self.duration))?;
+        Ok(Some(Ban {
+            net,
+            expires_ns: now_ns.saturating_add(left.max(0) as u64),
+            scenario: self.scenario.clone(),
+        }))
+    }
+}
+
+/// The decisions in force, by id.
+#[derive(Debug, Default)]
+pub struct Decisions {
+    live: BTreeMap<u64, Ban>,
+    /// Ids already reported as refused or unenforceable (logged once).
+    told: BTreeSet<u64>,
+}
+
+impl Decisions {
+    /// Take in one answer; `startup`: it is the whole list.
+    pub fn update(&mut self, stream: Stream, startup: bool, now_ns: u64) {
+        if startup {
+            self.live.clear();
+        }
+        for d in stream.deleted.unwrap_or_default() {
+            self.live.remove(&d.id);
+        }
+        for d in stream.new.unwrap_or_default() {
+            match d.ban(now_ns) {
+                Ok(Some(ban)) => {
+                    self.live.insert(d.id, ban);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    if self.told.insert(d.id) {
+                        warn!("CrowdSec decision ignored: {e:#}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Per network the latest expiry of its live decisions and a scenario.
+    pub fn wanted(&self, now_ns: u64) -> BTreeMap<IpNet, (u64, String)> {
+        let mut out: BTreeMap<IpNet, (u64, String)> = BTreeMap::new();
+        for ban in self.live.values().filter(|b| b.expires_ns > now_ns) {
+            let e = out.entry(ban.net).or_insert((0, String::new()));
+            if ban.expires_ns > e.0 {
+                *e = (ban.expires_ns, ban.scenario.clone());
+            }
+        }
+        out
+    }
+}
+
+/// The bouncer's API key, from `[crowdsec] key_file`.
+pub fn read_key(cfg: &CrowdsecConfig) -> Result<String> {
+    let api_key = std::fs::read_to_string(&cfg.key_file)
+        .with_context(|| {
+            format!(
+                "reading the CrowdSec bouncer key from {} ([crowdsec] key_file): create one with \
+                 `cscli bouncers add sipguard` and write it there",
+                cfg.key_file.display()
+            )
+        })?
+        .trim()
+        .to_string();
+    if api_key.is_empty() {
+        bail!(
+            "{} is empty: it must hold the CrowdSec bouncer key",
+            cfg.key_file.display()
+        );
+    }
+    Ok(api_key)
+}
+
+/// The bouncer's thread, until `stop` is set.
+pub fn spawn(
+    cfg: &CrowdsecConfig,
+    api_key: String,
+    pin_dir: PathBuf,
+    key: String,
+    stop: Arc<AtomicBool>,
+) -> Result<thread::JoinHandle<()>> {
+    let url = format!("{}/v1/decisions/stream", cfg.url.trim_end_matches('/'));
+    let cfg = cfg.clone();
+    Ok(thread::Builder::new()
+        .name("crowdsec".into())
+        .spawn(move || run(&cfg, &url, &api_key, &pin_dir, &key, &stop))?)
+}
+
+fn run(
+    cfg: &CrowdsecConfig,
+    url: &str,
+    api_key: &str,
+    pin_dir: &Path,
+    key: &str,
+    stop: &AtomicBool,
+) {
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .timeout_global(Some(REQUEST_TIMEOUT))
+            .http_status_as_error(true)
+            .build(),
+    );
+    let mut decisions = Decisions::default();
+    let mut startup = true;
+    let mut failing = false;
+    let mut wait = cfg.poll;
+    info!(
+        "CrowdSec bouncer polling {url} every {}",
+        humantime::format_duration(cfg.poll)
+    );
+    while !stop.load(Ordering::Relaxed) {
+        let polled = poll(&agent, url, api_key, startup).and_then(|stream| {
+            decisions.update(stream, startup, addr::monotonic_ns());
+            apply(cfg, &decisions, pin_dir, key)
+        });
+        match polled {
+            Ok(()) => {
+                if failing {
+                    info!("CrowdSec Local API reachable again: decisions caught up");
+                }
+                (startup, failing, wait) = (false, false, cfg.poll);
+            }
+            Err(e) => {
+                if !failing {
+                    warn!(
+                        "CrowdSec Local API at {url}: {e:#}; filtering goes on with the decisions \
+                         held (they expire on time), retrying with backoff"
+                    );
+                }
+                // The whole list again once it answers: deletions missed
+                // meanwhile are then caught up.
+                (startup, failing) = (true, true);
+                wait = (wait * 2).min(BACKOFF_MAX).max(cfg.poll);
+            }
+        }
+        let until = Instant::now() + wait;
+        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            thread::sleep(Duration::from_millis(50).min(wait));
+        }
+    }
+}
+
+fn poll(agent: &ureq::Agent, url: &str, api_key: &str, startup: bool) -> Result<Stream> {
+    let mut res = agent
+        .get(url)
+        .query("startup", if startup { "true" } else { "false" })
+        .header("X-Api-Key", api_key)
+        .call()
+        .context("polling decisions")?;
+    res.body_mut()
+        .read_json::<Stream>()
+        .context("reading the decisions stream")
+}
+
+/// Make the blocklist's `crowdsec` set hold exactly the decisions in force,
+/// behind the guards.
+fn apply(cfg: &CrowdsecConfig, decisions: &Decisions, pin_dir: &Path, key: &str) -> Result<()> {
+    let now = addr::monotonic_ns();
+    let mut maps = Maps::from_pins(pin_dir)?;
+    let guards = Guards {
+        min_prefix_v4: cfg.min_prefix_v4,
+        min_prefix_v6: cfg.min_prefix_v6,
+        allow: maps.allow_list()?,
+        own: status::own_addresses()?,
+    };
+    let mut wanted = decisions.wanted(now);
+    let mut refused = 0;
+    wanted.retain(|net, (_, scenario)| match guards.check(net) {
+        Ok(()) => true,
+        Err(why) => {
+            refused += 1;
+            warn!("CrowdSec decision for {net} ({scenario}) refused: {why}");
+            false
+        }
+    });
+    let sets = Sets::open(key)?;
+    let prev = sets.load(SET)?;
+    let others: BTreeSet<IpNet> = sets
+        .all()?
+        .into_iter()
+        .filter(|(n, _)| n != SET)
+        .flat_map(|(_, s)| s.entries)
+        .collect();
+    let blocked: BTreeMap<IpNet, u64> = maps
+        .block_list()?
+        .into_iter()
+        .filter(|(_, e)| e.expires_ns == 0 || e.expires_ns > now)
+        .map(|(n, e)| (n, e.expires_ns))
+        .collect();
+    // Blocked for good by hand or another set: theirs, left as they are.
+    let found: BTreeSet<IpNet> = wanted
+        .keys()
+        .filter(|n| blocked.get(n) == Some(&0))
+        .filter(|n| prev.found.contains(n) || (!prev.entries.contains(n) && !others.contains(n)))
+        .copied()
+        .collect();
+    for (net, (expires_ns, _)) in &wanted {
+        if !found.contains(net) && blocked.get(net) != Some(expires_ns) {
+            maps.block_add(&[*net], *expires_ns)?;
+        }
+    }
+    let remove: Vec<IpNet> = prev
+        .entries
+        .iter()
+        .filter(|n| !wanted.contains_key(n) && !prev.found.contains(n) && !others.contains(n))
+        .filter(|n| blocked.contains_key(n))
+        .copied()
+        .collect();
+    if !remove.is_empty() {
+        maps.block_del(&remove)?;
+    }
+    let file = SetFile {
+        entries: wanted.keys().copied().collect(),
+        found,
+        refused,
+        synced_at: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        notes: wanted
+            .into_iter()
+            .map(|(net, (_, scenario))| (net, scenario))
+            .collect(),
+    };
+    // Every poll: `synced_at` is the last one that succeeded (a metric).
+    sets.save(SET, &file)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision(id: u64, scope: &str, value: &str, duration: &str) -> Decision {
+        Decision {
+            id,
+            scenario: "test".into(),
+            scope: scope.into(),
+            kind: "ban".into(),
+            value: value.into(),
+            duration: duration.into(),
+        }
+    }
+
+    #[test]
+    fn stream_answers_as_the_local_api_sends_them() {
+        let text = r#"{"deleted":null,"new":[{"duration":"59m59.055351419s","id":1,"origin":"cscli","scenario":"manual 'ban' from 'local'","scope":"Ip","type":"ban","value":"198.18.9.9"},{"duration":"1h59m59s","id":2,"origin":"cscli","scenario":"x","scope":"Range","type":"ban","value":"198.19.0.0/24"},{"duration":"4h","id":3,"origin":"cscli","scenario":"x","scope":"Ip","type":"captcha","value":"198.19.1.1"}]}"#;
+        let stream: Stream = serde_json::from_str(text).unwrap();
+        let mut d = Decisions::default();
+        d.update(stream, true, 1_000);
+        let wanted = d.wanted(1_000);
+        let nets: Vec<String> = wanted.keys().map(|n| n.to_string()).collect();
+        assert_eq!(
+            nets,
+            ["198.18.9.9/32", "198.19.0.0/24"],
+            "captcha is not a ban"
+        );
+        let (expires, _) = wanted[&"198.18.9.9/32".parse::<IpNet>().unwrap()];
+        assert_eq!(expires, 1_000 + 3_599_055_351_419);
+    }
+
+    #[test]
+    fn deltas_add_and_delete_and_startup_replaces() {
+        let mut d = Decisions::default();
+        let s = |new: Vec<Decision>, deleted: Vec<Decision>| Stream {
+            new: Some(new),
+            deleted: Some(deleted),
+        };
+        d.update(
+            s(vec![decision(1, "Ip", "198.18.9.1", "1h")], vec![]),
+            true,
+            0,
+        );
+        d.update(
+            s(vec![decision(2, "Ip", "198.18.9.2", "1h")], vec![]),
+            false,
+            0,
+        );
+        assert_eq!(d.wanted(0).len(), 2);
+        d.update(
+            s(vec![], vec![decision(1, "Ip", "198.18.9.1", "0s")]),
+            false,
+            0,
+        );
+        assert_eq!(d.wanted(0).len(), 1);
+        // A decision that ran out no longer counts.
+        assert!(d.wanted(3_600_000_000_001).is_empty());
+        d.update(
+            s(vec![decision(3, "Ip", "198.18.9.3", "1h")], vec![]),
+            true,
+            0,
+        );
+        let nets: Vec<String> = d.wanted(0).keys().map(|n| n.to_string()).collect();
+        assert_eq!(nets, ["198.18.9.3/32"]);
+    }
+}
