@@ -75,7 +75,7 @@ impl<'a> Lapi<'a> {
                  index_path: {d}/hub/.index.json\n  notification_dir: {d}/conf/notifications/\n  \
                  plugin_dir: {plugins}\ncrowdsec_service:\n  acquisition_path: \
                  {d}/conf/acquis.yaml\ndb_config:\n  log_level: info\n  type: sqlite\n  \
-                 db_path: {d}/data/crowdsec.db\n  use_wal: false\napi:\n  client:\n    \
+                 db_path: {d}/data/crowdsec.db\n  use_wal: true\napi:\n  client:\n    \
                  insecure_skip_verify: false\n    credentials_path: \
                  {d}/conf/local_api_credentials.yaml\n  server:\n    log_level: info\n    \
                  listen_uri: {addr}:{PORT}\n    profiles_path: {d}/conf/profiles.yaml\n    \
@@ -119,23 +119,35 @@ impl<'a> Lapi<'a> {
         }
     }
 
-    /// `cscli ARGS` against this Local API; its stdout.
+    /// `cscli ARGS` against this Local API; its stdout. Tried again a few
+    /// times when SQLite reports the database locked (CrowdSec's own
+    /// contention, between cscli's writes and the bouncer's reads).
     fn cscli(&self, args: &[&str]) -> String {
         let bin = self.root.join("usr/bin/cscli");
         let config = self.config.to_string_lossy().into_owned();
         let mut all = vec!["-c", config.as_str()];
         all.extend_from_slice(args);
-        let out = self
-            .lab
-            .run(
-                &self.node,
-                bin.to_str().unwrap(),
-                all,
-                Duration::from_secs(30),
-            )
-            .unwrap();
-        assert!(out.status.success(), "cscli {args:?}: {}", stderr(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        for tries in 1.. {
+            let out = self
+                .lab
+                .run(
+                    &self.node,
+                    bin.to_str().unwrap(),
+                    &all,
+                    Duration::from_secs(30),
+                )
+                .unwrap();
+            if out.status.success() {
+                return String::from_utf8_lossy(&out.stdout).into_owned();
+            }
+            let err = stderr(&out);
+            assert!(
+                err.contains("database is locked") && tries < 5,
+                "cscli {args:?}: {err}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        unreachable!()
     }
 }
 
