@@ -138,6 +138,17 @@ pub async fn run(args: RunArgs) -> Result<()> {
         drop(guard);
         return stopped_while_starting(lock, &args.iface, adopting, &dir);
     }
+    // The fleet's bans before the first packet, if the Local API answers at
+    // once; one that does not must not hold filtering back.
+    if let Some(api_key) = &crowdsec_key {
+        match sipguard::crowdsec::first_poll(&cfg.crowdsec, api_key, &dir, &key) {
+            Ok(n) => info!("CrowdSec: {n} decisions in force before attaching"),
+            Err(e) => warn!(
+                "CrowdSec Local API not reached before attaching ({e:#}); its decisions follow \
+                 once it answers"
+            ),
+        }
+    }
     let ban_events: RingBuf<MapData> = ebpf
         .take_map(MAP_BAN_EVENTS)
         .ok_or_else(|| anyhow!("map {MAP_BAN_EVENTS} missing"))?

@@ -188,12 +188,7 @@ fn run(
     key: &str,
     stop: &AtomicBool,
 ) {
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .timeout_global(Some(REQUEST_TIMEOUT))
-            .http_status_as_error(true)
-            .build(),
-    );
+    let agent = http(REQUEST_TIMEOUT);
     let mut decisions = Decisions::default();
     let mut startup = true;
     let mut failing = false;
@@ -232,6 +227,32 @@ fn run(
             thread::sleep(Duration::from_millis(50).min(wait));
         }
     }
+}
+
+/// An HTTP client whose requests give up after `timeout`.
+fn http(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(true)
+            .build(),
+    )
+}
+
+/// How long the agent's start waits for the Local API's first answer.
+const FIRST_POLL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One poll of the whole list, applied, before the program is attached: a
+/// host that lost its blocklist (a reboot, a clean stop) drops the fleet's
+/// banned sources from its first packet, when the Local API answers at
+/// once. Returns the decisions in force.
+pub fn first_poll(cfg: &CrowdsecConfig, api_key: &str, pin_dir: &Path, key: &str) -> Result<usize> {
+    let url = format!("{}/v1/decisions/stream", cfg.url.trim_end_matches('/'));
+    let stream = poll(&http(FIRST_POLL_TIMEOUT), &url, api_key, true)?;
+    let mut decisions = Decisions::default();
+    decisions.update(stream, true, addr::monotonic_ns());
+    apply(cfg, &decisions, pin_dir, key)?;
+    Ok(decisions.live.len())
 }
 
 fn poll(agent: &ureq::Agent, url: &str, api_key: &str, startup: bool) -> Result<Stream> {

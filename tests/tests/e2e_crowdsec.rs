@@ -202,7 +202,7 @@ fn crowdsec_decisions_reach_the_blocklist_and_leave_it() {
         ),
     )
     .unwrap();
-    let _agent = lab
+    let agent = lab
         .start_agent(&["--metrics", "off", "--config", config.to_str().unwrap()])
         .unwrap();
     let ctl = Ctl::new(lab.iface());
@@ -268,4 +268,20 @@ fn crowdsec_decisions_reach_the_blocklist_and_leave_it() {
     until_listed(&ctl, "198.19.9.9/32", true);
     until_listed(&ctl, "198.19.8.8/32", false);
     assert!(blocklist(&ctl).contains_key("198.19.6.0/24"));
+
+    // A clean stop forgets the blocklist; the next agent has the fleet's
+    // decisions in the kernel before it attaches.
+    let t = Instant::now();
+    drop(agent);
+    eprintln!("stop took {:?}", t.elapsed());
+    let t = Instant::now();
+    let _agent = lab
+        .start_agent(&["--metrics", "off", "--config", config.to_str().unwrap()])
+        .unwrap();
+    eprintln!("start took {:?}", t.elapsed());
+    let list = blocklist(&ctl);
+    assert!(
+        list.contains_key("198.19.6.0/24") && list.contains_key("198.19.9.9/32"),
+        "decisions not in force when the agent attached: {list:?}"
+    );
 }
