@@ -245,12 +245,7 @@ fn sync(
     }
     let sets = Sets::open(&key)?;
     let prev = sets.load(name)?;
-    let others: BTreeSet<IpNet> = sets
-        .all()?
-        .into_iter()
-        .filter(|(n, _)| n != name)
-        .flat_map(|(_, s)| s.entries)
-        .collect();
+    let others = sets.others(name)?;
     let blocked: BTreeSet<IpNet> = maps
         .block_list()?
         .into_iter()

@@ -290,12 +290,7 @@ fn apply(cfg: &CrowdsecConfig, decisions: &Decisions, pin_dir: &Path, key: &str)
     });
     let sets = Sets::open(key)?;
     let prev = sets.load(SET)?;
-    let others: BTreeSet<IpNet> = sets
-        .all()?
-        .into_iter()
-        .filter(|(n, _)| n != SET)
-        .flat_map(|(_, s)| s.entries)
-        .collect();
+    let others = sets.others(SET)?;
     let blocked: BTreeMap<IpNet, u64> = maps
         .block_list()?
         .into_iter()

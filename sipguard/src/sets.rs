@@ -165,6 +165,16 @@ impl Sets {
         Ok(out)
     }
 
+    /// The entries every set but `name` lists.
+    pub fn others(&self, name: &str) -> Result<BTreeSet<IpNet>> {
+        Ok(self
+            .all()?
+            .into_iter()
+            .filter(|(n, _)| n != name)
+            .flat_map(|(_, s)| s.entries)
+            .collect())
+    }
+
     /// A set's file; empty if it was never synced.
     pub fn load(&self, name: &str) -> Result<SetFile> {
         let path = self.path(name);

@@ -13,7 +13,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
 use sipguard_tests::{
     flood::Ctl,
     harness::is_root,
@@ -153,18 +152,14 @@ impl<'a> Lapi<'a> {
 
 /// `block list --json`: cidr -> (origin, scenario).
 fn blocklist(ctl: &Ctl) -> BTreeMap<String, (String, String)> {
-    let out = ctl.run(&["block", "list", "--json"]).unwrap();
-    let rows: Value = serde_json::from_str(&out).unwrap();
-    rows.as_array()
+    ctl.block_list()
         .unwrap()
-        .iter()
-        .map(|r| {
+        .into_iter()
+        .map(|(cidr, r)| {
+            let origin = r["origin"][0].as_str().unwrap().to_string();
             (
-                r["cidr"].as_str().unwrap().to_string(),
-                (
-                    r["origin"][0].as_str().unwrap().to_string(),
-                    r["scenario"].as_str().unwrap_or("").to_string(),
-                ),
+                cidr,
+                (origin, r["scenario"].as_str().unwrap_or("").to_string()),
             )
         })
         .collect()

@@ -5,24 +5,19 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use serde_json::Value;
 use sipguard_tests::{flood::Ctl, harness::is_root, netns::Lab};
 
 /// `block list --json` as cidr -> origins.
 fn blocklist(ctl: &Ctl) -> BTreeMap<String, Vec<String>> {
-    let out = ctl.run(&["block", "list", "--json"]).unwrap();
-    let rows: Value = serde_json::from_str(&out).unwrap();
-    rows.as_array()
+    ctl.block_list()
         .unwrap()
-        .iter()
-        .map(|r| {
-            let origin = r["origin"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|o| o.as_str().unwrap().to_string())
-                .collect();
-            (r["cidr"].as_str().unwrap().to_string(), origin)
+        .into_iter()
+        .map(|(cidr, r)| {
+            let origin = r["origin"].as_array().unwrap().iter();
+            (
+                cidr,
+                origin.map(|o| o.as_str().unwrap().to_string()).collect(),
+            )
         })
         .collect()
 }

@@ -73,6 +73,16 @@ impl Ctl {
         serde_json::from_str(&out).context("parsing `limits show --json`")
     }
 
+    /// `sipguard block list --json`, parsed: (cidr, row) pairs.
+    pub fn block_list(&self) -> Result<Vec<(String, Value)>> {
+        let out = self.run(&["block", "list", "--json"])?;
+        let rows: Vec<Value> = serde_json::from_str(&out).context("parsing `block list --json`")?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r["cidr"].as_str().unwrap_or_default().to_string(), r))
+            .collect())
+    }
+
     /// `sipguard bans list --json`, parsed (a list of ban rows).
     pub fn bans(&self) -> Result<Value> {
         let out = self.run(&["bans", "list", "--json"])?;
