@@ -1,8 +1,11 @@
 //! Policy for a packet to a SIP port, in this order (ARCHITECTURE.md says why):
-//! allowlist, blocklist, bans, [TCP: SYN limits], malformed SIP, scanner
-//! signatures, enumeration, per-source limits (with automatic bans), global
-//! limits. Rules that want a packet dropped go through `deny`, which turns the
-//! drop into `WouldDrop` in monitor mode.
+//! allowlist, blocklist, a global budget this CPU knows is spent (for
+//! sources without trust), bans, [TCP: SYN limits], malformed SIP (not SIP,
+//! oversized), per-source limits (with automatic bans), global limits; then,
+//! for requests those pass, the header scan: scanner signatures, malformed
+//! requests (truncated, missing headers), enumeration. Rules that want a
+//! packet dropped go through `deny`, which turns the drop into `WouldDrop`
+//! in monitor mode.
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
@@ -499,6 +502,7 @@ pub fn limits(policy: &Policy, src: &SrcKey, bucket: u32, now: u64) -> ((Verdict
     }
     ((Verdict::Pass, Reason::Accepted), false)
 }
+
 /// Charge one packet to the global bucket `bucket` through this CPU's share.
 #[inline(always)]
 fn global_conform(policy: &Policy, bucket: u32, limit: &Limit, now: u64) -> bool {
