@@ -65,18 +65,31 @@ pub fn src_key(ip: IpAddr, v6_mask: &[u8; 16]) -> SrcKey {
     SrcKey { addr }
 }
 
-/// How a ban key reads: the IPv4 address, or the IPv6 group as a prefix
-/// (a widened ban's own width, else the configured one).
-pub fn show_src(key: &SrcKey, v6_prefix: u8) -> String {
+/// The network a ban key covers: the IPv4 address, or the IPv6 group (a
+/// widened ban's own width, else the configured one).
+pub fn src_net(key: &SrcKey, v6_prefix: u8) -> IpNet {
     if let Some(bits) = key.group_bits() {
         let [first, _] = key.words();
         let net = SrcKey::from_words([first, 0]);
-        return format!("{}/{bits}", Ipv6Addr::from(net.addr));
+        return IpNet::V6(Ipv6Net::new(Ipv6Addr::from(net.addr), bits as u8).expect("48 or 64"));
     }
     match from_mapped(key.addr) {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) if v6_prefix < 128 => format!("{v6}/{v6_prefix}"),
-        IpAddr::V6(v6) => v6.to_string(),
+        IpAddr::V4(v4) => IpNet::V4(v4.into()),
+        IpAddr::V6(v6) => IpNet::V6(
+            Ipv6Net::new(v6, v6_prefix.min(128))
+                .expect("prefix <= 128")
+                .trunc(),
+        ),
+    }
+}
+
+/// How a ban key reads: the IPv4 address, or the IPv6 group as a prefix
+/// (a widened ban's own width, else the configured one).
+pub fn show_src(key: &SrcKey, v6_prefix: u8) -> String {
+    match src_net(key, v6_prefix) {
+        IpNet::V4(v4) => v4.addr().to_string(),
+        IpNet::V6(v6) if v6.prefix_len() == 128 => v6.addr().to_string(),
+        net => net.to_string(),
     }
 }
 

@@ -6,8 +6,9 @@ use std::{
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
+        mpsc::SyncSender,
     },
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -31,6 +32,7 @@ use sipguard::{
     startup::HeldSignals,
     stats::Snapshot,
     status::AgentStatus,
+    watcher::{AlertStats, Notice},
     widen::Widener,
 };
 use sipguard_common::{
@@ -67,6 +69,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
         None
     } else {
         Some(sipguard::crowdsec::read_key(&cfg.crowdsec)?)
+    };
+    let watcher_password = if cfg.crowdsec.url.is_empty() || cfg.crowdsec.watcher_login.is_empty() {
+        None
+    } else {
+        Some(sipguard::watcher::read_password(&cfg.crowdsec)?)
     };
 
     // Pins, lock and status are keyed by the interface and its namespace.
@@ -270,10 +277,31 @@ pub async fn run(args: RunArgs) -> Result<()> {
         None => None,
     };
 
+    let watcher = match watcher_password {
+        Some(password) => {
+            match sipguard::watcher::spawn(&cfg.crowdsec, password, metrics_info.alerts.clone()) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    error!("sipguard's bans are not sent to CrowdSec: {e:#}");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    // The thread is not joined: it ends when the queue's sender is dropped
+    // (below), or with the process when a request to an unreachable Local
+    // API holds it at the stop (bans not yet sent are lost then).
+    let alerts = watcher.map(|(tx, _thread)| tx);
+    let report = alerts.map(|tx| Report {
+        tx,
+        stats: metrics_info.alerts.clone(),
+    });
+
     let v6_prefix = cfg.ipv6_prefix;
     let log_task = logger.map(|logger| tokio::spawn(pump_kernel_logs(logger)));
     let names = Maps::from_pins(&dir)?;
-    let ban_task = tokio::spawn(log_ban_events(ban_events, v6_prefix, names));
+    let ban_task = tokio::spawn(log_ban_events(ban_events, v6_prefix, names, report));
 
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     let mut sweeps: u64 = 0;
@@ -304,6 +332,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         task.abort();
     }
     ban_task.abort();
+    // The task, dropped, drops the queue's sender to the watcher.
+    let _ = ban_task.await;
     crowdsec_stop.store(true, Ordering::Relaxed);
     if let Some(t) = crowdsec {
         let _ = t.join();
@@ -479,7 +509,12 @@ fn sweep_expired(dir: &std::path::Path, blocklist: bool, metrics: &AgentInfo) {
 
 /// Log each ban the program sets, with the rate that triggered it, and
 /// widen IPv6 bans to a /64 or /48 whose addresses keep being banned.
-async fn log_ban_events(ring: RingBuf<MapData>, v6_prefix: u8, mut maps: Maps) {
+async fn log_ban_events(
+    ring: RingBuf<MapData>,
+    v6_prefix: u8,
+    mut maps: Maps,
+    report: Option<Report>,
+) {
     let mut widener = Widener::default();
     // SAFETY: the ring buffer owns its fd and keeps it open while registered.
     let registered =
@@ -515,8 +550,20 @@ async fn log_ban_events(ring: RingBuf<MapData>, v6_prefix: u8, mut maps: Maps) {
                 expires_in = %humantime::format_duration(Duration::from_secs(left / 1_000_000_000)),
                 "source banned"
             );
+            if let Some(report) = &report {
+                report.send(Notice {
+                    net: addr::src_net(&ev.src, v6_prefix),
+                    reason: ev.reason,
+                    bucket: ev.bucket,
+                    detail,
+                    rate: (ev.window_ns > 0)
+                        .then(|| ev.window_pkts as f64 * 1e9 / ev.window_ns as f64),
+                    expires_ns: ev.expires_ns,
+                    at: SystemTime::now(),
+                });
+            }
             if v6_prefix > 64 {
-                widen(&mut maps, &mut widener, &ev.src);
+                widen(&mut maps, &mut widener, &ev.src, report.as_ref());
             }
         }
         guard.clear_ready();
@@ -524,7 +571,19 @@ async fn log_ban_events(ring: RingBuf<MapData>, v6_prefix: u8, mut maps: Maps) {
 }
 
 /// Ban the prefixes `widener` says `banned` completes (see widen.rs).
-fn widen(maps: &mut Maps, widener: &mut Widener, banned: &SrcKey) {
+/// Where bans go to be reported to CrowdSec (watcher.rs).
+struct Report {
+    tx: SyncSender<Notice>,
+    stats: Arc<AlertStats>,
+}
+
+impl Report {
+    fn send(&self, notice: Notice) {
+        sipguard::watcher::offer(&self.tx, notice, &self.stats);
+    }
+}
+
+fn widen(maps: &mut Maps, widener: &mut Widener, banned: &SrcKey, report: Option<&Report>) {
     let Ok(policy) = maps.policy() else { return };
     let now = addr::monotonic_ns();
     for group in widener.on_ban(banned, now, policy.ban_window_ns) {
@@ -537,13 +596,26 @@ fn widen(maps: &mut Maps, widener: &mut Widener, banned: &SrcKey) {
             dropped: 0,
         };
         match maps.ban_add(group, ban) {
-            Ok(()) => warn!(
-                source = %addr::show_src(&group, 128),
-                reason = "widened",
-                after = WIDEN_AFTER,
-                "source banned: {WIDEN_AFTER} of its {} were banned",
-                if bits == 64 { "addresses" } else { "/64s" }
-            ),
+            Ok(()) => {
+                warn!(
+                    source = %addr::show_src(&group, 128),
+                    reason = "widened",
+                    after = WIDEN_AFTER,
+                    "source banned: {WIDEN_AFTER} of its {} were banned",
+                    if bits == 64 { "addresses" } else { "/64s" }
+                );
+                if let Some(report) = report {
+                    report.send(Notice {
+                        net: addr::src_net(&group, 128),
+                        reason: ban.reason,
+                        bucket: bits,
+                        detail: format!("{WIDEN_AFTER} of its members banned"),
+                        rate: None,
+                        expires_ns: ban.expires_ns,
+                        at: SystemTime::now(),
+                    });
+                }
+            }
             Err(e) => warn!(
                 "could not widen a ban to {}: {e:#}",
                 addr::show_src(&group, 128)

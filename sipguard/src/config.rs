@@ -68,6 +68,11 @@ pub struct CrowdsecConfig {
     /// Decisions broader than these prefixes are refused (guards.rs).
     pub min_prefix_v4: u8,
     pub min_prefix_v6: u8,
+    /// The machine sipguard reports its bans as (watcher.rs); no alerts
+    /// are sent while it is empty.
+    pub watcher_login: String,
+    /// A file holding that machine's password (`cscli machines add`).
+    pub watcher_password_file: std::path::PathBuf,
 }
 
 impl Default for CrowdsecConfig {
@@ -78,6 +83,8 @@ impl Default for CrowdsecConfig {
             poll: Duration::from_secs(1),
             min_prefix_v4: crate::guards::MIN_PREFIX_V4,
             min_prefix_v6: crate::guards::MIN_PREFIX_V6,
+            watcher_login: String::new(),
+            watcher_password_file: "/etc/sipguard/crowdsec-watcher.password".into(),
         }
     }
 }

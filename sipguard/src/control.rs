@@ -284,13 +284,22 @@ fn sync(
 #[derive(Serialize)]
 struct BanRow {
     source: String,
+    /// `sipguard` (its programs, or the agent widening IPv6 bans), `manual`
+    /// (`bans add`) or `crowdsec` (the fleet's decision, kept in the
+    /// blocklist).
+    origin: &'static str,
     reason: &'static str,
-    /// The limit exceeded (flood, enumeration) or the signature (scanner).
+    /// The limit exceeded (flood, enumeration), the signature (scanner), or
+    /// the CrowdSec decision's scenario.
     detail: String,
-    since: String,
+    /// Unknown for CrowdSec's decisions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    since: Option<String>,
     expires: String,
     remaining: String,
-    dropped: u64,
+    /// Packets dropped while banned (not counted per blocklist entry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dropped: Option<u64>,
 }
 
 fn ban_keys(maps: &Maps, addrs: &[String]) -> Result<Vec<SrcKey>> {
@@ -307,36 +316,66 @@ fn ban_keys(maps: &Maps, addrs: &[String]) -> Result<Vec<SrcKey>> {
 pub fn bans(op: BansOp) -> Result<()> {
     match op {
         BansOp::List { json, target } => {
-            let maps = open(&target)?;
+            let (maps, key) = open_keyed(&target)?;
             let prefix = addr::mask_len(&maps.policy()?.v6_mask);
             let now = addr::monotonic_ns();
-            let rows: Vec<BanRow> = maps
+            let mut rows: Vec<BanRow> = maps
                 .bans_list()?
                 .into_iter()
                 .filter(|(_, b)| b.expires_ns > now)
                 .map(|(k, b)| BanRow {
                     source: addr::show_src(&k, prefix),
+                    origin: if b.reason == BanReason::Manual as u32 {
+                        "manual"
+                    } else {
+                        "sipguard"
+                    },
                     reason: BanReason::name(b.reason),
                     detail: maps.ban_detail(b.reason, b.bucket),
-                    since: wall_clock(b.since_ns),
+                    since: Some(wall_clock(b.since_ns)),
                     expires: wall_clock(b.expires_ns),
                     remaining: remaining(b.expires_ns),
-                    dropped: b.dropped,
+                    dropped: Some(b.dropped),
                 })
                 .collect();
+            // The fleet's bans: CrowdSec's decisions in the blocklist.
+            let fleet = Sets::open(&key)?.load(crowdsec::SET)?;
+            for (net, e) in maps.block_list()? {
+                if !fleet.entries.contains(&net) || fleet.found.contains(&net) {
+                    continue;
+                }
+                if e.expires_ns != 0 && e.expires_ns <= now {
+                    continue;
+                }
+                rows.push(BanRow {
+                    source: match net {
+                        IpNet::V4(v4) if v4.prefix_len() == 32 => v4.addr().to_string(),
+                        IpNet::V6(v6) if v6.prefix_len() == 128 => v6.addr().to_string(),
+                        net => net.to_string(),
+                    },
+                    origin: crowdsec::SET,
+                    reason: "crowdsec",
+                    detail: fleet.notes.get(&net).cloned().unwrap_or_default(),
+                    since: None,
+                    expires: wall_clock(e.expires_ns),
+                    remaining: remaining(e.expires_ns),
+                    dropped: None,
+                });
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else if rows.is_empty() {
                 println!("no active bans");
             } else {
                 println!(
-                    "{:<28} {:<11} {:<18} {:>10} {:>12}  expires",
-                    "SOURCE", "REASON", "DETAIL", "DROPPED", "REMAINING"
+                    "{:<28} {:<9} {:<12} {:<18} {:>10} {:>12}  expires",
+                    "SOURCE", "ORIGIN", "REASON", "DETAIL", "DROPPED", "REMAINING"
                 );
                 for r in rows {
+                    let dropped = r.dropped.map_or("-".to_string(), |d| d.to_string());
                     println!(
-                        "{:<28} {:<11} {:<18} {:>10} {:>12}  {}",
-                        r.source, r.reason, r.detail, r.dropped, r.remaining, r.expires
+                        "{:<28} {:<9} {:<12} {:<18} {:>10} {:>12}  {}",
+                        r.source, r.origin, r.reason, r.detail, dropped, r.remaining, r.expires
                     );
                 }
             }

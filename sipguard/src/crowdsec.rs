@@ -35,9 +35,9 @@ use crate::{
 /// The set CrowdSec's decisions are kept in.
 pub const SET: &str = "crowdsec";
 /// Longest wait between attempts while the Local API is unreachable.
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A request to the Local API gives up after this long.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One decision as the stream reports it.
 #[derive(Clone, Debug, Deserialize)]
@@ -230,7 +230,7 @@ fn run(
 }
 
 /// An HTTP client whose requests give up after `timeout`.
-fn http(timeout: Duration) -> ureq::Agent {
+pub(crate) fn http(timeout: Duration) -> ureq::Agent {
     ureq::Agent::new_with_config(
         ureq::Agent::config_builder()
             .timeout_global(Some(timeout))

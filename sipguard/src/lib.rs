@@ -21,4 +21,5 @@ pub mod startup;
 pub mod stats;
 pub mod status;
 pub mod tables;
+pub mod watcher;
 pub mod widen;

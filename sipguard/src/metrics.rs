@@ -103,6 +103,8 @@ pub struct AgentInfo {
     pub kernel: String,
     /// How the TC egress program is attached: `tcx`, `netlink` or `off`.
     pub tc_egress: String,
+    /// Bans reported to CrowdSec (watcher.rs); the watcher adds to it.
+    pub alerts: Arc<crate::watcher::AlertStats>,
 }
 
 impl AgentInfo {
@@ -118,6 +120,7 @@ impl AgentInfo {
             bans_swept: Arc::new(AtomicU64::new(0)),
             kernel: crate::kernel::Release::running().text,
             tc_egress: "off".to_string(),
+            alerts: Arc::default(),
         }
     }
 }
@@ -432,6 +435,28 @@ impl Collector for Exposition {
             "When each named blocklist set was last synced (Unix time)",
             sets.iter()
                 .map(|(name, s)| ([("set", name.as_str())], s.synced_at)),
+        )?;
+
+        // CrowdSec watcher (watcher.rs).
+        let alerts = &self.info.alerts;
+        counters(
+            &mut enc,
+            "sipguard_crowdsec_alerts",
+            "sipguard's bans reported to the CrowdSec Local API (outcome=sent), bans never \
+             reported because the queue was full or they expired while it was unreachable \
+             (outcome=dropped), and requests that failed and were retried (outcome=failed)",
+            None,
+            [
+                ([("outcome", "sent")], alerts.sent.load(Ordering::Relaxed)),
+                (
+                    [("outcome", "dropped")],
+                    alerts.dropped.load(Ordering::Relaxed),
+                ),
+                (
+                    [("outcome", "failed")],
+                    alerts.failed.load(Ordering::Relaxed),
+                ),
+            ],
         )?;
 
         // Signatures.

@@ -2,6 +2,7 @@
 //! harness and network-namespace labs. Tests live in `tests/tests/`.
 
 pub mod captures;
+pub mod crowdsec;
 pub mod flood;
 pub mod harness;
 pub mod kamailio;

@@ -152,7 +152,7 @@ impl Lab {
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let teardown = Teardown {
             dir,
-            server_iface: server_iface.clone(),
+            server_ifaces: Mutex::new(vec![server_iface.clone()]),
             namespaces: Mutex::new(Vec::new()),
             procs: Mutex::new(Vec::new()),
         };
@@ -213,6 +213,20 @@ impl Lab {
         let host = self.next_host.fetch_add(1, Ordering::Relaxed);
         ensure!(host < 255, "too many nodes in one lab");
         self.attach(short, "eth0", host)
+    }
+
+    /// Add another server (a second SBC of a fleet): a node whose interface
+    /// name is unique on the machine, as sipguard's state is filed by it.
+    /// `start_agent_on` protects it.
+    pub fn add_server(&self, short: &str) -> Result<Node> {
+        let mut ifaces = self.teardown.server_ifaces.lock().unwrap();
+        let iface = format!("{}s{}", self.server.iface, ifaces.len());
+        ensure!(iface.len() <= 15, "interface name {iface} too long");
+        ifaces.push(iface.clone());
+        drop(ifaces);
+        let host = self.next_host.fetch_add(1, Ordering::Relaxed);
+        ensure!(host < 255, "too many nodes in one lab");
+        self.attach(short, &iface, host)
     }
 
     /// Create a namespace `<lab>-<short>` with interface `iface` cabled to the
@@ -365,8 +379,8 @@ impl Lab {
 /// What a lab must undo: its processes, its namespaces, its scratch dir.
 struct Teardown {
     dir: PathBuf,
-    /// The server's interface: sipguard state keyed by it is cleaned too.
-    server_iface: String,
+    /// The servers' interfaces: sipguard state keyed by them is cleaned too.
+    server_ifaces: Mutex<Vec<String>>,
     namespaces: Mutex<Vec<String>>,
     procs: Mutex<Vec<Child>>,
 }
@@ -392,7 +406,9 @@ impl Drop for Teardown {
                 eprintln!("could not stop pid {}: {e:#}", child.id());
             }
         }
-        agent::remove_leftovers(&self.server_iface);
+        for iface in self.server_ifaces.get_mut().unwrap().drain(..) {
+            agent::remove_leftovers(&iface);
+        }
         // Deleting a namespace deletes its interfaces and their veth peers.
         for ns in self.namespaces.get_mut().unwrap().drain(..).rev() {
             if let Err(e) = run_ok(Command::new("ip").args(["netns", "del", &ns])) {

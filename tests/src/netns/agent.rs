@@ -20,7 +20,7 @@ use serde_json::Value;
 use sipguard_common::maps::{LAYOUT_VERSION, PIN_ROOT};
 
 use super::{
-    Lab, SHORT_TIMEOUT,
+    Lab, Node, SHORT_TIMEOUT,
     process::{run_bounded, stderr, terminate, wait_until},
 };
 
@@ -36,7 +36,12 @@ impl Lab {
     /// Start `sipguard run --iface <server iface> <extra>` in the server's
     /// namespace and wait until it has attached and pinned its state.
     pub fn start_agent(&self, extra: &[&str]) -> Result<Agent<'_>> {
-        let mut agent = self.spawn_agent(extra)?;
+        self.start_agent_on(&self.server, extra)
+    }
+
+    /// `start_agent` on `server` (the lab's, or one of `add_server`).
+    pub fn start_agent_on(&self, server: &Node, extra: &[&str]) -> Result<Agent<'_>> {
+        let mut agent = self.spawn_agent_on(server, extra)?;
         let ready = wait_until(AGENT_START_TIMEOUT, || {
             if let Some(status) = agent.child.as_mut().unwrap().try_wait()? {
                 bail!("sipguard run exited with {status}");
@@ -45,7 +50,7 @@ impl Lab {
             // program attached: its pin means the agent is ready. Found by
             // the interface's name, keyed or not (an older agent's, run with
             // SIPGUARD_BIN to compare).
-            Ok(pin_dir(self.iface()).join("link").exists())
+            Ok(pin_dir(&server.iface).join("link").exists())
         });
         if let Err(e) = ready {
             let log = agent.log();
@@ -61,6 +66,11 @@ impl Lab {
     /// Start `sipguard run --iface <server iface> <extra>` in the server's
     /// namespace and return at once.
     pub fn spawn_agent(&self, extra: &[&str]) -> Result<Agent<'_>> {
+        self.spawn_agent_on(&self.server, extra)
+    }
+
+    /// `spawn_agent` on `server`.
+    pub fn spawn_agent_on(&self, server: &Node, extra: &[&str]) -> Result<Agent<'_>> {
         let bin = sipguard_bin()?;
         static AGENTS: AtomicU32 = AtomicU32::new(0);
         let log = self.dir().join(format!(
@@ -69,10 +79,9 @@ impl Lab {
         ));
         let out = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
-        let child = self
-            .server
+        let child = server
             .command(&bin)
-            .args(["run", "--iface", self.iface()])
+            .args(["run", "--iface", &server.iface])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(out)
@@ -80,7 +89,8 @@ impl Lab {
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
         Ok(Agent {
-            lab: self,
+            iface: server.iface.clone(),
+            _lab: std::marker::PhantomData,
             pid: child.id(),
             child: Some(child),
             log,
@@ -140,7 +150,10 @@ pub enum XdpAttach {
 
 /// A running `sipguard run`; stopped with SIGTERM when dropped.
 pub struct Agent<'lab> {
-    lab: &'lab Lab,
+    /// The interface it protects.
+    iface: String,
+    /// An agent ends before its lab does.
+    _lab: std::marker::PhantomData<&'lab Lab>,
     pub pid: u32,
     child: Option<Child>,
     log: PathBuf,
@@ -154,12 +167,12 @@ impl Agent<'_> {
 
     /// `sipguard stats --iface <iface> --json`, parsed.
     pub fn stats(&self) -> Result<Value> {
-        sipguard_stats(self.lab.iface())
+        sipguard_stats(&self.iface)
     }
 
     /// Where the agent pins its maps and link.
     pub fn pin_dir(&self) -> PathBuf {
-        pin_dir(self.lab.iface())
+        pin_dir(&self.iface)
     }
 
     /// The file its stdout and stderr go to (readable after `stop`).
