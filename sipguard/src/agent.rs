@@ -208,6 +208,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let mode = xdp_mode_name(ifindex).unwrap_or("auto");
     let mut metrics_info = AgentInfo::new(&args.iface, mode);
     metrics_info.tc_egress = egress.mode.name().to_string();
+    metrics_info.crowdsec_polled = crowdsec_key.as_ref().map(|_| Arc::default());
     let status = AgentStatus {
         pid: std::process::id(),
         kernel: metrics_info.kernel.clone(),
@@ -267,6 +268,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             dir.clone(),
             key.clone(),
             crowdsec_stop.clone(),
+            metrics_info.crowdsec_polled.clone().unwrap_or_default(),
         ) {
             Ok(t) => Some(t),
             Err(e) => {

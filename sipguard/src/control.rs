@@ -2,7 +2,7 @@
 //! pinned maps: allow, block, bans, limits, enforce.
 
 use std::{
-    collections::BTreeSet,
+    collections::BTreeMap,
     net::IpAddr,
     time::{Duration, SystemTime},
 };
@@ -233,12 +233,12 @@ fn sync(
         allow: maps.allow_list()?,
         own: addresses,
     };
-    let mut desired = BTreeSet::new();
+    let mut desired = BTreeMap::new();
     let mut refused = Vec::new();
     for net in listed.into_iter().map(|n| n.trunc()) {
         match guards.check(&net) {
             Ok(()) => {
-                desired.insert(net);
+                desired.insert(net, 0);
             }
             Err(why) => refused.push((net, why)),
         }
@@ -246,24 +246,24 @@ fn sync(
     let sets = Sets::open(&key)?;
     let prev = sets.load(name)?;
     let others = sets.others(name)?;
-    let blocked: BTreeSet<IpNet> = maps
+    // Only the permanent entries: one a `block add --ttl` made is not the
+    // set's to remove.
+    let blocked: BTreeMap<IpNet, u64> = maps
         .block_list()?
         .into_iter()
         .filter(|(_, e)| e.expires_ns == 0)
-        .map(|(n, _)| n)
+        .map(|(n, _)| (n, 0))
         .collect();
     let mut plan = sets::plan(&prev, &others, desired, &blocked);
     // All the additions or none (`insert_all`), then the removals.
     if !plan.add.is_empty() {
-        maps.block_add(&plan.add, 0)?;
+        let add: Vec<IpNet> = plan.add.iter().map(|(n, _)| *n).collect();
+        maps.block_add(&add, 0)?;
     }
     if !plan.remove.is_empty() {
         maps.block_del(&plan.remove)?;
     }
     plan.file.refused = refused.len() as u64;
-    plan.file.synced_at = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     sets.save(name, &plan.file)?;
     for (net, why) in refused.iter().take(REFUSALS_SHOWN) {
         eprintln!("refused {net}: {why}");

@@ -12,10 +12,10 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -28,7 +28,7 @@ use crate::{
     config::CrowdsecConfig,
     guards::Guards,
     maps::Maps,
-    sets::{SetFile, Sets},
+    sets::{self, Sets},
     status,
 };
 
@@ -99,6 +99,9 @@ impl Decision {
     }
 }
 
+/// Per network: when its ban ends (`BlockEntry::expires_ns`) and why.
+pub type Wanted = BTreeMap<IpNet, (u64, String)>;
+
 /// The decisions in force, by id.
 #[derive(Debug, Default)]
 pub struct Decisions {
@@ -132,7 +135,7 @@ impl Decisions {
     }
 
     /// Per network the latest expiry of its live decisions and a scenario.
-    pub fn wanted(&self, now_ns: u64) -> BTreeMap<IpNet, (u64, String)> {
+    pub fn wanted(&self, now_ns: u64) -> Wanted {
         let mut out: BTreeMap<IpNet, (u64, String)> = BTreeMap::new();
         for ban in self.live.values().filter(|b| b.expires_ns > now_ns) {
             let e = out.entry(ban.net).or_insert((0, String::new()));
@@ -165,67 +168,114 @@ pub fn read_key(cfg: &CrowdsecConfig) -> Result<String> {
     Ok(api_key)
 }
 
-/// The bouncer's thread, until `stop` is set.
+/// The bouncer's thread, until `stop` is set. `polled`: when a poll last
+/// succeeded, Unix seconds (a metric).
 pub fn spawn(
     cfg: &CrowdsecConfig,
     api_key: String,
     pin_dir: PathBuf,
     key: String,
     stop: Arc<AtomicBool>,
+    polled: Arc<AtomicU64>,
 ) -> Result<thread::JoinHandle<()>> {
     let url = format!("{}/v1/decisions/stream", cfg.url.trim_end_matches('/'));
     let cfg = cfg.clone();
     Ok(thread::Builder::new()
         .name("crowdsec".into())
-        .spawn(move || run(&cfg, &url, &api_key, &pin_dir, &key, &stop))?)
+        .spawn(move || {
+            let mut bouncer = Bouncer::new(cfg, pin_dir, key);
+            bouncer.run(&url, &api_key, &stop, &polled)
+        })?)
 }
 
-fn run(
-    cfg: &CrowdsecConfig,
-    url: &str,
-    api_key: &str,
-    pin_dir: &Path,
-    key: &str,
-    stop: &AtomicBool,
-) {
-    let agent = http(REQUEST_TIMEOUT);
-    let mut decisions = Decisions::default();
-    let mut startup = true;
-    let mut failing = false;
-    let mut wait = cfg.poll;
-    info!(
-        "CrowdSec bouncer polling {url} every {}",
-        humantime::format_duration(cfg.poll)
-    );
-    while !stop.load(Ordering::Relaxed) {
-        let polled = poll(&agent, url, api_key, startup).and_then(|stream| {
-            decisions.update(stream, startup, addr::monotonic_ns());
-            apply(cfg, &decisions, pin_dir, key)
-        });
-        match polled {
-            Ok(()) => {
-                if failing {
-                    info!("CrowdSec Local API reachable again: decisions caught up");
+/// Written again even when nothing changed, this often: the kernel's
+/// blocklist may have been changed by hand meanwhile.
+const RECONCILE: Duration = Duration::from_secs(60);
+
+/// The decisions held and what was last written of them.
+struct Bouncer {
+    cfg: CrowdsecConfig,
+    pin_dir: PathBuf,
+    key: String,
+    decisions: Decisions,
+    /// Kept open between polls; opened again after an error.
+    maps: Option<Maps>,
+    /// What the last write made the set hold, and when.
+    applied: Option<(Wanted, Instant)>,
+}
+
+impl Bouncer {
+    fn new(cfg: CrowdsecConfig, pin_dir: PathBuf, key: String) -> Self {
+        Bouncer {
+            cfg,
+            pin_dir,
+            key,
+            decisions: Decisions::default(),
+            maps: None,
+            applied: None,
+        }
+    }
+
+    fn run(&mut self, url: &str, api_key: &str, stop: &AtomicBool, polled: &AtomicU64) {
+        let agent = http(REQUEST_TIMEOUT);
+        let mut startup = true;
+        let mut failing = false;
+        let mut wait = self.cfg.poll;
+        info!(
+            "CrowdSec bouncer polling {url} every {}",
+            humantime::format_duration(self.cfg.poll)
+        );
+        while !stop.load(Ordering::Relaxed) {
+            let done = poll(&agent, url, api_key, startup).and_then(|stream| {
+                self.decisions.update(stream, startup, addr::monotonic_ns());
+                self.apply()
+            });
+            match done {
+                Ok(()) => {
+                    polled.store(crate::sets::unix_now(), Ordering::Relaxed);
+                    if failing {
+                        info!("CrowdSec Local API reachable again: decisions caught up");
+                    }
+                    (startup, failing, wait) = (false, false, self.cfg.poll);
                 }
-                (startup, failing, wait) = (false, false, cfg.poll);
+                Err(e) => {
+                    if !failing {
+                        warn!(
+                            "CrowdSec Local API at {url}: {e:#}; filtering goes on with the \
+                             decisions held (they expire on time), retrying with backoff"
+                        );
+                    }
+                    // The whole list again once it answers: deletions missed
+                    // meanwhile are then caught up.
+                    (startup, failing) = (true, true);
+                    self.maps = None;
+                    wait = (wait * 2).min(BACKOFF_MAX).max(self.cfg.poll);
+                }
             }
-            Err(e) => {
-                if !failing {
-                    warn!(
-                        "CrowdSec Local API at {url}: {e:#}; filtering goes on with the decisions \
-                         held (they expire on time), retrying with backoff"
-                    );
-                }
-                // The whole list again once it answers: deletions missed
-                // meanwhile are then caught up.
-                (startup, failing) = (true, true);
-                wait = (wait * 2).min(BACKOFF_MAX).max(cfg.poll);
+            let until = Instant::now() + wait;
+            while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_millis(50).min(wait));
             }
         }
-        let until = Instant::now() + wait;
-        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-            thread::sleep(Duration::from_millis(50).min(wait));
+    }
+
+    /// Write the decisions in force when they differ from the last write
+    /// (or it is `RECONCILE` old).
+    fn apply(&mut self) -> Result<()> {
+        let wanted = self.decisions.wanted(addr::monotonic_ns());
+        if let Some((last, at)) = &self.applied
+            && *last == wanted
+            && at.elapsed() < RECONCILE
+        {
+            return Ok(());
         }
+        let maps = match &mut self.maps {
+            Some(maps) => maps,
+            None => self.maps.insert(Maps::from_pins(&self.pin_dir)?),
+        };
+        apply(&self.cfg, wanted.clone(), maps, &self.key)?;
+        self.applied = Some((wanted, Instant::now()));
+        Ok(())
     }
 }
 
@@ -251,8 +301,10 @@ pub fn first_poll(cfg: &CrowdsecConfig, api_key: &str, pin_dir: &Path, key: &str
     let stream = poll(&http(FIRST_POLL_TIMEOUT), &url, api_key, true)?;
     let mut decisions = Decisions::default();
     decisions.update(stream, true, addr::monotonic_ns());
-    apply(cfg, &decisions, pin_dir, key)?;
-    Ok(decisions.live.len())
+    let wanted = decisions.wanted(addr::monotonic_ns());
+    let n = wanted.len();
+    apply(cfg, wanted, &mut Maps::from_pins(pin_dir)?, key)?;
+    Ok(n)
 }
 
 fn poll(agent: &ureq::Agent, url: &str, api_key: &str, startup: bool) -> Result<Stream> {
@@ -267,18 +319,16 @@ fn poll(agent: &ureq::Agent, url: &str, api_key: &str, startup: bool) -> Result<
         .context("reading the decisions stream")
 }
 
-/// Make the blocklist's `crowdsec` set hold exactly the decisions in force,
-/// behind the guards.
-fn apply(cfg: &CrowdsecConfig, decisions: &Decisions, pin_dir: &Path, key: &str) -> Result<()> {
+/// Make the blocklist's `crowdsec` set hold exactly `wanted`, behind the
+/// guards.
+fn apply(cfg: &CrowdsecConfig, mut wanted: Wanted, maps: &mut Maps, key: &str) -> Result<()> {
     let now = addr::monotonic_ns();
-    let mut maps = Maps::from_pins(pin_dir)?;
     let guards = Guards {
         min_prefix_v4: cfg.min_prefix_v4,
         min_prefix_v6: cfg.min_prefix_v6,
         allow: maps.allow_list()?,
         own: status::own_addresses()?,
     };
-    let mut wanted = decisions.wanted(now);
     let mut refused = 0;
     wanted.retain(|net, (_, scenario)| match guards.check(net) {
         Ok(()) => true,
@@ -297,43 +347,17 @@ fn apply(cfg: &CrowdsecConfig, decisions: &Decisions, pin_dir: &Path, key: &str)
         .filter(|(_, e)| e.expires_ns == 0 || e.expires_ns > now)
         .map(|(n, e)| (n, e.expires_ns))
         .collect();
-    // Blocked for good by hand or another set: theirs, left as they are.
-    let found: BTreeSet<IpNet> = wanted
-        .keys()
-        .filter(|n| blocked.get(n) == Some(&0))
-        .filter(|n| prev.found.contains(n) || (!prev.entries.contains(n) && !others.contains(n)))
-        .copied()
-        .collect();
-    for (net, (expires_ns, _)) in &wanted {
-        if !found.contains(net) && blocked.get(net) != Some(expires_ns) {
-            maps.block_add(&[*net], *expires_ns)?;
-        }
+    let desired = wanted.iter().map(|(n, (e, _))| (*n, *e)).collect();
+    let mut plan = sets::plan(&prev, &others, desired, &blocked);
+    for (net, expires_ns) in &plan.add {
+        maps.block_add(&[*net], *expires_ns)?;
     }
-    let remove: Vec<IpNet> = prev
-        .entries
-        .iter()
-        .filter(|n| !wanted.contains_key(n) && !prev.found.contains(n) && !others.contains(n))
-        .filter(|n| blocked.contains_key(n))
-        .copied()
-        .collect();
-    if !remove.is_empty() {
-        maps.block_del(&remove)?;
+    if !plan.remove.is_empty() {
+        maps.block_del(&plan.remove)?;
     }
-    let file = SetFile {
-        entries: wanted.keys().copied().collect(),
-        found,
-        refused,
-        synced_at: SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-        notes: wanted
-            .into_iter()
-            .map(|(net, (_, scenario))| (net, scenario))
-            .collect(),
-    };
-    // Every poll: `synced_at` is the last one that succeeded (a metric).
-    sets.save(SET, &file)?;
-    Ok(())
+    plan.file.refused = refused;
+    plan.file.notes = wanted.into_iter().map(|(net, (_, s))| (net, s)).collect();
+    sets.save(SET, &plan.file)
 }
 
 #[cfg(test)]

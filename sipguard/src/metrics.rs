@@ -105,6 +105,9 @@ pub struct AgentInfo {
     pub tc_egress: String,
     /// Bans reported to CrowdSec (watcher.rs); the watcher adds to it.
     pub alerts: Arc<crate::watcher::AlertStats>,
+    /// When the CrowdSec bouncer last polled successfully, Unix seconds (0:
+    /// not yet); `None` while it is off.
+    pub crowdsec_polled: Option<Arc<AtomicU64>>,
 }
 
 impl AgentInfo {
@@ -121,6 +124,7 @@ impl AgentInfo {
             kernel: crate::kernel::Release::running().text,
             tc_egress: "off".to_string(),
             alerts: Arc::default(),
+            crowdsec_polled: None,
         }
     }
 }
@@ -437,7 +441,17 @@ impl Collector for Exposition {
                 .map(|(name, s)| ([("set", name.as_str())], s.synced_at)),
         )?;
 
-        // CrowdSec watcher (watcher.rs).
+        // CrowdSec bouncer (crowdsec.rs) and watcher (watcher.rs).
+        if let Some(polled) = &self.info.crowdsec_polled {
+            gauge(
+                &mut enc,
+                "sipguard_crowdsec_last_poll_timestamp_seconds",
+                "When the CrowdSec bouncer last polled the Local API successfully (Unix time; 0: \
+                 not yet). Alert when it grows old: the fleet's new bans are not arriving",
+                None,
+                polled.load(Ordering::Relaxed),
+            )?;
+        }
         let alerts = &self.info.alerts;
         counters(
             &mut enc,

@@ -37,44 +37,59 @@ pub struct SetFile {
 /// What one sync does to the kernel's blocklist, and the set's new file.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Plan {
-    pub add: Vec<IpNet>,
+    /// Entries to write, with their expiry (`BlockEntry::expires_ns`).
+    pub add: Vec<(IpNet, u64)>,
     pub remove: Vec<IpNet>,
     pub file: SetFile,
 }
 
 /// Replace a set whose last sync was `prev` by `desired` (guarded
-/// already). `others`: every other set's entries; `blocked`: the
-/// blocklist's permanent entries now. An entry leaves the kernel only if
-/// this set put it there and no other set lists it; an entry listed and
-/// already blocked by no set is `found`, and stays when the set drops it.
+/// already), each entry with its expiry (0: never). `others`: every other
+/// set's entries; `blocked`: the blocklist's live entries now with theirs.
+/// An entry leaves the kernel only if this set put it there and no other
+/// set lists it; an entry listed and already blocked for good by no set is
+/// `found`, and stays when the set drops it.
 pub fn plan(
     prev: &SetFile,
     others: &BTreeSet<IpNet>,
-    desired: BTreeSet<IpNet>,
-    blocked: &BTreeSet<IpNet>,
+    desired: BTreeMap<IpNet, u64>,
+    blocked: &BTreeMap<IpNet, u64>,
 ) -> Plan {
-    let add = desired.difference(blocked).copied().collect();
-    let found = desired
-        .iter()
-        .filter(|n| blocked.contains(n))
+    let found: BTreeSet<IpNet> = desired
+        .keys()
+        .filter(|n| blocked.get(n) == Some(&0))
         .filter(|n| prev.found.contains(n) || (!prev.entries.contains(n) && !others.contains(n)))
         .copied()
         .collect();
+    let add = desired
+        .iter()
+        .filter(|(n, e)| !found.contains(n) && blocked.get(n) != Some(e))
+        .map(|(n, e)| (*n, *e))
+        .collect();
     let remove = prev
         .entries
-        .difference(&desired)
-        .filter(|n| !prev.found.contains(n) && !others.contains(n) && blocked.contains(n))
+        .iter()
+        .filter(|n| !desired.contains_key(n))
+        .filter(|n| !prev.found.contains(n) && !others.contains(n) && blocked.contains_key(n))
         .copied()
         .collect();
     Plan {
         add,
         remove,
         file: SetFile {
-            entries: desired,
+            entries: desired.into_keys().collect(),
             found,
+            synced_at: unix_now(),
             ..SetFile::default()
         },
     }
+}
+
+/// Now, in Unix seconds (`SetFile::synced_at`).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A set name: 1-64 letters, digits, '-' or '_' (it names a file).
@@ -205,33 +220,39 @@ mod tests {
         nets.iter().map(|n| n.parse().unwrap()).collect()
     }
 
+    /// Entries that never expire.
+    fn forever(nets: &[&str]) -> BTreeMap<IpNet, u64> {
+        nets.iter().map(|n| (n.parse().unwrap(), 0)).collect()
+    }
+
+    fn adds(nets: &[&str]) -> Vec<(IpNet, u64)> {
+        forever(nets).into_iter().collect()
+    }
+
     #[test]
     fn a_sync_adds_and_removes_only_its_own() {
         // First sync: .1 was blocked by hand, .2 and .3 are new.
-        let blocked = set(&["198.18.9.1/32"]);
+        let blocked = forever(&["198.18.9.1/32"]);
         let p = plan(
             &SetFile::default(),
             &set(&[]),
-            set(&["198.18.9.1/32", "198.18.9.2/32", "198.18.9.3/32"]),
+            forever(&["198.18.9.1/32", "198.18.9.2/32", "198.18.9.3/32"]),
             &blocked,
         );
-        assert_eq!(
-            p.add,
-            Vec::from_iter(set(&["198.18.9.2/32", "198.18.9.3/32"]))
-        );
+        assert_eq!(p.add, adds(&["198.18.9.2/32", "198.18.9.3/32"]));
         assert!(p.remove.is_empty());
         assert_eq!(p.file.found, set(&["198.18.9.1/32"]));
 
         // Second sync drops all three: the hand-made .1 stays, and .3,
         // which another set lists too, stays.
-        let blocked = set(&["198.18.9.1/32", "198.18.9.2/32", "198.18.9.3/32"]);
+        let blocked = forever(&["198.18.9.1/32", "198.18.9.2/32", "198.18.9.3/32"]);
         let p2 = plan(
             &p.file,
             &set(&["198.18.9.3/32"]),
-            set(&["198.18.9.4/32"]),
+            forever(&["198.18.9.4/32"]),
             &blocked,
         );
-        assert_eq!(p2.add, Vec::from_iter(set(&["198.18.9.4/32"])));
+        assert_eq!(p2.add, adds(&["198.18.9.4/32"]));
         assert_eq!(p2.remove, Vec::from_iter(set(&["198.18.9.2/32"])));
         assert!(p2.file.found.is_empty());
     }
@@ -240,16 +261,16 @@ mod tests {
     fn an_entry_another_set_added_is_not_found() {
         // Set B lists what set A added: not B's to keep when A drops it,
         // and A's drop leaves it while B lists it.
-        let blocked = set(&["198.18.9.5/32"]);
+        let blocked = forever(&["198.18.9.5/32"]);
         let b = plan(
             &SetFile::default(),
             &set(&["198.18.9.5/32"]),
-            set(&["198.18.9.5/32"]),
+            forever(&["198.18.9.5/32"]),
             &blocked,
         );
         assert!(b.add.is_empty() && b.file.found.is_empty());
         // B drops it later, A no longer lists it: B removes it.
-        let b2 = plan(&b.file, &set(&[]), set(&[]), &blocked);
+        let b2 = plan(&b.file, &set(&[]), forever(&[]), &blocked);
         assert_eq!(b2.remove, Vec::from_iter(set(&["198.18.9.5/32"])));
     }
 
@@ -261,9 +282,36 @@ mod tests {
             ..SetFile::default()
         };
         // The blocklist was emptied (`sipguard detach`, a new agent).
-        let p = plan(&prev, &set(&[]), prev.entries.clone(), &set(&[]));
-        assert_eq!(p.add, Vec::from_iter(prev.entries.clone()));
+        let p = plan(
+            &prev,
+            &set(&[]),
+            forever(&["198.18.9.6/32", "198.18.9.7/32"]),
+            &forever(&[]),
+        );
+        assert_eq!(p.add, adds(&["198.18.9.6/32", "198.18.9.7/32"]));
         assert!(p.file.found.is_empty(), "what it adds now is its own");
+    }
+
+    #[test]
+    fn expiring_entries_are_written_when_their_expiry_changes() {
+        let expiring =
+            |e: u64| -> BTreeMap<IpNet, u64> { [("198.18.9.8/32".parse().unwrap(), e)].into() };
+        let p = plan(&SetFile::default(), &set(&[]), expiring(100), &forever(&[]));
+        assert_eq!(p.add, vec![("198.18.9.8/32".parse().unwrap(), 100)]);
+        // In force as planned: nothing to write.
+        let p2 = plan(&p.file, &set(&[]), expiring(100), &expiring(100));
+        assert!(p2.add.is_empty() && p2.remove.is_empty());
+        // Extended: written again. Blocked for good by hand: left alone.
+        let p3 = plan(&p.file, &set(&[]), expiring(200), &expiring(100));
+        assert_eq!(p3.add, vec![("198.18.9.8/32".parse().unwrap(), 200)]);
+        let p4 = plan(
+            &SetFile::default(),
+            &set(&[]),
+            expiring(200),
+            &forever(&["198.18.9.8/32"]),
+        );
+        assert!(p4.add.is_empty());
+        assert_eq!(p4.file.found, set(&["198.18.9.8/32"]));
     }
 
     #[test]

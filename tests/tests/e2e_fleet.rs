@@ -108,6 +108,24 @@ fn until_fleet_ban(ctl: &Ctl, source: &str, within: Duration) -> Value {
     found.unwrap()
 }
 
+/// The agent's metrics page at `addr` (in the server's namespace).
+fn scrape(lab: &Lab, addr: &str) -> String {
+    let get = format!(
+        "import urllib.request; print(urllib.request.urlopen('http://{addr}/metrics', \
+         timeout=5).read().decode())"
+    );
+    let out = lab
+        .run(
+            &lab.server,
+            "python3",
+            ["-c", &get],
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert!(out.status.success(), "scrape failed: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn a_ban_on_one_host_drops_the_source_on_the_other() {
     assert!(is_root(), "run as root: the test builds network namespaces");
@@ -122,7 +140,13 @@ fn a_ban_on_one_host_drops_the_source_on_the_other() {
     register(&lapi, "sbcb");
     let config_a = config(&lab, &lapi_node, "sbca");
     let config_b = config(&lab, &lapi_node, "sbcb");
-    let args_a = ["--metrics", "off", "--config", config_a.to_str().unwrap()];
+    let metrics_a = format!("{}:9464", lab.server.v4);
+    let args_a = [
+        "--metrics",
+        &metrics_a,
+        "--config",
+        config_a.to_str().unwrap(),
+    ];
     let args_b = ["--metrics", "off", "--config", config_b.to_str().unwrap()];
     let _agent_a = lab.start_agent(&args_a).unwrap();
     let mut agent_b = Some(lab.start_agent_on(&host_b, &args_b).unwrap());
@@ -227,6 +251,24 @@ fn a_ban_on_one_host_drops_the_source_on_the_other() {
         })
         .count();
     assert_eq!(ours, BANS as usize + 1, "alerts: {alerts}");
+    let metrics = scrape(&lab, &metrics_a);
+    assert!(
+        metrics.contains(&format!(
+            "sipguard_crowdsec_alerts_total{{outcome=\"sent\"}} {}\n",
+            BANS + 1
+        )) && metrics.contains("sipguard_crowdsec_alerts_total{outcome=\"dropped\"} 0\n"),
+        "{metrics}"
+    );
+    let polled = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sipguard_crowdsec_last_poll_timestamp_seconds "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no last poll: {metrics}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(now - polled <= 5, "last poll {polled}, now {now}");
 
     // A restarted host holds the fleet's bans before it attaches.
     drop(agent_b.take());

@@ -157,8 +157,10 @@ fn alert_rules_fire_as_designed() -> Result<()> {
 /// Sample names the exporter writes, from its `# TYPE` lines (written for
 /// every family, also when it has no samples).
 fn exported_names() -> BTreeSet<String> {
-    let text = metrics::encode(&Reading::default(), &AgentInfo::new("eth0", "native"))
-        .expect("encoding an empty reading");
+    // With every optional family on (the CrowdSec bouncer's).
+    let mut info = AgentInfo::new("eth0", "native");
+    info.crowdsec_polled = Some(Default::default());
+    let text = metrics::encode(&Reading::default(), &info).expect("encoding an empty reading");
     let mut names = BTreeSet::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("# TYPE ") else {
