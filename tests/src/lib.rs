@@ -3,6 +3,7 @@
 
 pub mod captures;
 pub mod crowdsec;
+pub mod figures;
 pub mod flood;
 pub mod harness;
 pub mod kamailio;

@@ -13,6 +13,7 @@ use std::{
 
 use sipguard_tests::{
     crowdsec::{Lapi, PORT, blocklist, until_listed},
+    figures,
     flood::Ctl,
     harness::is_root,
     netns::Lab,
@@ -49,7 +50,10 @@ fn crowdsec_decisions_reach_the_blocklist_and_leave_it() {
 
     lapi.cscli(&["decisions", "add", "--ip", "198.19.5.5", "--duration", "1h"]);
     let took = until_listed(&ctl, "198.19.5.5/32", true);
-    eprintln!("decision to kernel: {took:?}");
+    figures::record(
+        "e2e_crowdsec",
+        &format!("cscli decision to the kernel's blocklist (poll 500 ms): {took:.0?}"),
+    );
     assert!(took < Duration::from_secs(2), "took {took:?}");
     let (origin, scenario) = blocklist(&ctl)["198.19.5.5/32"].clone();
     assert_eq!(origin, "crowdsec");
@@ -92,7 +96,10 @@ fn crowdsec_decisions_reach_the_blocklist_and_leave_it() {
 
     lapi.cscli(&["decisions", "delete", "--ip", "198.19.5.5"]);
     let took = until_listed(&ctl, "198.19.5.5/32", false);
-    eprintln!("deletion to kernel: {took:?}");
+    figures::record(
+        "e2e_crowdsec",
+        &format!("cscli deletion lifted in the kernel: {took:.0?}"),
+    );
 
     // The Local API goes away: the bans stay; back, the agent catches up.
     lapi.stop();

@@ -18,6 +18,7 @@ use std::{
 use serde_json::Value;
 use sipguard_tests::{
     crowdsec::{Lapi, PORT, blocklist, until_listed},
+    figures,
     flood::{Ctl, Delta, Stream, send, spawn_send},
     harness::is_root,
     netns::{Lab, Node, wait_until},
@@ -195,11 +196,14 @@ fn a_ban_on_one_host_drops_the_source_on_the_other() {
     }
     took.sort();
     let median = (took[BANS as usize / 2 - 1] + took[BANS as usize / 2]) / 2;
-    eprintln!(
-        "ban on host A to host B's kernel, {BANS} bans (watcher batch, Local API, bouncer poll \
-         1 s): median {median:?}, min {:?}, max {:?}",
-        took[0],
-        took[BANS as usize - 1]
+    figures::record(
+        "e2e_fleet",
+        &format!(
+            "ban on host A to host B's kernel, {BANS} bans (watcher, Local API, bouncer poll \
+             1 s): median {median:.0?}, min {:.0?}, max {:.0?}",
+            took[0],
+            took[BANS as usize - 1]
+        ),
     );
     assert!(median < Duration::from_secs(2), "median {median:?}");
 

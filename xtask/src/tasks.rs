@@ -39,11 +39,25 @@ pub fn run(release: bool, args: Vec<OsString>) -> Result<()> {
 /// Returns the exit code of `cargo test`.
 pub fn test(args: Vec<OsString>) -> Result<i32> {
     setup::setup(true)?;
+    // What the end-to-end tests measured (tests/src/figures.rs), printed at
+    // the end: cargo test hides a passing test's output.
+    let figures = cmd::target_dir().join("test-figures.log");
+    let _ = std::fs::remove_file(&figures);
     let mut c = cmd::cargo();
     c.args(["test", "--workspace", "--exclude", "sipguard-ebpf"])
         .args(["--", "--test-threads=1"])
         .args(&args);
-    Ok(cmd::exit_code(cmd::status(&mut c)?))
+    let code = cmd::exit_code(cmd::status(&mut c)?);
+    if let Ok(text) = std::fs::read_to_string(&figures) {
+        let kernel = cmd::probe_stdout("uname", &["-srm"]).unwrap_or_default();
+        let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+        println!(
+            "\n== figures measured by the tests ({}, {cpus} CPUs; `cargo xtask test`)",
+            kernel.trim()
+        );
+        print!("{text}");
+    }
+    Ok(code)
 }
 
 /// The benchmark binary (tests/src/bin/sipguard-bench), in release mode;
