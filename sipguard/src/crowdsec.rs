@@ -23,10 +23,12 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use tracing::{info, warn};
 
+use sipguard_common::source::BanReason;
+
 use crate::{
     addr,
     config::CrowdsecConfig,
-    guards::Guards,
+    guards::{Guards, Refusal},
     maps::Maps,
     sets::{self, Sets},
     status,
@@ -49,6 +51,10 @@ pub struct Decision {
     #[serde(rename = "type")]
     pub kind: String,
     pub value: String,
+    /// `cscli` for an operator's decision; `crowdsec` for a watcher's
+    /// (log parsers, sipguard), `CAPI` or `lists` for community lists.
+    #[serde(default)]
+    pub origin: String,
     /// Go-style, e.g. `59m59.05s`: how long it still holds.
     #[serde(default)]
     pub duration: String,
@@ -69,6 +75,9 @@ pub struct Ban {
     pub net: IpNet,
     pub expires_ns: u64,
     pub scenario: String,
+    /// Made by an operator (`cscli decisions add`): not evidence a forger
+    /// could have produced.
+    pub by_operator: bool,
 }
 
 impl Decision {
@@ -95,12 +104,24 @@ impl Decision {
             net,
             expires_ns: now_ns.saturating_add(left.max(0) as u64),
             scenario: self.scenario.clone(),
+            by_operator: self.origin == "cscli",
         }))
     }
 }
 
-/// Per network: when its ban ends (`BlockEntry::expires_ns`) and why.
-pub type Wanted = BTreeMap<IpNet, (u64, String)>;
+/// What the decisions ask of one network.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Want {
+    /// When its last decision ends (`BlockEntry::expires_ns`).
+    pub expires_ns: u64,
+    /// That decision's scenario.
+    pub scenario: String,
+    /// Some decision of it is an operator's.
+    pub by_operator: bool,
+}
+
+/// Per network, what its decisions ask.
+pub type Wanted = BTreeMap<IpNet, Want>;
 
 /// The decisions in force, by id.
 #[derive(Debug, Default)]
@@ -136,12 +157,13 @@ impl Decisions {
 
     /// Per network the latest expiry of its live decisions and a scenario.
     pub fn wanted(&self, now_ns: u64) -> Wanted {
-        let mut out: BTreeMap<IpNet, (u64, String)> = BTreeMap::new();
+        let mut out = Wanted::new();
         for ban in self.live.values().filter(|b| b.expires_ns > now_ns) {
-            let e = out.entry(ban.net).or_insert((0, String::new()));
-            if ban.expires_ns > e.0 {
-                *e = (ban.expires_ns, ban.scenario.clone());
+            let w = out.entry(ban.net).or_default();
+            if ban.expires_ns > w.expires_ns {
+                (w.expires_ns, w.scenario) = (ban.expires_ns, ban.scenario.clone());
             }
+            w.by_operator |= ban.by_operator;
         }
         out
     }
@@ -320,7 +342,7 @@ fn poll(agent: &ureq::Agent, url: &str, api_key: &str, startup: bool) -> Result<
 }
 
 /// Make the blocklist's `crowdsec` set hold exactly `wanted`, behind the
-/// guards.
+/// guards, less what this host enforces already as its own bans.
 fn apply(cfg: &CrowdsecConfig, mut wanted: Wanted, maps: &mut Maps, key: &str) -> Result<()> {
     let now = addr::monotonic_ns();
     let guards = Guards {
@@ -329,13 +351,48 @@ fn apply(cfg: &CrowdsecConfig, mut wanted: Wanted, maps: &mut Maps, key: &str) -
         allow: maps.allow_list()?,
         own: status::own_addresses()?,
     };
+    let v6_prefix = addr::mask_len(&maps.policy()?.v6_mask);
+    // Sources that earned trust here: a decision on evidence a forger can
+    // produce (a flood or scanner packet with a customer's address, seen
+    // by another host) must not shut out a customer this host has seen
+    // answered. Locally, trust lifts such a ban (`trust::learn`); a
+    // blocklist entry would drop the customer before trust is looked at.
+    let trusted: BTreeSet<IpAddr> = maps
+        .trusted_list()?
+        .into_iter()
+        .filter(|(_, t)| t.expires_ns > now)
+        .map(|(k, _)| addr::src_net(&k, v6_prefix).network())
+        .collect();
+    // Its own bans came back as the fleet's decisions: the kernel ban
+    // already drops the source, and keeps its probation and its lifting by
+    // trust (`policy::probation`), which a blocklist entry would not.
+    let banned: BTreeSet<IpNet> = maps
+        .bans_list()?
+        .into_iter()
+        .filter(|(_, b)| b.expires_ns > now && b.reason != BanReason::Manual as u32)
+        .map(|(k, _)| addr::src_net(&k, v6_prefix))
+        .collect();
     let mut refused = 0;
-    wanted.retain(|net, (_, scenario)| match guards.check(net) {
-        Ok(()) => true,
-        Err(why) => {
-            refused += 1;
-            warn!("CrowdSec decision for {net} ({scenario}) refused: {why}");
-            false
+    wanted.retain(|net, want| {
+        if banned.contains(net) {
+            return false;
+        }
+        let why = guards.check(net).err().or_else(|| {
+            let inside = trusted.range(net.network()..=net.broadcast()).next();
+            inside
+                .filter(|_| !want.by_operator)
+                .map(|a| Refusal::Trusted(*a))
+        });
+        match why {
+            None => true,
+            Some(why) => {
+                refused += 1;
+                warn!(
+                    "CrowdSec decision for {net} ({}) refused: {why}",
+                    want.scenario
+                );
+                false
+            }
         }
     });
     let sets = Sets::open(key)?;
@@ -347,7 +404,7 @@ fn apply(cfg: &CrowdsecConfig, mut wanted: Wanted, maps: &mut Maps, key: &str) -
         .filter(|(_, e)| e.expires_ns == 0 || e.expires_ns > now)
         .map(|(n, e)| (n, e.expires_ns))
         .collect();
-    let desired = wanted.iter().map(|(n, (e, _))| (*n, *e)).collect();
+    let desired = wanted.iter().map(|(n, w)| (*n, w.expires_ns)).collect();
     let mut plan = sets::plan(&prev, &others, desired, &blocked);
     for (net, expires_ns) in &plan.add {
         maps.block_add(&[*net], *expires_ns)?;
@@ -356,7 +413,10 @@ fn apply(cfg: &CrowdsecConfig, mut wanted: Wanted, maps: &mut Maps, key: &str) -
         maps.block_del(&plan.remove)?;
     }
     plan.file.refused = refused;
-    plan.file.notes = wanted.into_iter().map(|(net, (_, s))| (net, s)).collect();
+    plan.file.notes = wanted
+        .into_iter()
+        .map(|(net, w)| (net, w.scenario))
+        .collect();
     sets.save(SET, &plan.file)
 }
 
@@ -371,6 +431,7 @@ mod tests {
             scope: scope.into(),
             kind: "ban".into(),
             value: value.into(),
+            origin: "crowdsec".into(),
             duration: duration.into(),
         }
     }
@@ -388,8 +449,9 @@ mod tests {
             ["198.18.9.9/32", "198.19.0.0/24"],
             "captcha is not a ban"
         );
-        let (expires, _) = wanted[&"198.18.9.9/32".parse::<IpNet>().unwrap()];
-        assert_eq!(expires, 1_000 + 3_599_055_351_419);
+        let want = &wanted[&"198.18.9.9/32".parse::<IpNet>().unwrap()];
+        assert_eq!(want.expires_ns, 1_000 + 3_599_055_351_419);
+        assert!(want.by_operator, "cscli's");
     }
 
     #[test]

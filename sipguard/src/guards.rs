@@ -32,6 +32,9 @@ pub enum Refusal {
     Allowlisted(IpNet),
     /// Covers this address of the host.
     OwnAddress(IpAddr),
+    /// Covers this source, which earned trust on the host (feeds of
+    /// evidence a forger could produce only, see crowdsec.rs).
+    Trusted(IpAddr),
 }
 
 impl fmt::Display for Refusal {
@@ -40,6 +43,7 @@ impl fmt::Display for Refusal {
             Refusal::TooBroad { min } => write!(f, "broader than /{min}"),
             Refusal::Allowlisted(net) => write!(f, "overlaps the allowlisted {net}"),
             Refusal::OwnAddress(a) => write!(f, "covers this host's address {a}"),
+            Refusal::Trusted(a) => write!(f, "covers {a}, which earned trust here"),
         }
     }
 }

@@ -6,11 +6,12 @@
 //! kernel is printed (median over ten bans); a range decision added and
 //! deleted with `cscli` reaches and leaves both; an outage of the Local API
 //! loses nothing; a restarted host holds the fleet's bans before it passes
-//! traffic.
+//! traffic; a ban forged onto a customer does not follow it to a host where
+//! it earned trust.
 
 use std::{
     fs,
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -19,9 +20,10 @@ use serde_json::Value;
 use sipguard_tests::{
     crowdsec::{Lapi, PORT, blocklist, until_listed},
     figures,
-    flood::{Ctl, Delta, Stream, send, spawn_send},
+    flood::{Ctl, Delta, SIP_PORT, Stream, send, spawn_send},
     harness::is_root,
     netns::{Lab, Node, wait_until},
+    sipp::{Uac, Uas},
 };
 
 const PASSWORD: &str = "sipguard-test-machine-password-0123";
@@ -127,20 +129,27 @@ fn scrape(lab: &Lab, addr: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-#[test]
-fn a_ban_on_one_host_drops_the_source_on_the_other() {
-    assert!(is_root(), "run as root: the test builds network namespaces");
-    let lab = Lab::new("fleet").unwrap();
+/// A Local API with cscli's machine and both hosts registered; host B's
+/// node; both hosts' configs.
+fn fleet(lab: &Lab) -> (Lapi<'_>, Node, PathBuf, PathBuf) {
     let lapi_node = lab.add_node("lapi").unwrap();
     let host_b = lab.add_server("sbcb").unwrap();
-    let mut lapi = Lapi::new(&lab, lapi_node.clone());
+    let mut lapi = Lapi::new(lab, lapi_node.clone());
     lapi.start();
     // cscli's own credentials, for `decisions add`.
     lapi.cscli(&["machines", "add", "local", "--auto"]);
     register(&lapi, "sbca");
     register(&lapi, "sbcb");
-    let config_a = config(&lab, &lapi_node, "sbca");
-    let config_b = config(&lab, &lapi_node, "sbcb");
+    let config_a = config(lab, &lapi_node, "sbca");
+    let config_b = config(lab, &lapi_node, "sbcb");
+    (lapi, host_b, config_a, config_b)
+}
+
+#[test]
+fn a_ban_on_one_host_drops_the_source_on_the_other() {
+    assert!(is_root(), "run as root: the test builds network namespaces");
+    let lab = Lab::new("fleet").unwrap();
+    let (mut lapi, host_b, config_a, config_b) = fleet(&lab);
     let metrics_a = format!("{}:9464", lab.server.v4);
     let args_a = [
         "--metrics",
@@ -284,4 +293,104 @@ fn a_ban_on_one_host_drops_the_source_on_the_other() {
             "{s} not in force when host B attached: {list:?}"
         );
     }
+}
+
+/// A scanner's OPTIONS forged with `victim`'s address, from the attacker's
+/// namespace (scapy), to `server`.
+const FORGE: &str = r#"
+import sys
+from scapy.all import IP, UDP, Raw, send
+victim, server = sys.argv[1], sys.argv[2]
+sip = ("OPTIONS sip:%s SIP/2.0\r\nVia: SIP/2.0/UDP %s:5062;branch=z9hG4bKforged1\r\n"
+       "Max-Forwards: 70\r\nFrom: <sip:100@%s>;tag=f1\r\nTo: <sip:100@%s>\r\n"
+       "Call-ID: forged1@%s\r\nCSeq: 1 OPTIONS\r\nUser-Agent: friendly-scanner\r\n"
+       "Content-Length: 0\r\n\r\n" % (server, victim, server, server, victim))
+send(IP(src=victim, dst=server)/UDP(sport=5062, dport=5060)/Raw(sip), verbose=False)
+"#;
+
+/// Off-path forging through the fleet (hostile issue): a scanner packet
+/// forged with the address of a customer that earned trust on host B gets
+/// it banned on host A, and A reports the ban. B refuses the decision (its
+/// own evidence, the server's answers, outweighs a packet anyone can forge)
+/// while an operator's decision for the same address applies; A keeps its
+/// own kernel ban (with its probation) rather than a blocklist entry.
+#[test]
+fn a_forged_ban_does_not_shut_a_trusted_customer_out_of_the_fleet() {
+    assert!(is_root(), "run as root: the test builds network namespaces");
+    let lab = Lab::new("fleetforge").unwrap();
+    let (lapi, host_b, config_a, config_b) = fleet(&lab);
+    let _agent_a = lab
+        .start_agent(&["--metrics", "off", "--config", config_a.to_str().unwrap()])
+        .unwrap();
+    let agent_b = lab
+        .start_agent_on(
+            &host_b,
+            &["--metrics", "off", "--config", config_b.to_str().unwrap()],
+        )
+        .unwrap();
+    let (a, b) = (Ctl::new(lab.iface()), Ctl::new(&host_b.iface));
+    let customer = lab.client.v4.to_string();
+
+    // The customer calls host B, whose server answers 200: trusted on B.
+    let _uas = Uas::builtin(IpAddr::V4(host_b.v4), SIP_PORT)
+        .start(&lab, &host_b, "uas")
+        .unwrap();
+    let (_, calls) = Uac {
+        target: SocketAddr::new(IpAddr::V4(host_b.v4), SIP_PORT),
+        local: IpAddr::V4(lab.client.v4),
+        local_port: SIP_PORT,
+        calls: 1,
+        rate: 1,
+        scenario: None,
+        timeout: Duration::from_secs(20),
+        recv_timeout: None,
+        bound: Duration::from_secs(40),
+        name: "uac".into(),
+    }
+    .run(&lab, &lab.client)
+    .unwrap();
+    assert_eq!(calls.successful, 1, "the customer's call to B: {calls:?}");
+    let trusted = b.run(&["trusted", "list", "--json"]).unwrap();
+    assert!(trusted.contains(&customer), "not trusted on B: {trusted}");
+
+    // A forged scanner packet gets the customer banned on A.
+    let out = lab
+        .run(
+            &lab.attacker,
+            "python3",
+            ["-c", FORGE, &customer, &lab.server.v4.to_string()],
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    assert!(out.status.success(), "scapy: {out:?}");
+    wait_until(Duration::from_secs(10), || {
+        Ok(ban_of(&a, &customer).is_some())
+    })
+    .unwrap_or_else(|_| panic!("A did not ban the forged source: {}", a.bans().unwrap()));
+    // Reported: the decision reaches the Local API, then two polls pass.
+    wait_until(Duration::from_secs(10), || {
+        Ok(lapi
+            .cscli(&["decisions", "list", "-o", "json"])
+            .contains(&customer))
+    })
+    .expect("A's ban never reached the Local API");
+    std::thread::sleep(Duration::from_secs(3));
+
+    let row = ban_of(&b, &customer);
+    assert!(row.is_none(), "B bans its trusted customer: {row:?}");
+    assert!(
+        agent_b.log().contains("which earned trust here"),
+        "B did not log the refusal:\n{}",
+        agent_b.log()
+    );
+    assert!(
+        !blocklist(&a).contains_key(&format!("{customer}/32")),
+        "A holds its own ban as a blocklist entry too: {:?}",
+        blocklist(&a)
+    );
+    assert_eq!(ban_of(&a, &customer).unwrap()["origin"], "sipguard");
+
+    // An operator's decision is no forger's: it applies to the customer.
+    lapi.cscli(&["decisions", "add", "--ip", &customer, "--duration", "1h"]);
+    until_fleet_ban(&b, &customer, Duration::from_secs(10));
 }
