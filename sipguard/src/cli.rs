@@ -39,6 +39,17 @@ pub enum Command {
         #[command(subcommand)]
         op: BlockOp,
     },
+    /// Everything that decides one source's fate now, in the order the
+    /// program applies it, and the verdict of its next INVITE, REGISTER
+    /// and OPTIONS.
+    Explain {
+        /// The source's address (IPv4 or IPv6).
+        addr: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// List, add or lift dynamic bans.
     Bans {
         #[command(subcommand)]

@@ -17,7 +17,7 @@ use sipguard::{
     guards::Guards,
     maps::{Changed, Maps},
     preflight,
-    sets::{self, Sets},
+    sets::{self, SetFile, Sets},
     status::AgentStatus,
 };
 use sipguard_common::source::{Ban, BanReason, SrcKey};
@@ -97,6 +97,136 @@ struct BlockRow {
     scenario: Option<String>,
 }
 
+/// The named sets listing blocklist entry `n` (not those that found it
+/// blocked already).
+fn listing<'a>(
+    sets: &'a [(String, SetFile)],
+    n: &'a IpNet,
+) -> impl Iterator<Item = &'a (String, SetFile)> {
+    sets.iter()
+        .filter(move |(_, s)| s.entries.contains(n) && !s.found.contains(n))
+}
+
+/// Who put blocklist entry `n` there: `set:NAME`, `crowdsec`, or `manual`.
+fn origin_of(sets: &[(String, SetFile)], n: &IpNet) -> Vec<String> {
+    let mut origin: Vec<String> = listing(sets, n)
+        .map(|(name, _)| match name.as_str() {
+            crowdsec::SET => crowdsec::SET.to_string(),
+            _ => format!("set:{name}"),
+        })
+        .collect();
+    if origin.is_empty() {
+        origin.push("manual".into());
+    }
+    origin
+}
+
+pub fn explain(address: &str, json: bool, target: &Target) -> Result<()> {
+    let ip = addr::parse_ip(address)?;
+    let (maps, key) = open_keyed(target)?;
+    let sets = Sets::open(&key)?.all()?;
+    let e = sipguard::explain::explain(&maps, ip, addr::monotonic_ns(), |n| origin_of(&sets, n))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&e)?);
+        return Ok(());
+    }
+    let ago = |ns: u64| humantime::format_duration(Duration::from_secs(ns / 1_000_000_000));
+    let within =
+        |ns: u64| humantime::format_duration(Duration::from_secs(ns.div_ceil(1_000_000_000)));
+    println!("{} (kept as {})", e.address, e.group);
+    match &e.allowlisted_by {
+        Some(net) => println!("  1 allowlist   {net}: passes everything"),
+        None => println!("  1 allowlist   no entry"),
+    }
+    match &e.blocklisted_by {
+        Some(l) => println!(
+            "  2 blocklist   {} ({}), {}",
+            l.entry,
+            l.origin.join(","),
+            l.expires_in_ns.map_or("for good".to_string(), |n| format!(
+                "lapses in {}",
+                within(n)
+            ))
+        ),
+        None => println!("  2 blocklist   no entry in force"),
+    }
+    if e.bans.is_empty() {
+        println!("  3 bans        none");
+    }
+    for b in &e.bans {
+        println!(
+            "  3 ban         {} {} ({}), since {} ago, lifts in {}, {} packets dropped{}",
+            b.key,
+            b.reason,
+            b.detail,
+            ago(b.since_ago_ns),
+            within(b.expires_in_ns),
+            b.dropped,
+            if b.confirmed {
+                ", confirmed (caught again while banned)"
+            } else {
+                ""
+            }
+        );
+    }
+    match &e.trust {
+        Some(t) => println!(
+            "    trust       earned {} ago, lapses in {} unless renewed ({} renewals)",
+            ago(t.since_ago_ns),
+            within(t.expires_in_ns),
+            t.renewals
+        ),
+        None => println!("    trust       none"),
+    }
+    let buckets = |l: &[sipguard::explain::BucketLeft]| {
+        l.iter()
+            .map(|b| match b.packets {
+                Some(n) => format!("{} {n}", b.bucket),
+                None => format!("{} unlimited", b.bucket),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match &e.rate {
+        Some(r) => {
+            println!("  7 own limits  packets left: {}", buckets(&r.left));
+            println!(
+                "                violations {}/{} in the ban window ({} packets); targets {}/{}; \
+                 auth failures {}/{}",
+                r.violations,
+                r.ban_after,
+                r.window_packets,
+                r.targets,
+                r.enum_after,
+                r.auth_failures,
+                r.auth_fail_after
+            );
+        }
+        None => println!("  7 own limits  no rate state (new, or recycled): a whole burst"),
+    }
+    println!(
+        "  8 global      packets left: {}{}",
+        buckets(&e.global_left),
+        if e.trust.is_some() {
+            " (trusted: not charged)"
+        } else {
+            ""
+        }
+    );
+    for n in &e.next {
+        let note = match (n.verdict, n.reason) {
+            ("probation", _) => ": two, then one per 5 s, go on to the limits",
+            ("pass", "accepted") => ", unless the header scan judges its content",
+            _ => "",
+        };
+        println!("  next {:<9} {} ({}){note}", n.method, n.verdict, n.reason);
+    }
+    if !e.enforcing {
+        println!("  (monitor mode: nothing is dropped, would_drop is counted)");
+    }
+    Ok(())
+}
+
 pub fn block(op: BlockOp) -> Result<()> {
     match op {
         BlockOp::Add {
@@ -124,26 +254,11 @@ pub fn block(op: BlockOp) -> Result<()> {
                 .block_list()?
                 .into_iter()
                 .filter(|(_, e)| e.expires_ns == 0 || e.expires_ns > now)
-                .map(|(n, e)| {
-                    let listing = || {
-                        sets.iter()
-                            .filter(|(_, s)| s.entries.contains(&n) && !s.found.contains(&n))
-                    };
-                    let mut origin: Vec<String> = listing()
-                        .map(|(name, _)| match name.as_str() {
-                            crowdsec::SET => crowdsec::SET.to_string(),
-                            _ => format!("set:{name}"),
-                        })
-                        .collect();
-                    if origin.is_empty() {
-                        origin.push("manual".into());
-                    }
-                    BlockRow {
-                        cidr: n.to_string(),
-                        expires: (e.expires_ns != 0).then(|| wall_clock(e.expires_ns)),
-                        origin,
-                        scenario: listing().find_map(|(_, s)| s.notes.get(&n).cloned()),
-                    }
+                .map(|(n, e)| BlockRow {
+                    cidr: n.to_string(),
+                    expires: (e.expires_ns != 0).then(|| wall_clock(e.expires_ns)),
+                    origin: origin_of(&sets, &n),
+                    scenario: listing(&sets, &n).find_map(|(_, s)| s.notes.get(&n).cloned()),
                 })
                 .collect();
             if json {

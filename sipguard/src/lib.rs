@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod crowdsec;
 pub mod egress;
+pub mod explain;
 pub mod guards;
 pub mod ident;
 pub mod kernel;

@@ -390,6 +390,22 @@ fn a_forged_ban_does_not_shut_a_trusted_customer_out_of_the_fleet() {
     );
     assert_eq!(ban_of(&a, &customer).unwrap()["origin"], "sipguard");
 
+    // What each host's `explain` says of the customer.
+    let on_a = a.run(&["explain", &customer]).unwrap();
+    eprintln!("host A: sipguard explain {customer}\n{on_a}");
+    assert!(
+        on_a.contains("scanner (friendly-scanner)")
+            && on_a.contains("next REGISTER  probation (banned)"),
+        "{on_a}"
+    );
+    let on_b: Value = serde_json::from_str(&b.run(&["explain", &customer, "--json"]).unwrap())
+        .unwrap();
+    assert!(
+        on_b["trust"]["renewals"].as_u64().is_some() && on_b["bans"] == serde_json::json!([]),
+        "{on_b}"
+    );
+    assert_eq!(on_b["next"][0]["verdict"], "pass", "{on_b}");
+
     // An operator's decision is no forger's: it applies to the customer.
     lapi.cscli(&["decisions", "add", "--ip", &customer, "--duration", "1h"]);
     until_fleet_ban(&b, &customer, Duration::from_secs(10));
