@@ -27,7 +27,7 @@ use sipguard::{
     ident, loader,
     lock::{self, IfaceLock},
     maps::Maps,
-    metrics::{self, AgentInfo},
+    metrics::{self, AgentInfo, BanCounts},
     preflight,
     startup::HeldSignals,
     stats::Snapshot,
@@ -303,7 +303,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let v6_prefix = cfg.ipv6_prefix;
     let log_task = logger.map(|logger| tokio::spawn(pump_kernel_logs(logger)));
     let names = Maps::from_pins(&dir)?;
-    let ban_task = tokio::spawn(log_ban_events(ban_events, v6_prefix, names, report));
+    let counts = metrics_info.bans.clone();
+    let ban_task = tokio::spawn(log_ban_events(ban_events, v6_prefix, names, report, counts));
 
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     let mut sweeps: u64 = 0;
@@ -516,6 +517,7 @@ async fn log_ban_events(
     v6_prefix: u8,
     mut maps: Maps,
     report: Option<Report>,
+    counts: Arc<BanCounts>,
 ) {
     let mut widener = Widener::default();
     // SAFETY: the ring buffer owns its fd and keeps it open while registered.
@@ -542,6 +544,7 @@ async fn log_ban_events(
             } else {
                 "-".to_string()
             };
+            counts.add(ev.reason);
             let detail = maps.ban_detail(ev.reason, ev.bucket);
             let left = ev.expires_ns.saturating_sub(addr::monotonic_ns());
             warn!(
@@ -565,7 +568,7 @@ async fn log_ban_events(
                 });
             }
             if v6_prefix > 64 {
-                widen(&mut maps, &mut widener, &ev.src, report.as_ref());
+                widen(&mut maps, &mut widener, &ev.src, report.as_ref(), &counts);
             }
         }
         guard.clear_ready();
@@ -585,7 +588,13 @@ impl Report {
     }
 }
 
-fn widen(maps: &mut Maps, widener: &mut Widener, banned: &SrcKey, report: Option<&Report>) {
+fn widen(
+    maps: &mut Maps,
+    widener: &mut Widener,
+    banned: &SrcKey,
+    report: Option<&Report>,
+    counts: &BanCounts,
+) {
     let Ok(policy) = maps.policy() else { return };
     let now = addr::monotonic_ns();
     for group in widener.on_ban(banned, now, policy.ban_window_ns) {
@@ -599,6 +608,7 @@ fn widen(maps: &mut Maps, widener: &mut Widener, banned: &SrcKey, report: Option
         };
         match maps.ban_add(group, ban) {
             Ok(()) => {
+                counts.add(ban.reason);
                 warn!(
                     source = %addr::show_src(&group, 128),
                     reason = "widened",

@@ -54,7 +54,7 @@ use prometheus_client::{
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge, info::Info},
     registry::{Registry, Unit},
 };
-use sipguard_common::{Verdict, maps::TableStat};
+use sipguard_common::{Verdict, maps::TableStat, source::BanReason};
 use tokio::{
     net::TcpListener,
     task::{AbortHandle, JoinSet},
@@ -103,11 +103,31 @@ pub struct AgentInfo {
     pub kernel: String,
     /// How the TC egress program is attached: `tcx`, `netlink` or `off`.
     pub tc_egress: String,
+    /// Bans set since the agent started, by reason; the ban-event reader
+    /// adds to it.
+    pub bans: Arc<BanCounts>,
     /// Bans reported to CrowdSec (watcher.rs); the watcher adds to it.
     pub alerts: Arc<crate::watcher::AlertStats>,
     /// When the CrowdSec bouncer last polled successfully, Unix seconds (0:
     /// not yet); `None` while it is off.
     pub crowdsec_polled: Option<Arc<AtomicU64>>,
+}
+
+/// `BanReason` codes are 1..=6; 0 holds what no reason names.
+pub const BAN_REASONS: usize = 7;
+
+/// Bans counted by `BanReason` code.
+#[derive(Debug, Default)]
+pub struct BanCounts([AtomicU64; BAN_REASONS]);
+
+impl BanCounts {
+    pub fn add(&self, reason: u32) {
+        self.0[(reason as usize).min(BAN_REASONS - 1)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, reason: u32) -> u64 {
+        self.0[(reason as usize).min(BAN_REASONS - 1)].load(Ordering::Relaxed)
+    }
 }
 
 impl AgentInfo {
@@ -123,6 +143,7 @@ impl AgentInfo {
             bans_swept: Arc::new(AtomicU64::new(0)),
             kernel: crate::kernel::Release::running().text,
             tc_egress: "off".to_string(),
+            bans: Arc::default(),
             alerts: Arc::default(),
             crowdsec_polled: None,
         }
@@ -177,8 +198,9 @@ impl Default for ReloadStatus {
 pub struct Reading {
     pub snapshot: Snapshot,
     /// Bans in the map that have not expired yet (expired ones wait there for
-    /// the program or the agent's sweep to remove them).
-    pub bans_active: u64,
+    /// the program or the agent's sweep to remove them), by reason
+    /// (`BanReason` code).
+    pub bans_active: [u64; BAN_REASONS],
     /// Whether `POLICY_ENFORCE` is set (drop) or not (monitor mode).
     pub enforcing: bool,
     /// Scanner signatures with their tier and hits.
@@ -195,12 +217,12 @@ impl Reading {
         let snapshot = Snapshot::read(maps)?;
         let now = addr::monotonic_ns();
         // Entries deleted while we walk are skipped, like `Snapshot` does.
-        let bans_active = maps
-            .bans
-            .iter()
-            .filter_map(|kv| kv.ok())
-            .filter(|(_, ban)| ban.expires_ns > now)
-            .count() as u64;
+        let mut bans_active = [0; BAN_REASONS];
+        for (_, ban) in maps.bans.iter().filter_map(|kv| kv.ok()) {
+            if ban.expires_ns > now {
+                bans_active[(ban.reason as usize).min(BAN_REASONS - 1)] += 1;
+            }
+        }
         let enforcing = maps.policy()?.enforcing();
         let signatures = maps.signatures()?;
         Ok(Self {
@@ -345,12 +367,21 @@ impl Collector for Exposition {
         // Bans.
         let t = &s.tables;
         let event = |e: TableStat| t.events.get(e.name()).copied().unwrap_or(0);
-        gauge(
+        let reasons = || (1..BAN_REASONS as u32).map(|code| (code, BanReason::name(code)));
+        gauges(
             &mut enc,
             "sipguard_bans_active",
-            "Sources under a ban that has not expired",
+            "Sources under a ban that has not expired, by reason",
+            reasons().map(|(code, name)| ([("reason", name)], r.bans_active[code as usize])),
+        )?;
+        counters(
+            &mut enc,
+            "sipguard_bans",
+            "Bans set since the agent started, by reason (from the programs' ban events, and \
+             the agent's widened IPv6 bans; events lost in a ban storm are counted in \
+             sipguard_table_events_total{event=\"ban_event_lost\"})",
             None,
-            r.bans_active,
+            reasons().map(|(code, name)| ([("reason", name)], self.info.bans.get(code))),
         )?;
         counter(
             &mut enc,

@@ -269,7 +269,15 @@ fn a_ban_on_one_host_drops_the_source_on_the_other() {
         metrics.contains(&format!(
             "sipguard_crowdsec_alerts_total{{outcome=\"sent\"}} {}\n",
             BANS + 1
-        )) && metrics.contains("sipguard_crowdsec_alerts_total{outcome=\"dropped\"} 0\n"),
+        )) && metrics.contains("sipguard_crowdsec_alerts_total{outcome=\"dropped\"} 0\n")
+            && metrics.contains(&format!(
+                "sipguard_bans_total{{reason=\"flood\"}} {}\n",
+                BANS + 1
+            ))
+            && metrics.contains(&format!(
+                "sipguard_bans_active{{reason=\"flood\"}} {}\n",
+                BANS + 1
+            )),
         "{metrics}"
     );
     let polled = metrics
@@ -398,8 +406,8 @@ fn a_forged_ban_does_not_shut_a_trusted_customer_out_of_the_fleet() {
             && on_a.contains("next REGISTER  probation (banned)"),
         "{on_a}"
     );
-    let on_b: Value = serde_json::from_str(&b.run(&["explain", &customer, "--json"]).unwrap())
-        .unwrap();
+    let on_b: Value =
+        serde_json::from_str(&b.run(&["explain", &customer, "--json"]).unwrap()).unwrap();
     assert!(
         on_b["trust"]["renewals"].as_u64().is_some() && on_b["bans"] == serde_json::json!([]),
         "{on_b}"

@@ -310,6 +310,7 @@ fn exporter_names_follow_conventions() {
         "sipguard_sip_packets_total",
         "sipguard_sip_bytes_total",
         "sipguard_bans_active",
+        "sipguard_bans_total",
         "sipguard_bans_added_total",
         "sipguard_bans_expired_total",
         "sipguard_table_entries",
@@ -923,7 +924,15 @@ fn scrape_reports_what_the_program_counted() -> Result<()> {
         1.0
     );
     // The manual ban and the scanner's; the expired one is gone.
-    assert_eq!(get(&m, "sipguard_bans_active", &[]), 2.0);
+    assert_eq!(
+        get(&m, "sipguard_bans_active", &[("reason", "manual")]),
+        1.0
+    );
+    assert_eq!(
+        get(&m, "sipguard_bans_active", &[("reason", "scanner")]),
+        1.0
+    );
+    assert_eq!(get(&m, "sipguard_bans_active", &[("reason", "flood")]), 0.0);
     assert_eq!(get(&m, "sipguard_table_entries", &[("table", "bans")]), 2.0);
     assert_eq!(
         get(&m, "sipguard_table_capacity", &[("table", "bans")]),
