@@ -3,6 +3,7 @@
 //! sides agree on the byte layout of every map key and value.
 #![no_std]
 
+pub mod capture;
 pub mod class;
 pub mod clock;
 pub mod maps;

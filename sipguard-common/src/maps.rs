@@ -20,6 +20,9 @@ pub const MAP_BAN_HINTS: &str = "BAN_HINTS";
 pub const MAP_SRC_STATE: &str = "SRC_STATE";
 pub const MAP_GLOBAL_STATE: &str = "GLOBAL_STATE";
 pub const MAP_BAN_EVENTS: &str = "BAN_EVENTS";
+/// `sipguard capture` (capture.rs): its filters, and the packets copied.
+pub const MAP_CAPTURE: &str = "CAPTURE";
+pub const MAP_CAPTURE_RING: &str = "CAPTURE_RING";
 pub const MAP_TABLE_STATS: &str = "TABLE_STATS";
 pub const MAP_SIGNATURES: &str = "SIGNATURES";
 pub const MAP_SIG_INDEX: &str = "SIG_INDEX";

@@ -12,6 +12,7 @@
 // A one-instruction `asm!` as a compiler barrier (opaque::hide).
 #![feature(asm_experimental_arch)]
 
+mod capture;
 mod classify;
 mod clock;
 mod cursor;
@@ -35,6 +36,7 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use sipguard_common::{
     Class, Reason, Verdict,
+    capture::NO_CLASS,
     maps::{PROG_SLOT_RESP, PROG_SLOT_SIP, TableStat},
     policy::POLICY_TRUST,
 };
@@ -63,9 +65,30 @@ fn finish(ctx: &XdpContext, verdict: Verdict, reason: Reason, class: Option<u32>
     }
 }
 
+/// `finish` for a packet whose source was parsed, offered to a capture
+/// first. Each program reaches it from one place, so the capture's code
+/// is there once. `class` is `NO_CLASS` for none: a plain value, as an
+/// `Option` built on several paths may reach it half undefined, which the
+/// verifier refuses to read ("!read_ok").
+#[inline(always)]
+fn finish_parsed(
+    ctx: &XdpContext,
+    verdict: Verdict,
+    reason: Reason,
+    class: u32,
+    src: [u64; 2],
+) -> u32 {
+    let class = (class != NO_CLASS).then_some(class);
+    capture::offer(ctx, verdict, reason, class, src);
+    finish(ctx, verdict, reason, class)
+}
+
 #[xdp]
 pub fn sipguard_xdp(ctx: XdpContext) -> u32 {
     let (data, end) = (ctx.data(), ctx.data_end());
+    // Packets sipguard does not parse (not SIP ports, broken headers) and
+    // those it cannot (later fragments, long header chains) are counted
+    // but never captured.
     let flow = match parse::parse(data, end, false) {
         Ok(flow) => flow,
         Err(Skip::Pass(reason)) => return finish(&ctx, Verdict::Pass, reason, None),
@@ -79,6 +102,16 @@ pub fn sipguard_xdp(ctx: XdpContext) -> u32 {
             return finish(&ctx, verdict, reason, None);
         }
     };
+    let (verdict, reason, class) = judge(&ctx, &flow);
+    finish_parsed(&ctx, verdict, reason, class, flow.src)
+}
+
+/// `sipguard_xdp`'s rules for a parsed packet: verdict, reason and class
+/// (`NO_CLASS` for none). Requests that need the second stage leave by tail
+/// call and do not come back.
+#[inline(always)]
+fn judge(ctx: &XdpContext, flow: &parse::Flow) -> (Verdict, Reason, u32) {
+    let (data, end) = (ctx.data(), ctx.data_end());
     let class = match flow.transport {
         Transport::Tcp => Class::Tcp,
         Transport::Udp => classify::classify(
@@ -93,17 +126,17 @@ pub fn sipguard_xdp(ctx: XdpContext) -> u32 {
     // to be empty, read once for the allowlist and the blocklist.
     let empty = policy::empty_lists();
     if policy::allowlisted(flow.src, empty) {
-        return finish(&ctx, Verdict::Pass, Reason::Allowlisted, Some(class as u32));
+        return (Verdict::Pass, Reason::Allowlisted, class as u32);
     }
     // One unknown class for the verifier, not 18 constants (see opaque.rs),
     // hidden behind the frame's first 8 bytes. Parse read past them, so the
     // check always holds; it is there because the verifier wants it.
     if data + 8 > end {
-        return finish(&ctx, Verdict::Pass, Reason::Malformed, None);
+        return (Verdict::Pass, Reason::Malformed, NO_CLASS);
     }
     // SAFETY: checked just above.
     let class = opaque::hide(class as u64, unsafe { cursor::load_u64(data) }) as u32;
-    let (verdict, reason) = match policy::front(&flow, class, empty) {
+    let (verdict, reason) = match policy::front(flow, class, empty) {
         Step::Done(v, r) => {
             if flow.fragmented && v == Verdict::Drop {
                 frags::forget(flow.src, flow.frag_id);
@@ -134,7 +167,7 @@ pub fn sipguard_xdp(ctx: XdpContext) -> u32 {
                         now,
                     };
                     // Does not return on success.
-                    PROGS.tail_call(&ctx, PROG_SLOT_SIP);
+                    PROGS.tail_call(ctx, PROG_SLOT_SIP);
                 }
             }
             // The loader always installs the second stage; if it is missing
@@ -142,7 +175,7 @@ pub fn sipguard_xdp(ctx: XdpContext) -> u32 {
             (Verdict::Pass, Reason::Accepted)
         }
     };
-    finish(&ctx, verdict, reason, Some(class))
+    (verdict, reason, class)
 }
 
 /// Second stage for UDP SIP requests (see the crate doc), entered only by
@@ -157,7 +190,9 @@ pub fn sipguard_sip(ctx: XdpContext) -> u32 {
     if p.fragmented != 0 && verdict == Verdict::Drop {
         frags::forget_handed_over();
     }
-    finish(&ctx, verdict, reason, Some(p.class))
+    // The source as the first stage keyed it (an IPv6 address grouped by
+    // `ipv6_prefix`).
+    finish_parsed(&ctx, verdict, reason, p.class, p.src.words())
 }
 
 /// TC egress on the protected interface: the server's responses. Never

@@ -7,6 +7,7 @@ use aya_ebpf::{
 };
 use sipguard_common::{
     Counter, Policy,
+    capture::{CAPTURE_RING_BYTES, CaptureConf},
     class::CLASS_SLOTS,
     clock::{Clock, ClockSample},
     maps::{
@@ -68,6 +69,16 @@ pub static GLOBAL_SHARE: PerCpuArray<GlobalShare> =
 /// One `BanEvent` per ban the program sets, read and logged by the agent.
 #[map]
 pub static BAN_EVENTS: RingBuf = RingBuf::with_byte_size(BAN_EVENTS_BYTES, 0);
+
+/// The capture in force (`CaptureConf`), written by `sipguard capture`;
+/// `until_ns` 0 when none runs, and then the only field read.
+#[map]
+pub static CAPTURE: Array<CaptureConf> = Array::with_max_entries(1, 0);
+
+/// The packets a capture selected (`CaptureRecord`), read by `sipguard
+/// capture`.
+#[map]
+pub static CAPTURE_RING: RingBuf = RingBuf::with_byte_size(CAPTURE_RING_BYTES, 0);
 
 /// Packets and bytes per (verdict, reason): index `verdict * REASON_SLOTS +
 /// reason`. Per-CPU so the hot path never contends; userspace sums CPUs.

@@ -50,6 +50,10 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Copy the packets sipguard drops into a pcapng file, with the verdict
+    /// and reason in each packet's comment (XDP drops happen before tcpdump
+    /// sees anything). Selected in the kernel, at most `--rate` packets/s.
+    Capture(CaptureArgs),
     /// List, add or lift dynamic bans.
     Bans {
         #[command(subcommand)]
@@ -122,6 +126,36 @@ pub struct Target {
     /// Interface of the agent; needed only when several run.
     #[arg(long, short = 'i', global = true)]
     pub iface: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct CaptureArgs {
+    /// Only packets counted under this reason (e.g. banned, scanner,
+    /// rate_source, blocklisted); may be repeated. Default: every reason.
+    #[arg(long = "reason", value_name = "REASON")]
+    pub reasons: Vec<String>,
+    /// Only packets from this address or network (at most 4).
+    #[arg(long = "source", value_name = "CIDR")]
+    pub sources: Vec<String>,
+    /// Only packets with this verdict: drop, pass or would_drop (monitor
+    /// mode); may be repeated. Default: drop and would_drop.
+    #[arg(long = "verdict", value_name = "VERDICT")]
+    pub verdicts: Vec<String>,
+    /// Stop after this many packets (default: at Ctrl-C or SIGTERM).
+    #[arg(short = 'c', long, default_value_t = 0)]
+    pub count: u64,
+    /// Bytes kept of each packet (1-2048).
+    #[arg(short = 's', long, default_value_t = 512)]
+    pub snaplen: u32,
+    /// Packets copied per second at most; selected packets over it are
+    /// counted as missed.
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    /// The pcapng file; `-` writes to stdout (`| tshark -r -`, `| sngrep -I -`).
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    pub write: String,
+    #[command(flatten)]
+    pub target: Target,
 }
 
 /// Addresses or CIDRs, from arguments and list files.

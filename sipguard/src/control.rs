@@ -7,7 +7,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use ipnet::IpNet;
 use serde::Serialize;
 use sipguard::{
@@ -22,7 +22,9 @@ use sipguard::{
 };
 use sipguard_common::source::{Ban, BanReason, SrcKey};
 
-use crate::cli::{BansOp, BlockOp, Entries, LimitsOp, ListOp, OnOff, SigOp, Target, TrustedOp};
+use crate::cli::{
+    BansOp, BlockOp, CaptureArgs, Entries, LimitsOp, ListOp, OnOff, SigOp, Target, TrustedOp,
+};
 
 fn open(target: &Target) -> Result<Maps> {
     Ok(open_keyed(target)?.0)
@@ -305,6 +307,102 @@ fn open_keyed(target: &Target) -> Result<(Maps, String)> {
         .map(str::to_string)
         .ok_or_else(|| anyhow::anyhow!("no agent key in {}", dir.display()))?;
     Ok((Maps::from_pins(&dir)?, key))
+}
+
+pub async fn capture(args: CaptureArgs) -> Result<()> {
+    use sipguard::capture::{Selection, Writer};
+    use sipguard_common::{Reason, Verdict};
+    preflight::require_root("this command")?;
+    let dir = bpffs::find_agent(args.target.iface.as_deref())?;
+    let named = |what: &str, given: &[String], all: &[(&'static str, u32)]| {
+        given
+            .iter()
+            .map(|g| {
+                all.iter()
+                    .find(|(n, _)| n == g)
+                    .map(|(_, v)| *v)
+                    .ok_or_else(|| {
+                        let names: Vec<&str> = all.iter().map(|(n, _)| *n).collect();
+                        anyhow::anyhow!("unknown {what} {g:?}: one of {}", names.join(", "))
+                    })
+            })
+            .collect::<Result<Vec<u32>>>()
+    };
+    let verdict_names: Vec<(&str, u32)> =
+        Verdict::ALL.iter().map(|v| (v.name(), *v as u32)).collect();
+    let reason_names: Vec<(&str, u32)> =
+        Reason::ALL.iter().map(|r| (r.name(), *r as u32)).collect();
+    let verdicts = if args.verdicts.is_empty() {
+        vec![Verdict::Drop, Verdict::WouldDrop]
+    } else {
+        let codes = named("verdict", &args.verdicts, &verdict_names)?;
+        Verdict::ALL
+            .into_iter()
+            .filter(|v| codes.contains(&(*v as u32)))
+            .collect()
+    };
+    let reasons = if args.reasons.is_empty() {
+        Reason::ALL.to_vec()
+    } else {
+        let codes = named("reason", &args.reasons, &reason_names)?;
+        Reason::ALL
+            .into_iter()
+            .filter(|r| codes.contains(&(*r as u32)))
+            .collect()
+    };
+    let sel = Selection {
+        verdicts,
+        reasons,
+        sources: args
+            .sources
+            .iter()
+            .map(|s| addr::parse_cidr(s))
+            .collect::<Result<_>>()?,
+        snaplen: args.snaplen,
+        rate: args.rate,
+    };
+    let list = |given: &[String], default: &str| {
+        if given.is_empty() {
+            default.to_string()
+        } else {
+            given.join("|")
+        }
+    };
+    let what = format!(
+        "verdict {}, reason {}, source {}",
+        list(&args.verdicts, "drop|would_drop"),
+        list(&args.reasons, "any"),
+        list(&args.sources, "any")
+    );
+    let iface = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(|k| sipguard::ident::iface_of(k).to_string())
+        .unwrap_or_default();
+    let out: Box<dyn std::io::Write> = if args.write == "-" {
+        Box::new(std::io::BufWriter::new(std::io::stdout()))
+    } else {
+        Box::new(std::io::BufWriter::new(
+            std::fs::File::create(&args.write)
+                .with_context(|| format!("creating {}", args.write))?,
+        ))
+    };
+    let mut writer = Writer::new(out, &iface, args.snaplen, &what)?;
+    let stop = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    eprintln!("capturing on {iface}: {what}");
+    let done = sipguard::capture::run(&dir, &sel, args.count, &mut writer, stop).await?;
+    eprintln!(
+        "{} packets captured; {} selected but not copied (over --rate {}/s, or the ring full)",
+        done.written, done.missed, args.rate
+    );
+    Ok(())
 }
 
 /// Refusals printed one by one before the rest are only counted.

@@ -3,6 +3,7 @@
 
 pub mod addr;
 pub mod bpffs;
+pub mod capture;
 pub mod clock;
 pub mod config;
 pub mod crowdsec;

@@ -47,6 +47,7 @@ async fn dispatch(cmd: Command) -> Result<()> {
         Command::Allow { op } => control::allow(op),
         Command::Block { op } => control::block(op),
         Command::Bans { op } => control::bans(op),
+        Command::Capture(args) => control::capture(args).await,
         Command::Explain { addr, json, target } => control::explain(&addr, json, &target),
         Command::Limits { op } => control::limits(op),
         Command::Trusted { op } => control::trusted(op),

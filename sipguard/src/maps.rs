@@ -17,11 +17,12 @@ use sipguard_common::{
     Counter, Policy,
     maps::{
         ALLOW_HOLE, BLOCK_HOLE_EXPIRY, LIST_ALLOW, LIST_BLOCK, LIST_RESERVED, MAP_ALLOW,
-        MAP_BAN_EVENTS, MAP_BAN_HINTS, MAP_BANS, MAP_BLOCK, MAP_CLASS_STATS, MAP_EMPTY_LISTS,
-        MAP_GLOBAL_STATE, MAP_PENDING, MAP_PENDING_RESP, MAP_POLICY, MAP_PROGS, MAP_PROGS_TC,
-        MAP_REASON_STATS, MAP_SCAN_BAN_ROOM, MAP_SIG_HITS, MAP_SIG_INDEX, MAP_SIG_NAMES,
-        MAP_SIGNATURES, MAP_SIP_PORTS, MAP_SRC_STATE, MAP_TABLE_STATS, MAP_TRUST_HINTS,
-        MAP_TRUST_LIVE, MAP_TRUSTED, PORT_TCP, PORT_UDP, SCAN_BAN_SHARE_QUARTERS,
+        MAP_BAN_EVENTS, MAP_BAN_HINTS, MAP_BANS, MAP_BLOCK, MAP_CAPTURE, MAP_CAPTURE_RING,
+        MAP_CLASS_STATS, MAP_EMPTY_LISTS, MAP_GLOBAL_STATE, MAP_PENDING, MAP_PENDING_RESP,
+        MAP_POLICY, MAP_PROGS, MAP_PROGS_TC, MAP_REASON_STATS, MAP_SCAN_BAN_ROOM, MAP_SIG_HITS,
+        MAP_SIG_INDEX, MAP_SIG_NAMES, MAP_SIGNATURES, MAP_SIP_PORTS, MAP_SRC_STATE,
+        MAP_TABLE_STATS, MAP_TRUST_HINTS, MAP_TRUST_LIVE, MAP_TRUSTED, PORT_TCP, PORT_UDP,
+        SCAN_BAN_SHARE_QUARTERS,
     },
     policy::POLICY_ENFORCE,
     signature::{SIG_NAME_MAX, SigEntry, SigIndex},
@@ -67,8 +68,9 @@ pub struct Maps {
 /// Every map the agent pins, by name: all state the programs share, so a
 /// restarted or upgraded agent (same `LAYOUT_VERSION`) takes it over and the
 /// old and new programs use the same maps while the link is swapped.
-/// `BAN_EVENTS` is read only by the agent.
-pub const ALL: [&str; 25] = [
+/// `BAN_EVENTS` is read only by the agent, `CAPTURE` and `CAPTURE_RING` only
+/// by `sipguard capture` (capture.rs).
+pub const ALL: [&str; 27] = [
     MAP_BAN_HINTS,
     MAP_TRUST_HINTS,
     MAP_TRUST_LIVE,
@@ -91,6 +93,8 @@ pub const ALL: [&str; 25] = [
     MAP_SRC_STATE,
     MAP_GLOBAL_STATE,
     MAP_BAN_EVENTS,
+    MAP_CAPTURE,
+    MAP_CAPTURE_RING,
     MAP_REASON_STATS,
     MAP_CLASS_STATS,
     MAP_TABLE_STATS,
