@@ -21,9 +21,10 @@ use sipguard::{
 };
 use sipguard_common::{
     Class, Reason, Verdict,
+    capture::{CaptureConf, CaptureRecord},
     maps::{
-        MAP_BAN_EVENTS, MAP_FRAGS, MAP_GLOBAL_SHARE, PROG_BENCH_EMPTY, PROG_EGRESS, PROG_XDP,
-        TableStat,
+        MAP_BAN_EVENTS, MAP_CAPTURE, MAP_CAPTURE_RING, MAP_FRAGS, MAP_GLOBAL_SHARE,
+        PROG_BENCH_EMPTY, PROG_EGRESS, PROG_XDP, TableStat,
     },
     policy::GlobalShare,
     source::{BanHint, SrcKey, TrustBits},
@@ -153,10 +154,16 @@ fn reset(ebpf: &mut Ebpf, maps: &mut Maps) -> Result<()> {
             )?;
         }
     }
-    // Ban events nobody read.
-    if let Some(map) = ebpf.map_mut(MAP_BAN_EVENTS) {
-        let mut ring = RingBuf::try_from(map)?;
-        while ring.next().is_some() {}
+    // Ban events nobody read, and any capture with its packets.
+    for name in [MAP_BAN_EVENTS, MAP_CAPTURE_RING] {
+        if let Some(map) = ebpf.map_mut(name) {
+            let mut ring = RingBuf::try_from(map)?;
+            while ring.next().is_some() {}
+        }
+    }
+    if let Some(map) = ebpf.map_mut(MAP_CAPTURE) {
+        let mut conf: Array<&mut MapData, CaptureConf> = map.try_into()?;
+        conf.set(0, CaptureConf::default(), 0)?;
     }
     Ok(())
 }
@@ -284,6 +291,44 @@ impl Harness {
     /// For tests that change the configuration (ports, enforce) at run time.
     pub fn maps_mut(&mut self) -> &mut Maps {
         &mut self.maps
+    }
+
+    /// Start a capture (`CaptureConf::default()` stops it), as `sipguard
+    /// capture` does.
+    pub fn set_capture(&mut self, conf: CaptureConf) -> Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_CAPTURE)
+            .ok_or_else(|| anyhow!("map {MAP_CAPTURE} missing from the object"))?;
+        let mut a: Array<&mut MapData, CaptureConf> = map.try_into()?;
+        a.set(0, conf, 0)?;
+        Ok(())
+    }
+
+    /// The capture as the programs left it (`missed` counted).
+    pub fn capture(&mut self) -> Result<CaptureConf> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_CAPTURE)
+            .ok_or_else(|| anyhow!("map {MAP_CAPTURE} missing from the object"))?;
+        let a: Array<&mut MapData, CaptureConf> = map.try_into()?;
+        Ok(a.get(&0, 0)?)
+    }
+
+    /// The packets captured so far, taken out of the ring.
+    pub fn captured(&mut self) -> Result<Vec<CaptureRecord>> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_CAPTURE_RING)
+            .ok_or_else(|| anyhow!("map {MAP_CAPTURE_RING} missing from the object"))?;
+        let mut ring = RingBuf::try_from(map)?;
+        let mut out = Vec::new();
+        while let Some(item) = ring.next() {
+            anyhow::ensure!(item.len() >= std::mem::size_of::<CaptureRecord>());
+            // SAFETY: the programs write whole records; length checked.
+            out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
+        }
+        Ok(out)
     }
 }
 

@@ -103,12 +103,14 @@ const KERNELS: [Kernel; 5] = [
 const MAX_VERIFIED_INSNS: u64 = 500_000;
 
 /// The fixture suites run inside each VM.
-const FIXTURE_TESTS: [&str; 5] = [
+const FIXTURE_TESTS: [&str; 7] = [
     "fixtures",
     "fixtures_bans",
     "fixtures_scanner",
     "fixtures_trust",
     "fixtures_limits",
+    "fixtures_explain",
+    "fixtures_capture",
 ];
 
 /// One VM's limit: boot, every program, the fixture suites and the attach
