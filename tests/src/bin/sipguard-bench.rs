@@ -136,6 +136,33 @@ fn banned_source(h: &mut Harness) -> Result<()> {
     )
 }
 
+/// A banned source while a capture of passed packets runs: the capture's
+/// cost to a packet it does not select.
+fn banned_capture_elsewhere(h: &mut Harness) -> Result<()> {
+    banned_source(h)?;
+    capture(h, Verdict::Pass, 1000)
+}
+
+/// A banned source whose drops a capture selects, at one packet a second:
+/// each timed packet is selected and refused by the capture's rate (as in
+/// a flood, where the rate bounds what is copied), after one copied.
+fn banned_captured(h: &mut Harness) -> Result<()> {
+    banned_source(h)?;
+    capture(h, Verdict::Drop, 1)
+}
+
+fn capture(h: &mut Harness, verdict: Verdict, rate: u64) -> Result<()> {
+    let sel = sipguard::capture::Selection {
+        verdicts: vec![verdict],
+        reasons: Reason::ALL.to_vec(),
+        sources: Vec::new(),
+        snaplen: 512,
+        rate,
+    };
+    let until = sipguard::addr::monotonic_ns() + 3_600_000_000_000;
+    h.set_capture(sel.conf(until)?)
+}
+
 /// A banned source, with 1 024 trunk networks on the allowlist (as on a
 /// production SBC): the allowlist's LPM lookup is then on every path.
 fn banned_with_allowlist(h: &mut Harness) -> Result<()> {
@@ -268,6 +295,18 @@ fn cases() -> Vec<Case> {
             packet: Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, invite.clone()).build(),
             path: Path::xdp(Verdict::Drop, Reason::Banned, Some(Class::Invite)),
             setup: banned_source,
+        },
+        Case {
+            name: "INVITE from a banned source, a capture runs (not selected)",
+            packet: Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, invite.clone()).build(),
+            path: Path::xdp(Verdict::Drop, Reason::Banned, Some(Class::Invite)),
+            setup: banned_capture_elsewhere,
+        },
+        Case {
+            name: "INVITE from a banned source, captured (over the capture's rate)",
+            packet: Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, invite.clone()).build(),
+            path: Path::xdp(Verdict::Drop, Reason::Banned, Some(Class::Invite)),
+            setup: banned_captured,
         },
         Case {
             name: "INVITE from a banned source, 1024 allowlisted nets",
