@@ -18,7 +18,7 @@ mod sender;
 pub use ctl::{Ctl, Delta, ban_sources};
 pub use listener::{Counts, Listener};
 pub use net::{LinkCounters, UdpMib, isolate_server, link_counters, udp_mib};
-pub use raw::{RawFlood, RawReport, raw_flood};
+pub use raw::{RawFlood, RawReport, RawRunning, raw_flood, spawn_raw_flood};
 pub use sender::{SendReport, Stream, StreamReport, send, spawn_send};
 
 /// The SIP port the lab's server listens on and sipguard inspects.

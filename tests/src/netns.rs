@@ -42,8 +42,8 @@ pub use agent::{
     Agent, XdpAttach, agent_key, group_packets, packets, pin_dir, sipguard_bin, sipguard_stats,
     staging_dir,
 };
-use process::terminate;
-pub use process::{exited, run_bounded, stderr, wait_until};
+
+pub use process::{exited, run_bounded, stderr, terminate, wait_until};
 
 /// Host number of each node: its addresses are 198.18.0.N and 2001:db8::N.
 pub const SERVER_HOST: u8 = 1;

@@ -2,8 +2,11 @@
 //!
 //! Builds a namespace lab (server with Kamailio, a legitimate sipp client
 //! placing calls at 10/s, an attacker), starts `sipguard run` on the server's
-//! interface, then the attacker scans with SIPVicious svmap and floods
-//! INVITEs. Prints a status line every second and a summary at the end; the
+//! interface, then the attacker scans with SIPVicious svmap, floods INVITEs
+//! from one address, then from forged random sources at the machine's top
+//! rate while the client keeps calling (trusted: the server answered it
+//! 2xx). Prints a status line every second, a summary, and `sipguard
+//! explain` of the client and of the banned flooder at the end; the
 //! lab (namespaces, processes, pins) is removed on exit, on error, on panic
 //! and on Ctrl-C. Needs root; everything stays in 198.18.0.0/15.
 
@@ -18,16 +21,16 @@ use std::{
 use anyhow::{Result, ensure};
 use serde_json::Value;
 use sipguard_tests::{
-    flood::{Ctl, SIP_PORT, Stream, isolate_server, spawn_send},
+    flood::{Ctl, RawFlood, SIP_PORT, Stream, isolate_server, spawn_raw_flood, spawn_send},
     kamailio::Kamailio,
     lab::start_backend,
-    netns::{Bg, Lab, packets},
+    netns::{Bg, Lab, packets, sipguard_bin, terminate},
     sipp::{Calls, parse_trace_stat, scenario},
 };
 
 const CALL_RATE: u64 = 10;
-/// 10 calls/s for 50 s: the calls span the scan, the flood and after.
-const CALLS: u64 = 500;
+/// 10 calls/s for 80 s: the calls span the scan, both floods and after.
+const CALLS: u64 = 800;
 /// Per-source INVITE limit: the default 10/s (burst 20) would leave a
 /// caller placing 10 calls/s no room for retransmissions.
 const LIMITS: [&str; 2] = ["invite.rate=20/s", "invite.burst=40"];
@@ -37,8 +40,13 @@ const FLOOD_USER: &str = "4021555";
 /// The flood comes from a second address of the attacker (the first is
 /// already banned as a scanner by then).
 const FLOOD_SRC: Ipv4Addr = Ipv4Addr::new(198, 18, 7, 66);
+/// The forged-source flood: as fast as the machine sends, this long, from
+/// this many random sources of 198.18.0.0/15, at most this many packets.
+const SPOOFED: Duration = Duration::from_secs(10);
+const SPOOFED_SOURCES: u32 = 65_536;
+const SPOOFED_MAX_PACKETS: u64 = 10_000_000;
 /// Hard bound on the whole demo after setup.
-const DEMO_BOUND: Duration = Duration::from_secs(150);
+const DEMO_BOUND: Duration = Duration::from_secs(180);
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -140,7 +148,14 @@ enum Phase {
     Calls,
     Scan,
     Flood,
+    Spoofed,
     After,
+}
+
+/// What one phase did: drops by reason and the client's calls.
+struct PhaseRecord {
+    stats: Value,
+    calls: Calls,
 }
 
 fn demo() -> Result<()> {
@@ -199,7 +214,7 @@ fn demo() -> Result<()> {
             "-r".into(),
             CALL_RATE.to_string(),
             "-timeout".into(),
-            "80s".into(),
+            "110s".into(),
             "-recv_timeout".into(),
             "10000".into(),
             "-nostdin".into(),
@@ -225,6 +240,12 @@ fn demo() -> Result<()> {
     let mut calls = Calls::default();
     let mut cpu_peak: f64 = 0.0;
     let mut scan_bans = BTreeMap::new();
+    let mut spoofed = None;
+    let mut spoofed_start: Option<PhaseRecord> = None;
+    let mut spoofed_end: Option<PhaseRecord> = None;
+    let mut spoofed_ended: Option<Instant> = None;
+    let mut client_capture: Option<std::process::Child> = None;
+    let mut client_dropped: Option<String> = None;
 
     println!(
         "\n  t | phase | dropped pkt/s by reason           | bans | legit calls ok/ended (ok %), placed | Kamailio CPU"
@@ -354,10 +375,79 @@ fn demo() -> Result<()> {
                     s.sent,
                     s.pps()
                 );
-                phase = Phase::After;
+                println!(
+                    "--- phase 3: INVITE flood from {SPOOFED_SOURCES} forged random sources, as fast \
+                     as this machine sends, {}s (≤ {SPOOFED_MAX_PACKETS} packets); the client keeps \
+                     calling",
+                    SPOOFED.as_secs()
+                );
+                spoofed_start = Some(PhaseRecord {
+                    stats: ctl.stats()?,
+                    calls: parse_trace_stat(&csv).unwrap_or_default(),
+                });
+                // What sipguard drops of the client's own packets, if any.
+                client_capture = Some(
+                    std::process::Command::new(sipguard_bin()?)
+                        .args(["capture", "--source", &lab.client.v4.to_string()])
+                        .args([
+                            "-w",
+                            &lab.dir().join("client-drops.pcapng").to_string_lossy(),
+                        ])
+                        .args(["--iface", lab.iface()])
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::piped())
+                        .spawn()?,
+                );
+                spoofed = Some(spawn_raw_flood(
+                    &lab,
+                    &lab.attacker,
+                    &lab.server,
+                    &RawFlood {
+                        count: SPOOFED_MAX_PACKETS,
+                        duration: SPOOFED,
+                        sources: SPOOFED_SOURCES,
+                        seed: 7,
+                        later_fragments: false,
+                    },
+                )?);
+                phase = Phase::Spoofed;
             }
         }
-        if phase == Phase::After && !alive(sipp.pid) {
+        if phase == Phase::Spoofed && spoofed.as_ref().is_some_and(|f| f.done()) {
+            let report = spoofed.take().unwrap().finish()?;
+            spoofed_ended = Some(now);
+            println!(
+                "--- forged flood over: {} INVITEs sent at {:.0} pps from {} sources",
+                report.sent,
+                report.pps(),
+                report.sources
+            );
+            phase = Phase::After;
+        }
+        // The calls the forged flood caught end within sipp's receive
+        // timeout (10 s) after it: the phase's record is taken then.
+        if let Some(ended) = spoofed_ended
+            && spoofed_end.is_none()
+            && now.duration_since(ended) >= Duration::from_secs(11)
+        {
+            spoofed_end = Some(PhaseRecord {
+                stats: ctl.stats()?,
+                calls: parse_trace_stat(&csv).unwrap_or_default(),
+            });
+            if let Some(mut c) = client_capture.take() {
+                terminate(&mut c)?;
+                let mut said = String::new();
+                if let Some(mut e) = c.stderr.take() {
+                    std::io::Read::read_to_string(&mut e, &mut said)?;
+                }
+                client_dropped = said
+                    .lines()
+                    .find(|l| l.contains(" packets captured"))
+                    .and_then(|l| l.split_whitespace().next())
+                    .map(str::to_string);
+            }
+        }
+        if phase == Phase::After && spoofed_end.is_some() && !alive(sipp.pid) {
             break;
         }
     }
@@ -404,6 +494,31 @@ fn demo() -> Result<()> {
         kamailio.cpu_seconds()? - cpu0,
         cpu_peak
     );
+    if let (Some(a), Some(b)) = (&spoofed_start, &spoofed_end) {
+        let (d0, d1) = (drops_by_reason(&a.stats), drops_by_reason(&b.stats));
+        let ok = b.calls.successful - a.calls.successful;
+        let failed = b.calls.failed - a.calls.failed;
+        println!(
+            "during the forged-source flood (and the 10 s its calls may take to fail): client \
+             calls {ok} completed, {failed} failed; client packets sipguard dropped: {} \
+             (`sipguard capture --source {}`); dropped by reason:",
+            client_dropped.as_deref().unwrap_or("?"),
+            lab.client.v4
+        );
+        for (r, n) in &d1 {
+            let d = n - d0.get(r).copied().unwrap_or(0);
+            if d > 0 {
+                println!("  {r:<16} {d:>10}");
+            }
+        }
+    }
+    for (who, addr) in [
+        ("the client", lab.client.v4.to_string()),
+        ("the flooder", FLOOD_SRC.to_string()),
+    ] {
+        println!("\n$ sipguard explain {addr}    # {who}");
+        print!("{}", ctl.run(&["explain", &addr])?);
+    }
     println!("cleaning up (agent detaches, namespaces removed) …");
     drop(agent);
     drop(lab);

@@ -44,6 +44,71 @@ impl RawReport {
 /// Send `flood` from `from`'s interface to `to` (its MAC and IPv4 address)
 /// on the SIP port.
 pub fn raw_flood(lab: &Lab, from: &Node, to: &Node, flood: &RawFlood) -> Result<RawReport> {
+    let args = args(lab, from, to, flood)?;
+    let out = lab.run(from, "python3", &args, flood.duration + GRACE)?;
+    ensure!(
+        out.status.success(),
+        "raw flood from {} failed ({}): {}",
+        from.ns,
+        out.status,
+        stderr(&out)
+    );
+    report(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// A raw flood running in the background (a lab process).
+pub struct RawRunning<'lab> {
+    lab: &'lab Lab,
+    bg: crate::netns::Bg,
+    bound: Duration,
+}
+
+/// `raw_flood`, started in the background.
+pub fn spawn_raw_flood<'lab>(
+    lab: &'lab Lab,
+    from: &Node,
+    to: &Node,
+    flood: &RawFlood,
+) -> Result<RawRunning<'lab>> {
+    let args = args(lab, from, to, flood)?;
+    let bg = lab.spawn(from, "rawflood", "python3", &args)?;
+    Ok(RawRunning {
+        lab,
+        bg,
+        bound: flood.duration + GRACE,
+    })
+}
+
+impl RawRunning<'_> {
+    /// Whether it has printed its report (it is done).
+    pub fn done(&self) -> bool {
+        self.bg.output().lines().any(|l| l.starts_with('{'))
+    }
+
+    /// Wait for it to end by itself (it is bounded), and read its report.
+    pub fn finish(self) -> Result<RawReport> {
+        let ended = crate::netns::wait_until(self.bound, || Ok(self.done()));
+        self.lab.stop(&self.bg)?;
+        ended?;
+        let out = self.bg.output();
+        let line = out.lines().find(|l| l.starts_with('{')).unwrap_or("");
+        report(line)
+    }
+}
+
+fn report(text: &str) -> Result<RawReport> {
+    let v: Value = serde_json::from_str(text.trim())
+        .with_context(|| format!("raw flood printed no report: {text}"))?;
+    Ok(RawReport {
+        sent: v["sent"].as_u64().unwrap_or(0),
+        errors: v["errors"].as_u64().unwrap_or(0),
+        elapsed: v["elapsed"].as_f64().unwrap_or(0.0),
+        sources: v["sources"].as_u64().unwrap_or(0),
+    })
+}
+
+/// The sender's arguments.
+fn args(lab: &Lab, from: &Node, to: &Node, flood: &RawFlood) -> Result<Vec<String>> {
     let dst: Ipv4Addr = to.v4;
     ensure!(
         dst.octets()[..2] == [198, 18] || dst.octets()[..2] == [198, 19],
@@ -68,21 +133,5 @@ pub fn raw_flood(lab: &Lab, from: &Node, to: &Node, flood: &RawFlood) -> Result<
         }
         .to_string(),
     ];
-    let out = lab.run(from, "python3", &args, flood.duration + GRACE)?;
-    ensure!(
-        out.status.success(),
-        "raw flood from {} failed ({}): {}",
-        from.ns,
-        out.status,
-        stderr(&out)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v: Value = serde_json::from_str(text.trim())
-        .with_context(|| format!("raw flood printed no report: {text}"))?;
-    Ok(RawReport {
-        sent: v["sent"].as_u64().unwrap_or(0),
-        errors: v["errors"].as_u64().unwrap_or(0),
-        elapsed: v["elapsed"].as_f64().unwrap_or(0.0),
-        sources: v["sources"].as_u64().unwrap_or(0),
-    })
+    Ok(args.to_vec())
 }
