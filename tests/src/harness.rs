@@ -293,6 +293,22 @@ impl Harness {
         &mut self.maps
     }
 
+    /// Ban `ip` (its key as the policy groups it) by hand for `for_ns`.
+    pub fn ban_for(&mut self, ip: std::net::IpAddr, for_ns: u64) -> Result<()> {
+        let now = sipguard::addr::monotonic_ns();
+        let key = sipguard::addr::src_key(ip, &self.maps.policy()?.v6_mask);
+        self.maps.ban_add(
+            key,
+            sipguard_common::source::Ban {
+                expires_ns: now + for_ns,
+                since_ns: now,
+                reason: sipguard_common::source::BanReason::Manual as u32,
+                bucket: 0,
+                dropped: 0,
+            },
+        )
+    }
+
     /// Start a capture (`CaptureConf::default()` stops it), as `sipguard
     /// capture` does.
     pub fn set_capture(&mut self, conf: CaptureConf) -> Result<()> {

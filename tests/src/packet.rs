@@ -455,6 +455,20 @@ fn frag_offset(bytes: usize) -> IpFragOffset {
     IpFragOffset::try_new((bytes / 8) as u16).expect("fragment offset fits in 13 bits")
 }
 
+/// A scanner's OPTIONS from `src` to the server: SIPVicious' User-Agent,
+/// `friendly-scanner`, one of the ban-tier signatures.
+pub fn scanner_options(src: std::net::Ipv4Addr) -> Vec<u8> {
+    Pkt::udp_v4(
+        src,
+        SERVER_V4,
+        5060,
+        sip::Sip::request("OPTIONS")
+            .user_agent(Some("friendly-scanner"))
+            .build(),
+    )
+    .build()
+}
+
 #[cfg(test)]
 mod tests {
     //! The builder is checked against etherparse's own parser, so fixtures

@@ -6,15 +6,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use sipguard::{
-    addr::{monotonic_ns, src_key},
-    capture::Selection,
-    config::Config,
-};
+use sipguard::{addr::monotonic_ns, capture::Selection, config::Config};
 use sipguard_common::{
     Class, Reason, Verdict,
     capture::{CaptureConf, CaptureRecord},
-    source::{Ban, BanReason},
 };
 use sipguard_tests::{
     harness::Harness,
@@ -36,20 +31,7 @@ fn invite(src: IpAddr) -> Vec<u8> {
 }
 
 fn ban(h: &mut Harness, src: IpAddr) {
-    let now = monotonic_ns();
-    let mask = h.maps().policy().unwrap().v6_mask;
-    h.maps_mut()
-        .ban_add(
-            src_key(src, &mask),
-            Ban {
-                expires_ns: now + HOUR,
-                since_ns: now,
-                reason: BanReason::Manual as u32,
-                bucket: 0,
-                dropped: 0,
-            },
-        )
-        .unwrap();
+    h.ban_for(src, HOUR).unwrap();
 }
 
 fn selection(reasons: &[Reason], sources: &[&str]) -> Selection {

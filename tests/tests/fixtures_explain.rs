@@ -14,7 +14,7 @@ use sipguard::{
 use sipguard_common::source::{Ban, BanReason, SrcKey, Trust};
 use sipguard_tests::{
     harness::{Delta, Harness},
-    packet::{Pkt, SERVER_V4, SERVER_V6, sip::Sip, v4, v6},
+    packet::{Pkt, SERVER_V4, SERVER_V6, scanner_options, sip::Sip, v4, v6},
 };
 
 const HOUR: u64 = 3_600_000_000_000;
@@ -242,16 +242,7 @@ fn each_ban_reason_is_shown_and_foreseen() {
 fn a_scanner_ban_names_its_signature() {
     let h = harness(128);
     let ip = Ipv4Addr::new(198, 18, 3, 3);
-    let scan = Pkt::udp_v4(
-        ip,
-        SERVER_V4,
-        5060,
-        Sip::request("OPTIONS")
-            .user_agent(Some("friendly-scanner"))
-            .build(),
-    )
-    .build();
-    assert_eq!(judged(&h, &scan), ("drop", "scanner"));
+    assert_eq!(judged(&h, &scanner_options(ip)), ("drop", "scanner"));
     let e = explained(&h, IpAddr::V4(ip));
     assert_eq!(e.bans[0].reason, "scanner");
     assert!(

@@ -32,7 +32,7 @@ use sipguard_common::{
 };
 use sipguard_tests::{
     harness::{XDP_DROP, XDP_PASS, is_root},
-    packet::{CLIENT_V4, Pkt, SERVER_V4, sip::Sip, v4},
+    packet::{CLIENT_V4, Pkt, SERVER_V4, scanner_options, sip::Sip, v4},
 };
 
 fn workspace() -> &'static Path {
@@ -838,15 +838,7 @@ fn scrape_reports_what_the_program_counted() -> Result<()> {
     let options = Pkt::udp_v4(CLIENT_V4, SERVER_V4, 5060, Sip::request("OPTIONS").build()).build();
     let from_expired =
         Pkt::udp_v4(expired, SERVER_V4, 5060, Sip::request("OPTIONS").build()).build();
-    let scan = Pkt::udp_v4(
-        scanner,
-        SERVER_V4,
-        5060,
-        Sip::request("OPTIONS")
-            .user_agent(Some("friendly-scanner"))
-            .build(),
-    )
-    .build();
+    let scan = scanner_options(scanner);
     for _ in 0..5 {
         assert_eq!(run(&invite)?, XDP_DROP, "banned INVITE");
     }
