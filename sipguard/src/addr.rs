@@ -86,11 +86,21 @@ pub fn src_net(key: &SrcKey, v6_prefix: u8) -> IpNet {
 /// How a ban key reads: the IPv4 address, or the IPv6 group as a prefix
 /// (a widened ban's own width, else the configured one).
 pub fn show_src(key: &SrcKey, v6_prefix: u8) -> String {
-    match src_net(key, v6_prefix) {
-        IpNet::V4(v4) => v4.addr().to_string(),
-        IpNet::V6(v6) if v6.prefix_len() == 128 => v6.addr().to_string(),
-        net => net.to_string(),
+    show_net(src_net(key, v6_prefix))
+}
+
+/// A network as sources are shown: one address alone, a prefix otherwise.
+pub fn show_net(net: IpNet) -> String {
+    if is_host(net) {
+        net.addr().to_string()
+    } else {
+        net.to_string()
     }
+}
+
+/// `net` is one address (a /32 or a /128).
+pub fn is_host(net: IpNet) -> bool {
+    net.prefix_len() == net.max_prefix_len()
 }
 
 /// Prefix length a 16-byte mask keeps.

@@ -309,46 +309,39 @@ fn open_keyed(target: &Target) -> Result<(Maps, String)> {
     Ok((Maps::from_pins(&dir)?, key))
 }
 
+/// The items of `all` whose `name` is among `given` (in `all`'s order);
+/// an unknown name is an error listing the known ones.
+fn named<T: Copy>(
+    what: &str,
+    given: &[String],
+    all: &[T],
+    name: impl Fn(T) -> &'static str,
+) -> Result<Vec<T>> {
+    if let Some(g) = given.iter().find(|g| !all.iter().any(|t| name(*t) == *g)) {
+        let names: Vec<&str> = all.iter().map(|t| name(*t)).collect();
+        bail!("unknown {what} {g:?}: one of {}", names.join(", "));
+    }
+    Ok(all
+        .iter()
+        .copied()
+        .filter(|t| given.iter().any(|g| name(*t) == *g))
+        .collect())
+}
+
 pub async fn capture(args: CaptureArgs) -> Result<()> {
     use sipguard::capture::{Selection, Writer};
     use sipguard_common::{Reason, Verdict};
     preflight::require_root("this command")?;
     let dir = bpffs::find_agent(args.target.iface.as_deref())?;
-    let named = |what: &str, given: &[String], all: &[(&'static str, u32)]| {
-        given
-            .iter()
-            .map(|g| {
-                all.iter()
-                    .find(|(n, _)| n == g)
-                    .map(|(_, v)| *v)
-                    .ok_or_else(|| {
-                        let names: Vec<&str> = all.iter().map(|(n, _)| *n).collect();
-                        anyhow::anyhow!("unknown {what} {g:?}: one of {}", names.join(", "))
-                    })
-            })
-            .collect::<Result<Vec<u32>>>()
-    };
-    let verdict_names: Vec<(&str, u32)> =
-        Verdict::ALL.iter().map(|v| (v.name(), *v as u32)).collect();
-    let reason_names: Vec<(&str, u32)> =
-        Reason::ALL.iter().map(|r| (r.name(), *r as u32)).collect();
     let verdicts = if args.verdicts.is_empty() {
         vec![Verdict::Drop, Verdict::WouldDrop]
     } else {
-        let codes = named("verdict", &args.verdicts, &verdict_names)?;
-        Verdict::ALL
-            .into_iter()
-            .filter(|v| codes.contains(&(*v as u32)))
-            .collect()
+        named("verdict", &args.verdicts, &Verdict::ALL, |v| v.name())?
     };
     let reasons = if args.reasons.is_empty() {
         Reason::ALL.to_vec()
     } else {
-        let codes = named("reason", &args.reasons, &reason_names)?;
-        Reason::ALL
-            .into_iter()
-            .filter(|r| codes.contains(&(*r as u32)))
-            .collect()
+        named("reason", &args.reasons, &Reason::ALL, |r| r.name())?
     };
     let sel = Selection {
         verdicts,
@@ -561,11 +554,7 @@ pub fn bans(op: BansOp) -> Result<()> {
                     continue;
                 }
                 rows.push(BanRow {
-                    source: match net {
-                        IpNet::V4(v4) if v4.prefix_len() == 32 => v4.addr().to_string(),
-                        IpNet::V6(v6) if v6.prefix_len() == 128 => v6.addr().to_string(),
-                        net => net.to_string(),
-                    },
+                    source: addr::show_net(net),
                     origin: crowdsec::SET,
                     reason: "crowdsec",
                     detail: fleet.notes.get(&net).cloned().unwrap_or_default(),

@@ -155,11 +155,8 @@ fn alert(n: &Notice, host: &str, now_ns: u64) -> Option<Alert> {
         .expires_ns
         .checked_sub(now_ns)
         .filter(|l| *l >= 1_000_000_000)?;
-    let (scope, value) = match n.net {
-        IpNet::V4(v4) if v4.prefix_len() == 32 => ("Ip", v4.addr().to_string()),
-        IpNet::V6(v6) if v6.prefix_len() == 128 => ("Ip", v6.addr().to_string()),
-        net => ("Range", net.to_string()),
-    };
+    let scope = if addr::is_host(n.net) { "Ip" } else { "Range" };
+    let value = addr::show_net(n.net);
     let rate = n
         .rate
         .map(|r| format!(" at {r:.0} packets/s"))
