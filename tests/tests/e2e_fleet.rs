@@ -280,16 +280,23 @@ fn a_ban_on_one_host_drops_the_source_on_the_other() {
             )),
         "{metrics}"
     );
-    let polled = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("sipguard_crowdsec_last_poll_timestamp_seconds "))
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("no last poll: {metrics}"));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    assert!(now - polled <= 5, "last poll {polled}, now {now}");
+    // A's bouncer may still be backing off from the outage (up to 30 s
+    // between tries): its last good poll is recent once it tried again.
+    let last_poll_age = || {
+        let metrics = scrape(&lab, &metrics_a);
+        let polled = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("sipguard_crowdsec_last_poll_timestamp_seconds "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no last poll: {metrics}"));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        now.saturating_sub(polled)
+    };
+    wait_until(Duration::from_secs(40), || Ok(last_poll_age() <= 5))
+        .unwrap_or_else(|_| panic!("A's last poll is {} s old", last_poll_age()));
 
     // A restarted host holds the fleet's bans before it attaches.
     drop(agent_b.take());
