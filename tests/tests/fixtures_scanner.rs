@@ -1464,8 +1464,8 @@ fn bug_new_signature_starts_with_no_hits() {
 /// continuation line begins with a space or horizontal tab"), blanks
 /// before the colon, any case in name and value, compact header names.
 /// A signature past the tokenized window or cut by a NUL is not seen
-/// (README, "Limits": the server would not parse such a request as that
-/// User-Agent either).
+/// (docs/operating.md, "Scanner signatures"; the server would not parse
+/// such a request as that User-Agent either).
 #[test]
 fn signature_evasions_by_header_spelling_are_caught() {
     let with_lines = |f: &dyn Fn(&mut Vec<String>)| {
