@@ -44,11 +44,14 @@ pub fn spent(share: &GlobalShare, now: u64, limit: &Limit) -> bool {
 /// Tolerance: every admitted packet is charged to the shared TAT, so the
 /// long-run rate is exact. Over any stretch of time the CPUs together may
 /// admit more than the rate and burst allow by the leases they hold (at
-/// most `lease - 1` each) plus `CPUs - 1` packets: the target here (cpu
-/// "generic") has no compare-and-swap, so two CPUs may both see room for
-/// the burst's last packet and both take it (the TAT then repays it). A
-/// lease unspent after one burst window is void: that CPU's share goes
-/// unused, at most `lease - 1` packets.
+/// most `lease - 1` each) plus one lease per other CPU: the target here
+/// (cpu "generic") has no compare-and-swap, so a CPU decides on the TAT as
+/// it read it, and the other CPUs' adds in flight at that moment (one each,
+/// at most a lease) land as well. An idle bucket is reset by a plain store,
+/// which may overwrite adds made between its read and its store: more than
+/// one lease only if that CPU stalls there (a preempted vCPU). A lease
+/// unspent after one burst window is void: that CPU's share goes unused,
+/// at most `lease - 1` packets.
 #[inline(always)]
 pub fn conform_global(
     share: &mut GlobalShare,
