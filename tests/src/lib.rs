@@ -4,6 +4,7 @@
 pub mod captures;
 pub mod crowdsec;
 pub mod figures;
+pub mod fixture;
 pub mod flood;
 pub mod harness;
 pub mod kamailio;

@@ -12,6 +12,7 @@
 use sipguard::config::{Config, SipPorts};
 use sipguard_common::{Class, Reason, Verdict};
 use sipguard_tests::{
+    fixture::{Row, Want, check, harness},
     harness::{Delta, Harness, XDP_DROP, XDP_PASS},
     packet::{
         CLIENT_V4, CLIENT_V6, Cut, ETH_MIN_FRAME, Ext6, Frag, IPV4_ROUTER_ALERT, Pkt, SERVER_V4,
@@ -23,100 +24,6 @@ use sipguard_tests::{
 
 const SIP: u16 = 5060;
 const SIPS: u16 = 5061;
-
-struct Row {
-    name: String,
-    packet: Vec<u8>,
-    action: u32,
-    verdict: Verdict,
-    reason: Reason,
-    class: Option<Class>,
-}
-
-impl Row {
-    /// SIP traffic that passes every rule.
-    fn accepted(name: impl Into<String>, packet: Vec<u8>, class: Class) -> Self {
-        Self::new(
-            name,
-            packet,
-            XDP_PASS,
-            Verdict::Pass,
-            Reason::Accepted,
-            Some(class),
-        )
-    }
-
-    /// A packet passed before classification (not to a SIP port, a
-    /// fragment, malformed headers).
-    fn unclassified(name: impl Into<String>, packet: Vec<u8>, reason: Reason) -> Self {
-        Self::new(name, packet, XDP_PASS, Verdict::Pass, reason, None)
-    }
-
-    /// A packet a rule drops (enforcing).
-    fn dropped(name: impl Into<String>, packet: Vec<u8>, reason: Reason, class: Class) -> Self {
-        Self::new(name, packet, XDP_DROP, Verdict::Drop, reason, Some(class))
-    }
-
-    /// A packet a rule would drop, passed because enforcement is off.
-    fn would_drop(name: impl Into<String>, packet: Vec<u8>, reason: Reason, class: Class) -> Self {
-        Self::new(
-            name,
-            packet,
-            XDP_PASS,
-            Verdict::WouldDrop,
-            reason,
-            Some(class),
-        )
-    }
-
-    fn new(
-        name: impl Into<String>,
-        packet: Vec<u8>,
-        action: u32,
-        verdict: Verdict,
-        reason: Reason,
-        class: Option<Class>,
-    ) -> Self {
-        Self {
-            name: name.into(),
-            packet,
-            action,
-            verdict,
-            reason,
-            class,
-        }
-    }
-}
-
-/// Run every row and report all mismatches at once.
-fn check(h: &mut Harness, rows: &[Row]) {
-    let mut failures = Vec::new();
-    for row in rows {
-        let (action, got) = h
-            .run_counted(&row.packet)
-            .unwrap_or_else(|e| panic!("{}: {e:#}", row.name));
-        let want = Delta::one(row.verdict, row.reason, row.class, row.packet.len());
-        if action != row.action || got != want {
-            failures.push(format!(
-                "  {} ({} bytes):\n    action {action}, want {}\n    got  {got:?}\n    want {want:?}",
-                row.name,
-                row.packet.len(),
-                row.action
-            ));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} rows failed:\n{}",
-        failures.len(),
-        rows.len(),
-        failures.join("\n")
-    );
-}
-
-fn harness() -> Harness {
-    Harness::new().unwrap_or_else(|e| panic!("{e:#}"))
-}
 
 fn udp4(dport: u16, payload: impl Into<Vec<u8>>) -> Pkt {
     Pkt::udp_v4(CLIENT_V4, SERVER_V4, dport, payload)
@@ -193,7 +100,7 @@ fn every_method_and_response() {
             Class::Response,
         ));
     }
-    check(&mut harness(), &rows);
+    check(&harness(), &rows);
 }
 
 #[test]
@@ -267,13 +174,10 @@ fn encapsulations() {
         Row::new(
             "IPv6 5 extension headers (one more than walked): dropped, not passed",
             five_ext_headers(udp6(SIP, invite.clone())),
-            XDP_DROP,
-            Verdict::Drop,
-            Reason::HeaderChain,
-            None,
+            Want::new(XDP_DROP, Verdict::Drop, Reason::HeaderChain, None),
         ),
     ];
-    check(&mut harness(), &rows);
+    check(&harness(), &rows);
 }
 
 /// An IPv6 packet whose extension header chain is one longer than the
@@ -298,7 +202,7 @@ fn header_tricks_do_not_bypass_lists_and_bans() {
     let net = |s: &str| -> ipnet::IpNet { s.parse().unwrap() };
     let rest = Frag::Rest { split: 512 };
     let opaque = |name: &str, pkt: Vec<u8>, action, verdict, reason| {
-        Row::new(name, pkt, action, verdict, reason, None)
+        Row::new(name, pkt, Want::new(action, verdict, reason, None))
     };
     let (blocked4, banned4, allowed4) = (v4(21), v4(22), v4(23));
     let (blocked6, allowed6): (std::net::Ipv6Addr, std::net::Ipv6Addr) = (
@@ -383,10 +287,10 @@ fn header_tricks_do_not_bypass_lists_and_bans() {
             Reason::FragmentOrphan,
         ),
     ];
-    check(&mut h, &rows);
+    check(&h, &rows);
     h.maps_mut().set_enforce(false).unwrap();
     check(
-        &mut h,
+        &h,
         &[
             opaque(
                 "monitor mode: later fragment, blocklisted v4",
@@ -447,7 +351,7 @@ fn fragments() {
             Reason::Fragment,
         ),
     ];
-    check(&mut harness(), &rows);
+    check(&harness(), &rows);
 }
 
 #[test]
@@ -507,7 +411,7 @@ fn transports_and_ports() {
             Reason::NotSipPort,
         ),
     ]);
-    check(&mut harness(), &rows);
+    check(&harness(), &rows);
 }
 
 #[test]
@@ -603,7 +507,7 @@ fn not_ip_and_malformed_headers() {
             Reason::Malformed,
         ),
     ];
-    check(&mut harness(), &rows);
+    check(&harness(), &rows);
 }
 
 /// UDP payloads to a SIP port that are neither a request nor a response.
@@ -667,7 +571,7 @@ fn keepalives_pass_and_are_counted() {
     ] {
         rows.extend(both_families(name, &payload, Class::Keepalive));
     }
-    check(&mut harness(), &rows);
+    check(&harness(), &rows);
 }
 
 /// A flood of keep-alives from one source is limited like other requests:
@@ -704,7 +608,7 @@ fn a_keepalive_flood_is_limited_like_other_requests() {
 #[test]
 fn payloads_that_are_not_sip_are_dropped() {
     let rows = not_sip_rows(|name, pkt| Row::dropped(name, pkt, Reason::NotSip, Class::NotSip));
-    check(&mut harness(), &rows);
+    check(&harness(), &rows);
 }
 
 #[test]
@@ -712,7 +616,7 @@ fn payloads_that_are_not_sip_in_monitor_mode() {
     let mut h = harness();
     h.maps_mut().set_enforce(false).unwrap();
     let rows = not_sip_rows(|name, pkt| Row::would_drop(name, pkt, Reason::NotSip, Class::NotSip));
-    check(&mut h, &rows);
+    check(&h, &rows);
 }
 
 /// With `malformed.drop` off they are still classified `not_sip`, and pass.
@@ -720,9 +624,9 @@ fn payloads_that_are_not_sip_in_monitor_mode() {
 fn payloads_that_are_not_sip_pass_when_not_judged() {
     let mut cfg = Config::default();
     cfg.malformed.drop = false;
-    let mut h = Harness::with_config(&cfg).unwrap_or_else(|e| panic!("{e:#}"));
+    let h = Harness::with_config(&cfg).unwrap_or_else(|e| panic!("{e:#}"));
     let rows = not_sip_rows(|name, pkt| Row::accepted(name, pkt, Class::NotSip));
-    check(&mut h, &rows);
+    check(&h, &rows);
 }
 
 /// Frames shorter than 60 bytes are padded by the sender's NIC; the UDP
@@ -782,7 +686,7 @@ fn ethernet_padding_is_not_payload() {
             Class::Options,
         ),
     ];
-    check(&mut harness(), &rows);
+    check(&harness(), &rows);
 }
 
 /// The SIP_PORTS map decides what is inspected, and the running program
@@ -795,7 +699,7 @@ fn sip_ports_change_at_run_time() {
     let mut h = harness();
 
     check(
-        &mut h,
+        &h,
         &[
             Row::accepted("default: UDP 5060 inspected", on(SIP), Class::Invite),
             Row::unclassified("default: UDP 5080 ignored", on(5080), Reason::NotSipPort),
@@ -811,7 +715,7 @@ fn sip_ports_change_at_run_time() {
     };
     h.maps_mut().apply(&udp_5080_only).unwrap();
     check(
-        &mut h,
+        &h,
         &[
             Row::accepted("5080 only: UDP 5080 inspected", on(5080), Class::Invite),
             Row::unclassified("5080 only: UDP 5060 ignored", on(SIP), Reason::NotSipPort),
@@ -825,7 +729,7 @@ fn sip_ports_change_at_run_time() {
 
     h.maps_mut().apply(&Config::default()).unwrap();
     check(
-        &mut h,
+        &h,
         &[
             Row::accepted("restored: UDP 5060 inspected", on(SIP), Class::Invite),
             Row::unclassified("restored: UDP 5080 ignored", on(5080), Reason::NotSipPort),
@@ -857,7 +761,7 @@ fn monitor_mode_passes_accepted_traffic_the_same() {
         Reason::NotSip,
         Class::NotSip,
     ));
-    check(&mut h, &rows);
+    check(&h, &rows);
 }
 
 /// Rows that once found bugs: the UDP length trusted past the IP length, and
@@ -888,7 +792,7 @@ fn udp_length_past_ip_and_lower_case_version() {
             Class::Response,
         ),
     ];
-    check(&mut harness(), &rows);
+    check(&harness(), &rows);
 }
 
 /// `list`'s bit of `EMPTY_LISTS`, as the program reads it (1 = known empty,
@@ -925,14 +829,16 @@ fn lists_apply_at_once_and_their_empty_flags_follow() {
         .unwrap();
     assert_eq!(list_empty(&h, LIST_ALLOW), 0);
     check(
-        &mut h,
+        &h,
         &[Row::new(
             "allowlisted /24, v4",
             pkt.clone(),
-            XDP_PASS,
-            Verdict::Pass,
-            Reason::Allowlisted,
-            Some(Class::Invite),
+            Want::new(
+                XDP_PASS,
+                Verdict::Pass,
+                Reason::Allowlisted,
+                Some(Class::Invite),
+            ),
         )],
     );
     h.maps_mut()
@@ -940,7 +846,7 @@ fn lists_apply_at_once_and_their_empty_flags_follow() {
         .unwrap();
     assert_eq!(list_empty(&h, LIST_ALLOW), 1, "the last entry is gone");
     check(
-        &mut h,
+        &h,
         &[Row::accepted(
             "no longer allowlisted",
             pkt.clone(),
@@ -951,7 +857,7 @@ fn lists_apply_at_once_and_their_empty_flags_follow() {
     h.maps_mut().block_add(&[net("2001:db8::/32")], 0).unwrap();
     assert_eq!(list_empty(&h, LIST_BLOCK), 0);
     check(
-        &mut h,
+        &h,
         &[
             Row::dropped(
                 "blocklisted /32, v6",
@@ -966,7 +872,7 @@ fn lists_apply_at_once_and_their_empty_flags_follow() {
     // A flag wrongly left "empty" would hide the entry; the sweep repairs it.
     h.maps_mut().empty_lists.set(0, LIST_BLOCK, 0).unwrap();
     check(
-        &mut h,
+        &h,
         &[Row::accepted(
             "hidden by a stale flag",
             udp6(SIP, invite()).build(),
@@ -980,7 +886,7 @@ fn lists_apply_at_once_and_their_empty_flags_follow() {
         "the sweep re-checks the flags"
     );
     check(
-        &mut h,
+        &h,
         &[Row::dropped(
             "blocked again",
             udp6(SIP, invite()).build(),
@@ -1006,16 +912,18 @@ fn ipv6_prefixes_never_match_ipv4_sources() {
         Row::new(
             name,
             pkt,
-            XDP_PASS,
-            Verdict::Pass,
-            Reason::Allowlisted,
-            Some(Class::Invite),
+            Want::new(
+                XDP_PASS,
+                Verdict::Pass,
+                Reason::Allowlisted,
+                Some(Class::Invite),
+            ),
         )
     };
 
     h.maps_mut().block_add(&[net("::/0")], 0).unwrap();
     check(
-        &mut h,
+        &h,
         &[
             Row::dropped(
                 "v6 under block ::/0",
@@ -1030,7 +938,7 @@ fn ipv6_prefixes_never_match_ipv4_sources() {
         .block_add(&[net(&format!("{CLIENT_V4}/16"))], 0)
         .unwrap();
     check(
-        &mut h,
+        &h,
         &[Row::dropped(
             "v4 /16 beside ::/0",
             v4(),
@@ -1054,17 +962,17 @@ fn ipv6_prefixes_never_match_ipv4_sources() {
 
     h.maps_mut().allow_add(&[net("::/0")]).unwrap();
     check(
-        &mut h,
+        &h,
         &[
             allowlisted("v6 under allow ::/0", v6()),
             Row::accepted("v4 under allow ::/0", v4(), Class::Invite),
         ],
     );
     h.maps_mut().allow_add(&[net("0.0.0.0/0")]).unwrap();
-    check(&mut h, &[allowlisted("v4 under allow 0.0.0.0/0", v4())]);
+    check(&h, &[allowlisted("v4 under allow 0.0.0.0/0", v4())]);
     h.maps_mut().allow_del(&[net("0.0.0.0/0")]).unwrap();
     check(
-        &mut h,
+        &h,
         &[Row::accepted(
             "v4 once 0.0.0.0/0 is gone",
             v4(),
@@ -1106,7 +1014,7 @@ fn later_fragments_pass_only_after_their_first() {
         } else {
             XDP_PASS
         };
-        Row::new(name, pkt, action, verdict, reason, None)
+        Row::new(name, pkt, Want::new(action, verdict, reason, None))
     };
     let (a, b, c) = (v4(31), v4(32), v4(33));
     let net = |s: String| -> ipnet::IpNet { s.parse().unwrap() };
@@ -1114,7 +1022,7 @@ fn later_fragments_pass_only_after_their_first() {
         .block_add(&[net(format!("{c}/32"))], 0)
         .unwrap();
     check(
-        &mut h,
+        &h,
         &[
             later(
                 "v4 later fragment first: an orphan",
@@ -1149,10 +1057,12 @@ fn later_fragments_pass_only_after_their_first() {
             Row::new(
                 "first fragment, blocklisted",
                 v4_frag(c, SIP, first),
-                XDP_DROP,
-                Verdict::Drop,
-                Reason::Blocklisted,
-                Some(Class::Invite),
+                Want::new(
+                    XDP_DROP,
+                    Verdict::Drop,
+                    Reason::Blocklisted,
+                    Some(Class::Invite),
+                ),
             ),
             later(
                 "its later fragment",
@@ -1178,7 +1088,7 @@ fn later_fragments_pass_only_after_their_first() {
     // A first fragment a rule drops leaves its later fragments orphans.
     h.maps_mut().block_del(&[net(format!("{c}/32"))]).unwrap();
     check(
-        &mut h,
+        &h,
         &[later(
             "the blocked first fragment's later fragment, once unblocked",
             v4_frag(c, SIP, rest),
@@ -1188,7 +1098,7 @@ fn later_fragments_pass_only_after_their_first() {
     );
     h.maps_mut().set_enforce(false).unwrap();
     check(
-        &mut h,
+        &h,
         &[later(
             "monitor mode: an orphan would be dropped",
             v4_frag(v4(34), SIP, rest),

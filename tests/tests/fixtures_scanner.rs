@@ -13,20 +13,18 @@
 //! see each other's bans or targets get their own source (`packet::v4(n)`).
 //! Needs root.
 
-use std::{
-    collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr},
-};
+use std::net::{IpAddr, Ipv4Addr};
 
 use sipguard::config::Config;
 use sipguard_common::{
-    Class, Reason, Verdict,
+    Class, Reason,
     signature::{TIER_BAN, TIER_COUNT},
     source::{Ban, BanReason},
 };
 use sipguard_tests::{
     captures::{self, Capture},
-    harness::{Delta, Harness, XDP_DROP, XDP_PASS},
+    fixture::{Row, Want, check, failures, harness, run},
+    harness::Harness,
     packet::{CLIENT_V6, Frag, Pkt, SERVER_V4, SERVER_V6, Tcp, garbage, sip::Sip, v4},
 };
 
@@ -38,51 +36,8 @@ const LAB_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const LAB_ATTACKER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
 
 // ---------------------------------------------------------------------------
-// Running one packet and reading everything it changed
+// Ban table, settings and method classes (rows: `sipguard_tests::fixture`)
 // ---------------------------------------------------------------------------
-
-/// What one run of the program did.
-struct Seen {
-    action: u32,
-    delta: Delta,
-    /// Signature hit counters that moved, by token.
-    hits: BTreeMap<String, u64>,
-}
-
-fn harness() -> Harness {
-    Harness::new().unwrap_or_else(|e| panic!("{e:#}"))
-}
-
-fn run(h: &mut Harness, pkt: &[u8]) -> Seen {
-    let before = h.snapshot().expect("snapshot").signatures;
-    let (action, delta) = h.run_counted(pkt).unwrap_or_else(|e| panic!("{e:#}"));
-    let after = h.snapshot().expect("snapshot").signatures;
-    let hits = after
-        .iter()
-        .filter_map(|(token, n)| {
-            let was = before.get(token).copied().unwrap_or(0);
-            (*n != was).then(|| (token.clone(), n - was))
-        })
-        .collect();
-    Seen {
-        action,
-        delta,
-        hits,
-    }
-}
-
-/// The verdict a rule gives when enforcing (drop) or not (would_drop).
-fn denied(enforce: bool) -> (u32, Verdict) {
-    if enforce {
-        (XDP_DROP, Verdict::Drop)
-    } else {
-        (XDP_PASS, Verdict::WouldDrop)
-    }
-}
-
-fn hits(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
-    pairs.iter().map(|(t, n)| (t.to_string(), *n)).collect()
-}
 
 /// The source's entry in the ban table, if any.
 fn ban_of(h: &Harness, src: IpAddr) -> Option<Ban> {
@@ -117,88 +72,6 @@ fn class_of_method(method: &str) -> Class {
         "MESSAGE" => Class::Message,
         other => panic!("no class for method {other} in these fixtures"),
     }
-}
-
-/// A row's expectation: action, (verdict, reason, class) and hits.
-struct Want {
-    action: u32,
-    verdict: Verdict,
-    reason: Reason,
-    class: Option<Class>,
-    hits: BTreeMap<String, u64>,
-}
-
-impl Want {
-    fn accepted(class: Class) -> Self {
-        Want {
-            action: XDP_PASS,
-            verdict: Verdict::Pass,
-            reason: Reason::Accepted,
-            class: Some(class),
-            hits: BTreeMap::new(),
-        }
-    }
-
-    fn denied(enforce: bool, reason: Reason, class: Class) -> Self {
-        let (action, verdict) = denied(enforce);
-        Want {
-            action,
-            verdict,
-            reason,
-            class: Some(class),
-            hits: BTreeMap::new(),
-        }
-    }
-
-    fn passed(reason: Reason) -> Self {
-        Want {
-            action: XDP_PASS,
-            verdict: Verdict::Pass,
-            reason,
-            class: None,
-            hits: BTreeMap::new(),
-        }
-    }
-
-    fn hits(mut self, pairs: &[(&str, u64)]) -> Self {
-        self.hits = hits(pairs);
-        self
-    }
-
-    /// Compare with what a run did; a description of the mismatch if any.
-    fn check(&self, pkt: &[u8], seen: &Seen) -> Option<String> {
-        let delta = Delta::one(self.verdict, self.reason, self.class, pkt.len());
-        (seen.action != self.action || seen.delta != delta || seen.hits != self.hits).then(|| {
-            format!(
-                "action {} (want {}), hits {:?} (want {:?})\n      got  {:?}\n      want {:?}",
-                seen.action, self.action, seen.hits, self.hits, seen.delta, delta
-            )
-        })
-    }
-}
-
-/// Run named rows in order on one harness; report every mismatch at once.
-fn check_rows(h: &mut Harness, rows: Vec<(String, Vec<u8>, Want)>) {
-    let total = rows.len();
-    let failures = row_failures(h, rows);
-    assert!(
-        failures.is_empty(),
-        "{} of {total} rows failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-}
-
-/// The mismatches of rows run in order, one line each.
-fn row_failures(h: &mut Harness, rows: Vec<(String, Vec<u8>, Want)>) -> Vec<String> {
-    let mut failures = Vec::new();
-    for (name, pkt, want) in rows {
-        let seen = run(h, &pkt);
-        if let Some(why) = want.check(&pkt, &seen) {
-            failures.push(format!("  {name} ({} bytes): {why}", pkt.len()));
-        }
-    }
-    failures
 }
 
 // ---------------------------------------------------------------------------
@@ -311,13 +184,13 @@ fn replay_scanner(cap: &ScannerCapture, enforce: bool) -> Vec<String> {
             banned_frames += 1;
             Want::denied(enforce, Reason::Banned, class)
         };
-        rows.push((
+        rows.push(Row::new(
             format!("{} frame {} ({method})", cap.file, i + 1),
             frame.clone(),
             want,
         ));
     }
-    let mut failures = row_failures(&mut h, rows);
+    let mut failures = failures(&h, &rows);
 
     let Some(ban) = ban_of(&h, IpAddr::V4(LAB_ATTACKER)) else {
         failures.push(format!(
@@ -391,19 +264,19 @@ fn legitimate_captures_are_accepted() {
     for file in ["legit-sipp-register", "legit-sipp-invite"] {
         let capture = captures::load(file).unwrap_or_else(|e| panic!("{e:#}"));
         let frames = frames(&capture, LAB_CLIENT);
-        let mut h = harness();
-        let rows = frames
+        let h = harness();
+        let rows: Vec<Row> = frames
             .iter()
             .enumerate()
             .map(|(i, (f, m))| {
-                (
+                Row::new(
                     format!("{file} frame {} ({m})", i + 1),
                     f.clone(),
                     Want::accepted(class_of_method(m)),
                 )
             })
             .collect();
-        check_rows(&mut h, rows);
+        check(&h, &rows);
         assert!(
             ban_of(&h, IpAddr::V4(LAB_CLIENT)).is_none(),
             "{file}: banned"
@@ -524,13 +397,13 @@ fn from(n: u32, payload: Vec<u8>) -> Vec<u8> {
 }
 
 /// Requests each rule judges, with the expectation when enforcing or not.
-fn crafted_rows(enforce: bool) -> Vec<(String, Vec<u8>, Want)> {
+fn crafted_rows(enforce: bool) -> Vec<Row> {
     let deny = |reason, class| Want::denied(enforce, reason, class);
     let invite = Sip::request("INVITE").build();
-    let mut rows: Vec<(String, Vec<u8>, Want)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     let mut add = |name: &str, payload: Vec<u8>, want: Want| {
         let n = rows.len() as u32;
-        rows.push((name.to_string(), from(n, payload), want));
+        rows.push(Row::new(name.to_string(), from(n, payload), want));
     };
 
     // Signatures deep in a large message, and the same message without one.
@@ -665,7 +538,7 @@ fn crafted_rows(enforce: bool) -> Vec<(String, Vec<u8>, Want)> {
 
 #[test]
 fn crafted_requests_enforcing() {
-    check_rows(&mut harness(), crafted_rows(true));
+    check(&harness(), &crafted_rows(true));
 }
 
 /// The same requests with enforcement off: judged and counted the same,
@@ -674,7 +547,7 @@ fn crafted_requests_enforcing() {
 fn crafted_requests_in_monitor_mode() {
     let mut h = harness();
     h.maps_mut().set_enforce(false).unwrap();
-    check_rows(&mut h, crafted_rows(false));
+    check(&h, &crafted_rows(false));
 }
 
 /// A big INVITE (over 2 KB of headers) in fragments at a 1500-byte MTU:
@@ -713,7 +586,7 @@ fn first_fragment_of_a_big_invite_is_not_truncated() {
         let v6_pkt = Pkt::udp_v6(CLIENT_V6, SERVER_V6, SIP, neutral.clone());
         let size = neutral.len();
         let rows = vec![
-            (
+            Row::new(
                 format!("IPv4 first fragment of a {size}-byte INVITE"),
                 v4_pkt
                     .clone()
@@ -721,12 +594,12 @@ fn first_fragment_of_a_big_invite_is_not_truncated() {
                     .build(),
                 Want::accepted(Class::Invite),
             ),
-            (
+            Row::new(
                 "IPv4 second fragment".to_string(),
                 v4_pkt.fragment(Frag::Rest { split: SPLIT_V4 }).build(),
-                Want::passed(Reason::Fragment),
+                Want::unclassified(Reason::Fragment),
             ),
-            (
+            Row::new(
                 format!("IPv6 first fragment of the {size}-byte INVITE"),
                 v6_pkt
                     .clone()
@@ -734,12 +607,12 @@ fn first_fragment_of_a_big_invite_is_not_truncated() {
                     .build(),
                 Want::accepted(Class::Invite),
             ),
-            (
+            Row::new(
                 "IPv6 second fragment".to_string(),
                 v6_pkt.fragment(Frag::Rest { split: SPLIT_V6 }).build(),
-                Want::passed(Reason::Fragment),
+                Want::unclassified(Reason::Fragment),
             ),
-            (
+            Row::new(
                 "IPv4 first fragment, scanner User-Agent".to_string(),
                 Pkt::udp_v4(v4(2), SERVER_V4, SIP, big_invite("friendly-scanner"))
                     .fragment(Frag::First { split: SPLIT_V4 })
@@ -748,7 +621,7 @@ fn first_fragment_of_a_big_invite_is_not_truncated() {
                     .hits(&[("friendly-scanner", 1)]),
             ),
         ];
-        check_rows(&mut h, rows);
+        check(&h, &rows);
     }
 }
 
@@ -771,20 +644,20 @@ fn payload_over_max_message_bytes_is_oversized() {
         let mut h = harness();
         limits_set(&mut h, &[&format!("malformed.max_message_bytes={MAX}")]);
         h.maps_mut().set_enforce(enforce).unwrap();
-        check_rows(
-            &mut h,
-            vec![
-                (
+        check(
+            &h,
+            &[
+                Row::new(
                     format!("MESSAGE of {MAX} bytes"),
                     from(0, sized(MAX)),
                     Want::accepted(Class::Message),
                 ),
-                (
+                Row::new(
                     format!("MESSAGE of {} bytes", MAX + 1),
                     from(1, sized(MAX + 1)),
                     Want::denied(enforce, Reason::Oversized, Class::Message),
                 ),
-                (
+                Row::new(
                     "oversized with a scanner User-Agent: oversized first, no scan".to_string(),
                     from(
                         2,
@@ -809,20 +682,20 @@ fn payload_over_max_message_bytes_is_oversized() {
             "malformed.drop=off",
         ],
     );
-    check_rows(
-        &mut h,
-        vec![
-            (
+    check(
+        &h,
+        &[
+            Row::new(
                 "malformed.drop=off: oversized MESSAGE".to_string(),
                 from(0, sized(MAX + 1)),
                 Want::accepted(Class::Message),
             ),
-            (
+            Row::new(
                 "malformed.drop=off: garbage".to_string(),
                 from(1, garbage(200, 4)),
                 Want::accepted(Class::NotSip),
             ),
-            (
+            Row::new(
                 "malformed.drop=off: INVITE without Via".to_string(),
                 from(2, without_header(&Sip::request("INVITE").build(), "Via")),
                 Want::accepted(Class::Invite),
@@ -847,73 +720,73 @@ fn signatures_added_and_deleted_at_run_time_change_the_verdict() {
         .user_agent(Some("friendly-scanner"))
         .build();
 
-    let mut rows = vec![(
+    let mut rows = vec![Row::new(
         "unknown tool: EvilDialer".to_string(),
         from(0, dialer.clone()),
         Want::accepted(Class::Invite),
     )];
-    check_rows(&mut h, std::mem::take(&mut rows));
+    check(&h, &std::mem::take(&mut rows));
 
     h.maps_mut()
         .signatures_add(&tokens("EvilDialer"), TIER_BAN)
         .unwrap();
-    rows.push((
+    rows.push(Row::new(
         "after `signatures add evildialer`".to_string(),
         from(1, dialer.clone()),
         Want::denied(true, Reason::Scanner, Class::Invite).hits(&[("evildialer", 1)]),
     ));
-    check_rows(&mut h, std::mem::take(&mut rows));
+    check(&h, &std::mem::take(&mut rows));
     let ban = ban_of(&h, IpAddr::V4(v4(1001))).expect("banned");
     assert_eq!(h.maps().ban_detail(ban.reason, ban.bucket), "evildialer");
 
     h.maps_mut().signatures_del(&tokens("evildialer")).unwrap();
-    rows.push((
+    rows.push(Row::new(
         "after `signatures del evildialer`".to_string(),
         from(2, dialer.clone()),
         Want::accepted(Class::Invite),
     ));
-    check_rows(&mut h, std::mem::take(&mut rows));
+    check(&h, &std::mem::take(&mut rows));
 
     h.maps_mut()
         .signatures_add(&tokens("evildialer"), TIER_COUNT)
         .unwrap();
-    rows.push((
+    rows.push(Row::new(
         "after `signatures add --tier count evildialer`".to_string(),
         from(3, dialer),
         Want::accepted(Class::Invite).hits(&[("evildialer", 1)]),
     ));
-    check_rows(&mut h, std::mem::take(&mut rows));
+    check(&h, &std::mem::take(&mut rows));
 
     // A shipped signature can be removed and restored too.
     h.maps_mut()
         .signatures_del(&tokens("friendly-scanner"))
         .unwrap();
-    rows.push((
+    rows.push(Row::new(
         "after `signatures del friendly-scanner`".to_string(),
         from(4, scanner.clone()),
         Want::accepted(Class::Options),
     ));
-    check_rows(&mut h, std::mem::take(&mut rows));
+    check(&h, &std::mem::take(&mut rows));
     h.maps_mut()
         .signatures_add(&tokens("friendly-scanner"), TIER_BAN)
         .unwrap();
-    rows.push((
+    rows.push(Row::new(
         "after `signatures add friendly-scanner`".to_string(),
         from(5, scanner),
         Want::denied(true, Reason::Scanner, Class::Options).hits(&[("friendly-scanner", 1)]),
     ));
-    check_rows(&mut h, rows);
+    check(&h, &rows);
 }
 
 /// Count tier: every request passes, the hits add up, nobody is banned.
 #[test]
 fn count_tier_signature_passes_and_counts() {
-    let mut h = harness();
+    let h = harness();
     let src = v4(7);
     const N: u64 = 5;
-    let rows = (0..N)
+    let rows: Vec<Row> = (0..N)
         .map(|i| {
-            (
+            Row::new(
                 format!("Zoiper REGISTER {}", i + 1),
                 Pkt::udp_v4(
                     src,
@@ -928,7 +801,7 @@ fn count_tier_signature_passes_and_counts() {
             )
         })
         .collect();
-    check_rows(&mut h, rows);
+    check(&h, &rows);
     let row = h
         .maps()
         .signatures()
@@ -1032,7 +905,7 @@ fn sixteen_distinct_targets_are_enumeration() {
 /// stay well under the threshold.
 #[test]
 fn ten_distinct_targets_pass() {
-    let mut h = harness();
+    let h = harness();
     let src = v4(9);
     let mut rows = Vec::new();
     for round in 0..2 {
@@ -1040,7 +913,7 @@ fn ten_distinct_targets_pass() {
             // INVITE: 20 requests is the default INVITE burst; use OPTIONS
             // for the repeats so the rate limit stays out of the picture.
             let method = if round == 0 { "INVITE" } else { "OPTIONS" };
-            rows.push((
+            rows.push(Row::new(
                 format!("{method} to user {} (round {})", 3000 + i, round + 1),
                 Pkt::udp_v4(
                     src,
@@ -1053,7 +926,7 @@ fn ten_distinct_targets_pass() {
             ));
         }
     }
-    check_rows(&mut h, rows);
+    check(&h, &rows);
     assert!(ban_of(&h, IpAddr::V4(src)).is_none());
 }
 
@@ -1061,13 +934,13 @@ fn ten_distinct_targets_pass() {
 /// relaying many calls' BYEs is not enumerating.
 #[test]
 fn in_dialog_requests_do_not_count_as_targets() {
-    let mut h = harness();
+    let h = harness();
     let src = v4(10);
-    let rows = ["BYE", "ACK", "CANCEL"]
+    let rows: Vec<Row> = ["BYE", "ACK", "CANCEL"]
         .iter()
         .flat_map(|m| (0..12).map(move |i| (*m, i)))
         .map(|(m, i)| {
-            (
+            Row::new(
                 format!("{m} to user {}", 4000 + i),
                 Pkt::udp_v4(
                     src,
@@ -1080,7 +953,7 @@ fn in_dialog_requests_do_not_count_as_targets() {
             )
         })
         .collect();
-    check_rows(&mut h, rows);
+    check(&h, &rows);
 }
 
 /// `scanner.enumeration_after` is live: 0 turns the rule off, 5 lowers it.
@@ -1119,15 +992,15 @@ fn syn_limits_follow_limits_set() {
         .burst;
     let src = v4(30);
     let mut rows: Vec<_> = (0..burst)
-        .map(|i| (format!("default: SYN {}", i + 1), syn(src), tcp_ok()))
+        .map(|i| Row::new(format!("default: SYN {}", i + 1), syn(src), tcp_ok()))
         .collect();
-    rows.push((
+    rows.push(Row::new(
         format!("default: SYN {}", burst + 1),
         syn(src),
         tcp_denied(Reason::RateSource),
     ));
-    rows.push(("default: ACK after the burst".into(), ack(src), tcp_ok()));
-    check_rows(&mut h, rows);
+    rows.push(Row::new("default: ACK after the burst", ack(src), tcp_ok()));
+    check(&h, &rows);
 
     // syn.burst=3, ban after 2 violations.
     let mut h = harness();
@@ -1135,27 +1008,39 @@ fn syn_limits_follow_limits_set() {
     let src = v4(31);
     let mut rows = Vec::new();
     for i in 1..=3 {
-        rows.push((format!("SYN {i} of a burst of 3"), syn(src), tcp_ok()));
+        rows.push(Row::new(
+            format!("SYN {i} of a burst of 3"),
+            syn(src),
+            tcp_ok(),
+        ));
     }
-    rows.push(("ACK, not a connection attempt".into(), ack(src), tcp_ok()));
-    rows.push((
-        "SYN 4: first violation".into(),
+    rows.push(Row::new(
+        "ACK, not a connection attempt",
+        ack(src),
+        tcp_ok(),
+    ));
+    rows.push(Row::new(
+        "SYN 4: first violation",
         syn(src),
         tcp_denied(Reason::RateSource),
     ));
-    rows.push((
-        "SYN 5: second violation, banned".into(),
+    rows.push(Row::new(
+        "SYN 5: second violation, banned",
         syn(src),
         tcp_denied(Reason::RateSource),
     ));
-    rows.push(("SYN 6: banned".into(), syn(src), tcp_denied(Reason::Banned)));
-    rows.push((
-        "ACK from the banned source".into(),
+    rows.push(Row::new(
+        "SYN 6: banned",
+        syn(src),
+        tcp_denied(Reason::Banned),
+    ));
+    rows.push(Row::new(
+        "ACK from the banned source",
         ack(src),
         tcp_denied(Reason::Banned),
     ));
-    rows.push(("SYN from another source".into(), syn(v4(32)), tcp_ok()));
-    check_rows(&mut h, rows);
+    rows.push(Row::new("SYN from another source", syn(v4(32)), tcp_ok()));
+    check(&h, &rows);
     let ban = ban_of(&h, IpAddr::V4(src)).expect("banned");
     assert_eq!(
         (
@@ -1171,17 +1056,17 @@ fn syn_limits_follow_limits_set() {
         &mut h,
         &["syn.rate=0", "global.syn.rate=1/m", "global.syn.burst=2"],
     );
-    check_rows(
-        &mut h,
-        vec![
-            ("global: SYN from source A".into(), syn(v4(40)), tcp_ok()),
-            ("global: SYN from source B".into(), syn(v4(41)), tcp_ok()),
-            (
-                "global: SYN from source C".into(),
+    check(
+        &h,
+        &[
+            Row::new("global: SYN from source A", syn(v4(40)), tcp_ok()),
+            Row::new("global: SYN from source B", syn(v4(41)), tcp_ok()),
+            Row::new(
+                "global: SYN from source C",
                 syn(v4(42)),
                 tcp_denied(Reason::RateGlobal),
             ),
-            ("global: ACK from source C".into(), ack(v4(42)), tcp_ok()),
+            Row::new("global: ACK from source C", ack(v4(42)), tcp_ok()),
         ],
     );
 }
@@ -1196,13 +1081,13 @@ fn syn_limits_follow_limits_set() {
 /// fragments; its first fragment's UDP header states the full length.
 #[test]
 fn bug_first_fragment_of_an_oversized_datagram_is_oversized() {
-    let mut h = harness();
+    let h = harness();
     let max = h.maps().policy().unwrap().max_message_bytes as usize;
     let big = Sip::request("MESSAGE").body_len(max + 800).build();
     assert!(big.len() > max);
-    check_rows(
-        &mut h,
-        vec![(
+    check(
+        &h,
+        &[Row::new(
             format!(
                 "first fragment of a {}-byte MESSAGE (limit {max})",
                 big.len()
@@ -1234,7 +1119,7 @@ fn bug_signature_followed_by_eight_tokens_is_caught() {
     {
         let tokens = ua.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'));
         let n = tokens.filter(|t| !t.is_empty()).count();
-        rows.push((
+        rows.push(Row::new(
             format!("User-Agent: {ua} ({n} tokens)"),
             from(
                 i as u32,
@@ -1243,7 +1128,7 @@ fn bug_signature_followed_by_eight_tokens_is_caught() {
             Want::denied(true, Reason::Scanner, Class::Options).hits(&[("friendly-scanner", 1)]),
         ));
     }
-    check_rows(&mut harness(), rows);
+    check(&harness(), &rows);
 }
 
 /// scan.rs reads a line in 256-byte windows and skips a line with no end
@@ -1281,21 +1166,21 @@ fn bug_header_lines_longer_than_the_scan_window() {
         );
         message(&l, "")
     };
-    check_rows(
-        &mut harness(),
-        vec![
-            (
-                "INVITE with a 300-byte Via".into(),
+    check(
+        &harness(),
+        &[
+            Row::new(
+                "INVITE with a 300-byte Via",
                 from(0, long_via),
                 Want::accepted(Class::Invite),
             ),
-            (
-                "INVITE with a 300-byte Request-URI".into(),
+            Row::new(
+                "INVITE with a 300-byte Request-URI",
                 from(1, long_ruri),
                 Want::accepted(Class::Invite),
             ),
-            (
-                "User-Agent: friendly-scanner padded to 300 bytes".into(),
+            Row::new(
+                "User-Agent: friendly-scanner padded to 300 bytes",
                 from(2, long_ua),
                 Want::denied(true, Reason::Scanner, Class::Invite).hits(&[("friendly-scanner", 1)]),
             ),
@@ -1332,31 +1217,31 @@ fn signatures_anywhere_in_the_tokenized_window() {
         set_line(&mut l, "User-Agent", user_agent);
         message(&l, "")
     };
-    check_rows(
-        &mut harness(),
-        vec![
-            (
-                "friendly-scanner across the first step boundary".into(),
+    check(
+        &harness(),
+        &[
+            Row::new(
+                "friendly-scanner across the first step boundary",
                 from(0, straddling),
                 Want::denied(true, Reason::Scanner, Class::Invite).hits(&[("friendly-scanner", 1)]),
             ),
-            (
-                "sipcli in the fourth step".into(),
+            Row::new(
+                "sipcli in the fourth step",
                 from(1, fourth_step),
                 Want::denied(true, Reason::Scanner, Class::Invite).hits(&[("sipcli", 1)]),
             ),
-            (
-                "sipcli past the tokenized window".into(),
+            Row::new(
+                "sipcli past the tokenized window",
                 from(2, past_window),
                 Want::accepted(Class::Invite),
             ),
-            (
-                "a four-step From, then every mandatory header".into(),
+            Row::new(
+                "a four-step From, then every mandatory header",
                 from(3, long_from("Linphone/5.2.5")),
                 Want::accepted(Class::Invite),
             ),
-            (
-                "a four-step From, then a scanner User-Agent".into(),
+            Row::new(
+                "a four-step From, then a scanner User-Agent",
                 from(4, long_from("friendly-scanner")),
                 Want::denied(true, Reason::Scanner, Class::Invite).hits(&[("friendly-scanner", 1)]),
             ),
@@ -1375,9 +1260,9 @@ fn bug_request_with_more_than_64_header_lines() {
     }
     lines.push("Content-Length: 0".into());
     let msg = message(&lines, "");
-    check_rows(
-        &mut harness(),
-        vec![(
+    check(
+        &harness(),
+        &[Row::new(
             format!(
                 "INVITE with {} header lines, {} bytes",
                 lines.len() - 1,
@@ -1403,21 +1288,21 @@ fn bug_whitespace_before_the_header_colon() {
             .collect();
         message(&lines, "")
     };
-    check_rows(
-        &mut harness(),
-        vec![
-            (
-                "\"Via :\"".into(),
+    check(
+        &harness(),
+        &[
+            Row::new(
+                "\"Via :\"",
                 from(0, spaced("Via", " ")),
                 Want::accepted(Class::Invite),
             ),
-            (
-                "\"CSeq\\t:\"".into(),
+            Row::new(
+                "\"CSeq\\t:\"",
                 from(1, spaced("CSeq", "\t")),
                 Want::accepted(Class::Invite),
             ),
-            (
-                "\"User-Agent\\t: friendly-scanner\"".into(),
+            Row::new(
+                "\"User-Agent\\t: friendly-scanner\"",
                 from(2, {
                     let mut l = invite_lines(false);
                     *l.last_mut().unwrap() = "User-Agent\t: friendly-scanner".into();
@@ -1485,36 +1370,36 @@ fn signature_evasions_by_header_spelling_are_caught() {
     };
     let scanner =
         || Want::denied(true, Reason::Scanner, Class::Invite).hits(&[("friendly-scanner", 1)]);
-    check_rows(
-        &mut harness(),
-        vec![
-            (
-                "folded: value on the next line".into(),
+    check(
+        &harness(),
+        &[
+            Row::new(
+                "folded: value on the next line",
                 from(0, replace_ua(&["User-Agent:", " friendly-scanner"])),
                 scanner(),
             ),
-            (
-                "folded: value continued after a tab".into(),
+            Row::new(
+                "folded: value continued after a tab",
                 from(1, replace_ua(&["User-Agent: x", "\tfriendly-scanner"])),
                 scanner(),
             ),
-            (
-                "folded twice".into(),
+            Row::new(
+                "folded twice",
                 from(2, replace_ua(&["User-Agent:", " ", " friendly-scanner"])),
                 scanner(),
             ),
-            (
-                "blanks before the colon".into(),
+            Row::new(
+                "blanks before the colon",
                 from(3, replace_ua(&["User-Agent  \t : friendly-scanner"])),
                 scanner(),
             ),
-            (
-                "upper-case name and value".into(),
+            Row::new(
+                "upper-case name and value",
                 from(4, replace_ua(&["USER-AGENT: FRIENDLY-SCANNER"])),
                 scanner(),
             ),
-            (
-                "a folded line after the User-Agent does not hide the next header".into(),
+            Row::new(
+                "a folded line after the User-Agent does not hide the next header",
                 from(5, replace_ua(&["User-Agent: Linphone", " 5.2.5"])),
                 Want::accepted(Class::Invite),
             ),
