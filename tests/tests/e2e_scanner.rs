@@ -672,7 +672,7 @@ fn malformed_payloads_are_dropped_enforcing_and_passed_in_monitor_mode() -> Resu
 /// arrives as IP fragments; the first one's UDP header states the full
 /// length, and dropping it is what keeps the message from the server.
 #[test]
-fn bug_fragmented_oversized_datagram_reaches_the_server() -> Result<()> {
+fn a_fragmented_oversized_datagram_does_not_reach_the_server() -> Result<()> {
     const N: u32 = 3;
     let lab = Lab::new("scanfrag")?;
     let listener = start_listener(&lab)?;

@@ -344,7 +344,7 @@ fn set_line(lines: &mut [String], name: &str, value: &str) {
 /// A 1400-byte INVITE whose last header is `User-Agent: <ua>`: three Vias
 /// and a proxy's worth of Record-Route and extension headers before it, so
 /// the scan walks every line of the message to reach it. No line is longer
-/// than 200 bytes (see `bug_header_lines_longer_than_the_scan_window`).
+/// than 200 bytes (see `header_lines_longer_than_the_scan_window_are_read_and_scanned`).
 fn invite_1400_ua_last(ua: &str) -> Vec<u8> {
     const SIZE: usize = 1400;
     let mut lines = invite_lines(false);
@@ -1072,15 +1072,16 @@ fn syn_limits_follow_limits_set() {
 }
 
 // ---------------------------------------------------------------------------
-// Disagreements with the documentation or RFC 3261, reported to the lead.
-// The expectations are the documented behaviour.
+// The edges of the documented rules and of RFC 3261: fragments of oversized
+// datagrams, long values and lines, many header lines, blanks before the
+// colon, a signature's reused id.
 // ---------------------------------------------------------------------------
 
 /// verdict.rs: oversized is "a UDP SIP payload larger than
 /// max_message_bytes". A 9000-byte datagram crosses a 1500-byte link as
 /// fragments; its first fragment's UDP header states the full length.
 #[test]
-fn bug_first_fragment_of_an_oversized_datagram_is_oversized() {
+fn the_first_fragment_of_an_oversized_datagram_is_dropped_as_oversized() {
     let h = harness();
     let max = h.maps().policy().unwrap().max_message_bytes as usize;
     let big = Sip::request("MESSAGE").body_len(max + 800).build();
@@ -1108,7 +1109,7 @@ fn bug_first_fragment_of_an_oversized_datagram_is_oversized() {
 /// From header (display name, URI, then a long tag: nine tokens) shows it:
 /// its "sipvicious" is not counted (see `scanner_captures_*`).
 #[test]
-fn bug_signature_followed_by_eight_tokens_is_caught() {
+fn a_signature_first_in_a_value_of_eight_or_nine_tokens_is_caught() {
     let mut rows = Vec::new();
     for (i, ua) in [
         "friendly-scanner (X11; Linux x86_64; rv 1 2 3)",
@@ -1136,7 +1137,7 @@ fn bug_signature_followed_by_eight_tokens_is_caught() {
 /// a long Via or Request-URI is legitimate, and a long User-Agent must
 /// still be scanned ("values are tokenized only within this window").
 #[test]
-fn bug_header_lines_longer_than_the_scan_window() {
+fn header_lines_longer_than_the_scan_window_are_read_and_scanned() {
     let long_via = {
         let mut l = invite_lines(false);
         set_line(
@@ -1253,7 +1254,7 @@ fn signatures_anywhere_in_the_tokenized_window() {
 /// headers (truncated). RFC 3261 sets no header count limit; a request
 /// that crossed many proxies carries one Via and Record-Route per hop.
 #[test]
-fn bug_request_with_more_than_64_header_lines() {
+fn a_request_with_more_than_64_header_lines_is_accepted() {
     let mut lines = invite_lines(false);
     for k in 0..60 {
         lines.push(format!("Record-Route: <sip:198.18.3.{k}:5060;lr>"));
@@ -1277,7 +1278,7 @@ fn bug_request_with_more_than_64_header_lines() {
 /// RFC 3261 7.3.1/25.1: HCOLON = *( SP / HTAB ) ":" SWS, so "Via :" and
 /// "CSeq\t:" name the same headers as "Via:" and "CSeq:".
 #[test]
-fn bug_whitespace_before_the_header_colon() {
+fn whitespace_before_the_header_colon_names_the_same_header() {
     let spaced = |name: &str, sep: &str| {
         let lines: Vec<String> = invite_lines(false)
             .into_iter()
@@ -1317,7 +1318,7 @@ fn bug_whitespace_before_the_header_colon() {
 /// signatures.rs reuses a deleted signature's id for the next new one but
 /// not its hit counter's reset: a new signature must start at 0 hits.
 #[test]
-fn bug_new_signature_starts_with_no_hits() {
+fn a_new_signature_reusing_a_deleted_ones_id_starts_with_no_hits() {
     let mut h = harness();
     let t = |s: &str| vec![s.to_string()];
     h.maps_mut()
