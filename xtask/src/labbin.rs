@@ -1,7 +1,7 @@
-//! The namespace-lab binaries of sipguard-tests (`sipguard-demo`,
-//! `sipguard-lab`): check root, set up the test tools, build sipguard and
-//! the binary (release), then become the binary, so Ctrl-C reaches it and
-//! it can remove its namespaces.
+//! The namespace-lab binaries of the sipguard-lab crate, lab/
+//! (`sipguard-demo`, `sipguard-lab`): check root, set up the test tools,
+//! build sipguard and the binary (release), then become the binary, so
+//! Ctrl-C reaches it and it can remove its namespaces.
 
 use std::{ffi::OsString, os::unix::process::CommandExt as _, process::Command, time::Instant};
 
@@ -19,14 +19,7 @@ pub fn exec(bin: &str, why_root: &str, args: &[OsString]) -> Result<()> {
     eprintln!("{bin}: building sipguard and {bin} (release)");
     let start = Instant::now();
     let mut build = cmd::cargo();
-    build.args([
-        "build",
-        "--release",
-        "-p",
-        "sipguard",
-        "-p",
-        "sipguard-tests",
-    ]);
+    build.args(["build", "--release", "-p", "sipguard", "-p", "sipguard-lab"]);
     build.args(["--bin", "sipguard", "--bin", bin]);
     install::run(
         &format!("cargo build --release (sipguard, {bin})"),

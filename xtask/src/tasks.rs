@@ -60,8 +60,8 @@ pub fn test(args: Vec<OsString>) -> Result<i32> {
     Ok(code)
 }
 
-/// The benchmark binary (tests/src/bin/sipguard-bench), in release mode;
-/// with `--lab`, the peer comparison (tests/src/bin/sipguard-lab).
+/// The benchmark binary (lab/src/bin/sipguard-bench), in release mode;
+/// with `--lab`, the peer comparison (lab/src/bin/sipguard-lab).
 pub fn bench(args: Vec<OsString>) -> Result<i32> {
     if args.iter().any(|a| a == "--lab") {
         return lab::bench_lab(args);
@@ -72,7 +72,7 @@ pub fn bench(args: Vec<OsString>) -> Result<i32> {
         "run",
         "--release",
         "-p",
-        "sipguard-tests",
+        "sipguard-lab",
         "--bin",
         "sipguard-bench",
         "--",

@@ -11,7 +11,7 @@
 //!
 //! Usage: sipguard-bench [--repeat N] [--runs N] [CASE-NAME-FILTER]
 //! Needs root: `cargo xtask bench` or
-//! `sudo cargo run --release -p sipguard-tests --bin sipguard-bench`.
+//! `sudo cargo run --release -p sipguard-lab --bin sipguard-bench`.
 
 use std::{fs, process::ExitCode, time::Duration};
 
@@ -694,7 +694,7 @@ fn run() -> Result<()> {
         bail!(
             "sipguard-bench must run as root (it loads the XDP program and uses \
              BPF_PROG_TEST_RUN): use `cargo xtask bench` or \
-             `sudo cargo run --release -p sipguard-tests --bin sipguard-bench`"
+             `sudo cargo run --release -p sipguard-lab --bin sipguard-bench`"
         );
     }
     println!("machine: {}", machine());
