@@ -7,42 +7,14 @@ use core::ffi::c_void;
 use aya_ebpf::{bindings::xdp_md, helpers::generated::bpf_xdp_load_bytes};
 use sipguard_common::Class;
 
-use crate::cursor::load_u64;
+use crate::{
+    cursor::load_u64,
+    words::{Prefix, prefix},
+};
 
 /// Bytes of the start line we look at: enough for "SUBSCRIBE " and for
 /// "SIP/2.0 NNN ".
 const PEEK: usize = 16;
-
-/// A start-line prefix as two little-endian words and their masks.
-#[derive(Clone, Copy)]
-struct Prefix {
-    w0: u64,
-    m0: u64,
-    w1: u64,
-    m1: u64,
-}
-
-const fn prefix(s: &[u8]) -> Prefix {
-    let mut p = Prefix {
-        w0: 0,
-        m0: 0,
-        w1: 0,
-        m1: 0,
-    };
-    let mut i = 0;
-    while i < s.len() {
-        let b = s[i] as u64;
-        if i < 8 {
-            p.w0 |= b << (8 * i);
-            p.m0 |= 0xff << (8 * i);
-        } else {
-            p.w1 |= b << (8 * (i - 8));
-            p.m1 |= 0xff << (8 * (i - 8));
-        }
-        i += 1;
-    }
-    p
-}
 
 /// Method tokens followed by SP (RFC 3261 §7.1; methods are case-sensitive).
 /// Ordered by how common they are on a busy server.
@@ -155,7 +127,7 @@ fn classify_words(w0: u64, w1: u64) -> Class {
         };
     }
     for (p, class) in METHODS.iter() {
-        if w0 & p.m0 == p.w0 && w1 & p.m1 == p.w1 {
+        if p.starts(w0, w1) {
             return *class;
         }
     }

@@ -26,6 +26,7 @@ pub fn for_limit(limit: &Limit, now: u64) -> u64 {
     if let Some(c) = CLOCK.get(0)
         && limit.burst_ns < FINE_TICKS * c.tick_ns
     {
+        // SAFETY: a helper without arguments.
         return unsafe { bpf_ktime_get_ns() };
     }
     now

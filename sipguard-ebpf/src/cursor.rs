@@ -83,6 +83,8 @@ pub unsafe fn load_u32(p: usize) -> u32 {
 /// mask written in Rust (it knows a swapped u16 fits 16 bits); the `&=`
 /// gives the verifier the range back.
 #[inline(always)]
+/// # Safety
+/// As `load_u64`: `p..p + 2` lies in the packet, checked by the caller.
 pub unsafe fn load_be16(p: usize) -> u16 {
     let v: u64;
     // SAFETY: as `load_u64`; the swap and mask touch only the register.

@@ -17,6 +17,7 @@ mod classify;
 mod clock;
 mod cursor;
 mod frags;
+mod learn;
 mod limit;
 mod maps;
 mod mem;
@@ -24,8 +25,10 @@ mod opaque;
 mod parse;
 mod policy;
 mod scan;
+mod scratch;
 mod stats;
 mod trust;
+mod words;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, xdp_action},
@@ -253,14 +256,14 @@ fn egress(ctx: &TcContext) {
 }
 
 /// Second stage of the egress path: read the response's CSeq method and
-/// learn trust or authentication failures from it (trust.rs).
+/// learn trust or authentication failures from it (learn.rs).
 #[classifier]
 pub fn sipguard_resp(ctx: TcContext) -> i32 {
     if let (Some(p), Some(policy)) = (PENDING_RESP.get(0), maps::POLICY.get(0)) {
         let p = *p;
         if let Some(sc) = scan::run_skb(ctx.skb.skb, p.payload_off, p.payload_off + p.payload_len) {
             let now = clock::now();
-            trust::learn(policy, &p.client, p.status, sc.cseq_method, now);
+            learn::learn(policy, &p.client, p.status, sc.cseq_method, now);
         }
     }
     TC_ACT_OK

@@ -121,13 +121,13 @@ pub static SIG_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SIGNATURES
 /// The message being scanned, copied once from the packet (see scan.rs),
 /// per CPU. Scratch only: not pinned, each program load has its own.
 #[map]
-pub static SCAN_MSG: PerCpuArray<crate::scan::Msg> = PerCpuArray::with_max_entries(1, 0);
+pub static SCAN_MSG: PerCpuArray<crate::scratch::Msg> = PerCpuArray::with_max_entries(1, 0);
 
-/// The header scan's state and results (`scan::Scan`), per CPU: kept in map
+/// The header scan's state and results (`scratch::Scan`), per CPU: kept in map
 /// memory so the verifier checks the scan callback once (see scan.rs).
 /// Scratch only, like `SCAN_MSG`.
 #[map]
-pub static SCAN_STATE: PerCpuArray<crate::scan::Scan> = PerCpuArray::with_max_entries(1, 0);
+pub static SCAN_STATE: PerCpuArray<crate::scratch::Scan> = PerCpuArray::with_max_entries(1, 0);
 
 /// Tail-call table: `PROG_SLOT_SIP` holds `sipguard_sip`, installed by the
 /// controller after loading.
@@ -176,10 +176,10 @@ pub static SCAN_BAN_ROOM: Array<i64> = Array::with_max_entries(1, 0);
 #[map]
 pub static PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
 
-/// The tokenizer's running state (`scan::Tokenize`), per CPU, in map memory
+/// The tokenizer's running state (`scratch::Tokenize`), per CPU, in map memory
 /// for the same reason as `SCAN_STATE`. Scratch only, like `SCAN_MSG`.
 #[map]
-pub static TOKENIZE: PerCpuArray<crate::scan::Tokenize> = PerCpuArray::with_max_entries(1, 0);
+pub static TOKENIZE: PerCpuArray<crate::scratch::Tokenize> = PerCpuArray::with_max_entries(1, 0);
 
 /// Trusted clients (see trust.rs), keyed like bans. LRU: an evicted entry only
 /// sends that client back to the shared budgets until its next 2xx.

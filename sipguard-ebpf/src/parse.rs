@@ -103,6 +103,7 @@ impl From<Reason> for Skip {
 pub fn parse(data: usize, end: usize, egress: bool) -> Result<Flow, Skip> {
     let mut c = Cursor::new(data, end);
     let eth: *const EthHdr = c.take().ok_or(Reason::Malformed)?;
+    // SAFETY: `take` checked the header lies in the packet (so below too).
     let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
 
     for _ in 0..MAX_VLAN_TAGS {
@@ -157,6 +158,7 @@ pub fn parse(data: usize, end: usize, egress: bool) -> Result<Flow, Skip> {
         }
         IPPROTO_TCP => {
             let tcp: *const TcpHdr = c.take().ok_or(Reason::Malformed)?;
+            // SAFETY: `take` checked the 20-byte header.
             let dport = u16::from_be_bytes(unsafe { (*tcp).dest });
             // Byte 13 of the TCP header holds the flags: SYN 0x02, ACK 0x10.
             let flags = unsafe { *((tcp as *const u8).add(13)) };
@@ -221,6 +223,7 @@ fn ipv4(c: &mut Cursor, ip: &mut Ip, egress: bool) -> Result<u8, Skip> {
     c.skip(ihl - Ipv4Hdr::LEN).ok_or(Reason::Malformed)?;
     // ::ffff:a.b.c.d: bytes 10 and 11 are 0xff, the address is bytes 12-15
     // (the high half of the second little-endian word).
+    // SAFETY (the loads below): `take` checked the 20-byte header.
     let peer = unsafe { load_u32(if egress { start + 16 } else { start + 12 }) };
     ip.src[1] = 0xffff_0000 | (peer as u64) << 32;
     let frags = unsafe { load_be16(start + 6) };
@@ -234,6 +237,7 @@ fn ipv4(c: &mut Cursor, ip: &mut Ip, egress: bool) -> Result<u8, Skip> {
         });
     }
     ip.fragmented = frags & 0x2000 != 0;
+    // SAFETY: `take` checked the 20-byte header.
     Ok(unsafe { (*hdr).proto })
 }
 
@@ -259,12 +263,14 @@ fn ipv6(c: &mut Cursor, ip: &mut Ip, egress: bool) -> Result<u8, Skip> {
                 // Generic extension header: next header, length in 8-octet
                 // units not counting the first 8.
                 let ext: *const [u8; 8] = c.take().ok_or(Reason::Malformed)?;
+                // SAFETY: `take` checked these 8 bytes.
                 next = unsafe { (*ext)[0] };
                 let extra = unsafe { (*ext)[1] } as usize * 8;
                 c.skip(extra).ok_or(Reason::Malformed)?;
             }
             IPPROTO_FRAGMENT => {
                 let frag: *const [u8; 8] = c.take().ok_or(Reason::Malformed)?;
+                // SAFETY: `take` checked these 8 bytes.
                 next = unsafe { (*frag)[0] };
                 let off_m = u16::from_be_bytes(unsafe { [(*frag)[2], (*frag)[3]] });
                 ip.frag_id =

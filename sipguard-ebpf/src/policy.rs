@@ -208,7 +208,7 @@ fn group_banned(flow: &Flow, policy: &Policy, src: &SrcKey, class: u32, now: u64
 /// produce (any but a manual ban): one per `PROBATION` interval is judged
 /// like anyone's (`Some(true)`), the rest dropped (`Some(false)`). The
 /// client whose address was used registers, gets its 2xx, earns trust, and
-/// the trust lifts the ban (`trust::learn`); a forger never sees the 2xx.
+/// the trust lifts the ban (`learn::learn`); a forger never sees the 2xx.
 /// `None`: not banned, or banned by hand (then `banned` decides).
 #[inline(always)]
 fn probation(src: &SrcKey, now: u64) -> Option<bool> {

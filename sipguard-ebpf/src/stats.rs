@@ -11,6 +11,8 @@ use crate::maps::{CLASS_STATS, REASON_STATS, TABLE_STATS};
 fn bump(counter: Option<*mut Counter>, bytes: u64) {
     if let Some(c) = counter {
         // Per-CPU slot: no other CPU writes it, plain adds are safe.
+        // SAFETY: a per-CPU map value: no other CPU writes it, plain adds
+        // are safe.
         unsafe {
             (*c).packets += 1;
             (*c).bytes += bytes;
@@ -35,6 +37,7 @@ pub fn record(verdict: Verdict, reason: Reason, class: Option<u32>, bytes: u64) 
 #[inline(always)]
 pub fn table(stat: TableStat) {
     if let Some(c) = TABLE_STATS.get_ptr_mut(stat as u32) {
+        // SAFETY: a per-CPU map value (as in `bump`).
         unsafe { *c += 1 };
     }
 }
