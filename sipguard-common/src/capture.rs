@@ -59,4 +59,5 @@ pub struct CaptureRecord {
 pub const NO_CLASS: u32 = u32::MAX;
 
 #[cfg(feature = "user")]
+// SAFETY: #[repr(C)] plain integers, no padding: any bytes are a value.
 unsafe impl aya::Pod for CaptureConf {}

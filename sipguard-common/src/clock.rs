@@ -44,6 +44,7 @@ pub struct ClockSample {
 
 #[cfg(feature = "user")]
 mod pod {
+    // SAFETY: #[repr(C)] plain integers, no padding: any bytes are a value.
     unsafe impl aya::Pod for super::Clock {}
     unsafe impl aya::Pod for super::ClockSample {}
 }

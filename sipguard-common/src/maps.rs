@@ -203,4 +203,5 @@ pub struct Counter {
 }
 
 #[cfg(feature = "user")]
+// SAFETY: #[repr(C)] plain integers, no padding: any bytes are a value.
 unsafe impl aya::Pod for Counter {}

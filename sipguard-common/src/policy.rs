@@ -206,6 +206,7 @@ pub const fn prefix_mask(prefix: u32) -> [u8; 16] {
 }
 
 #[cfg(feature = "user")]
+// SAFETY (both): #[repr(C)] plain integers, no padding: any bytes are a value.
 unsafe impl aya::Pod for Policy {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for GlobalShare {}

@@ -150,6 +150,8 @@ impl SigIndex {
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
+    // SAFETY: #[repr(C)] plain integers and byte arrays, no padding: any
+    // bytes are a value.
     unsafe impl aya::Pod for SigEntry {}
     unsafe impl aya::Pod for SigSlot {}
     unsafe impl aya::Pod for SigIndex {}

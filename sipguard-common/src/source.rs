@@ -311,6 +311,8 @@ pub struct BanEvent {
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
+    // SAFETY: #[repr(C)] plain integers and arrays of them, no padding: any
+    // bytes are a value.
     unsafe impl aya::Pod for SrcKey {}
     unsafe impl aya::Pod for BanHint {}
     unsafe impl aya::Pod for BlockEntry {}

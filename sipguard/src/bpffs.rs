@@ -58,6 +58,8 @@ pub fn publish(staging: &Path, dir: &Path) -> Result<()> {
 
 fn is_bpffs(path: &Path) -> Result<bool> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())?;
+    // SAFETY: statfs is plain integers (zero is a value); `c` is a valid C
+    // string and `st` writable.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
         return Ok(false);
@@ -76,6 +78,7 @@ pub fn ensure_mounted() -> Result<()> {
     let src = CString::new("bpffs")?;
     let target = CString::new(BPFFS)?;
     let fstype = CString::new("bpf")?;
+    // SAFETY: valid C strings; a null data pointer is allowed for bpffs.
     let rc = unsafe {
         libc::mount(
             src.as_ptr(),

@@ -796,6 +796,7 @@ pub fn reload(target: Target) -> Result<()> {
              crash); start one with `sipguard run --iface {iface} --config FILE`"
         );
     };
+    // SAFETY: kill(2) takes plain integers.
     if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
         bail!(
             "could not signal the agent (pid {pid}): {}",
@@ -817,6 +818,7 @@ pub fn detach(target: Target) -> Result<()> {
     let iface = target_key(&target)?;
     if let Some(pid) = sipguard::lock::running_agent(&iface) {
         // The agent detaches and cleans up itself on SIGTERM.
+        // SAFETY: kill(2) takes plain integers.
         unsafe { libc::kill(pid, libc::SIGTERM) };
         let deadline = std::time::Instant::now() + STOP_WAIT;
         while sipguard::lock::running_agent(&iface).is_some() {

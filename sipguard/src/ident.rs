@@ -27,6 +27,7 @@ pub fn key(iface: &str) -> String {
 
 /// Whether the caller's namespace has an interface named `iface`.
 pub fn exists_here(iface: &str) -> bool {
+    // SAFETY: if_nametoindex(3) reads a valid C string.
     std::ffi::CString::new(iface).is_ok_and(|c| unsafe { libc::if_nametoindex(c.as_ptr()) } != 0)
 }
 

@@ -34,6 +34,7 @@ pub struct IfaceLock {
 }
 
 fn try_lock(file: &File) -> bool {
+    // SAFETY: flock(2) on a descriptor `file` keeps open.
     unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }
 
