@@ -8,46 +8,6 @@ pub const LAYOUT_VERSION: u32 = 4;
 pub const BPFFS: &str = "/sys/fs/bpf";
 pub const PIN_ROOT: &str = "/sys/fs/bpf/sipguard";
 
-/// Map names as they appear in the object file and in the pin directory.
-pub const MAP_SIP_PORTS: &str = "SIP_PORTS";
-pub const MAP_POLICY: &str = "POLICY";
-pub const MAP_REASON_STATS: &str = "REASON_STATS";
-pub const MAP_CLASS_STATS: &str = "CLASS_STATS";
-pub const MAP_ALLOW: &str = "ALLOW";
-pub const MAP_BLOCK: &str = "BLOCK";
-pub const MAP_BANS: &str = "BANS";
-pub const MAP_BAN_HINTS: &str = "BAN_HINTS";
-pub const MAP_SRC_STATE: &str = "SRC_STATE";
-pub const MAP_GLOBAL_STATE: &str = "GLOBAL_STATE";
-pub const MAP_BAN_EVENTS: &str = "BAN_EVENTS";
-/// `sipguard capture` (capture.rs): its filters, and the packets copied.
-pub const MAP_CAPTURE: &str = "CAPTURE";
-pub const MAP_CAPTURE_RING: &str = "CAPTURE_RING";
-pub const MAP_TABLE_STATS: &str = "TABLE_STATS";
-pub const MAP_SIGNATURES: &str = "SIGNATURES";
-pub const MAP_SIG_INDEX: &str = "SIG_INDEX";
-pub const MAP_SIG_NAMES: &str = "SIG_NAMES";
-pub const MAP_SIG_HITS: &str = "SIG_HITS";
-/// Per-CPU working state of the programs (see sipguard-ebpf/src/maps.rs).
-/// `PENDING` is pinned: an adopted `sipguard_xdp` may tail-call the new
-/// `sipguard_sip`. The header scan's buffers (`SCAN_MSG`, `SCAN_STATE`,
-/// `TOKENIZE`) are not: each load has its own, so their layout can change
-/// without a new `LAYOUT_VERSION`.
-pub const MAP_PENDING: &str = "PENDING";
-pub const MAP_TRUSTED: &str = "TRUSTED";
-pub const MAP_TRUST_HINTS: &str = "TRUST_HINTS";
-pub const MAP_TRUST_LIVE: &str = "TRUST_LIVE";
-pub const MAP_PENDING_RESP: &str = "PENDING_RESP";
-pub const MAP_EMPTY_LISTS: &str = "EMPTY_LISTS";
-pub const MAP_SCAN_BAN_ROOM: &str = "SCAN_BAN_ROOM";
-/// First fragments seen (frags.rs in sipguard-ebpf). Not pinned.
-pub const MAP_FRAGS: &str = "FRAGS";
-/// Each CPU's lease of the global buckets (`GlobalShare`). Not pinned.
-pub const MAP_GLOBAL_SHARE: &str = "GLOBAL_SHARE";
-/// Per loaded object, not pinned: each load calibrates its own (clock.rs).
-pub const MAP_CLOCK: &str = "CLOCK";
-pub const MAP_CLOCK_SAMPLE: &str = "CLOCK_SAMPLE";
-
 /// `EMPTY_LISTS` bits, set while that list is known to be empty: the
 /// allowlist and the blocklist.
 pub const LIST_ALLOW: u32 = 1 << 0;
@@ -179,8 +139,6 @@ pub const PROG_BENCH_EMPTY: &str = "sipguard_bench_empty";
 /// Reads both clocks into `CLOCK_SAMPLE`; run only to calibrate `CLOCK`.
 pub const PROG_CLOCK: &str = "sipguard_clock";
 /// Tail-call table and the slots `PROG_SIP` and `PROG_RESP` sit in.
-pub const MAP_PROGS: &str = "PROGS";
-pub const MAP_PROGS_TC: &str = "PROGS_TC";
 pub const PROG_SLOTS: u32 = 2;
 pub const PROG_SLOT_SIP: u32 = 0;
 pub const PROG_SLOT_RESP: u32 = 0;

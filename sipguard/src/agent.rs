@@ -26,7 +26,7 @@ use sipguard::{
     egress::{self, EgressMode},
     ident, loader,
     lock::{self, IfaceLock},
-    maps::Maps,
+    maps::{Maps, name},
     metrics::{self, AgentInfo, BanCounts},
     preflight,
     startup::HeldSignals,
@@ -36,7 +36,7 @@ use sipguard::{
     widen::Widener,
 };
 use sipguard_common::{
-    maps::{MAP_BAN_EVENTS, PROG_XDP},
+    maps::PROG_XDP,
     source::{Ban, BanEvent, BanReason, SrcKey, WIDEN_AFTER},
 };
 use tokio::{
@@ -157,8 +157,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         }
     }
     let ban_events: RingBuf<MapData> = ebpf
-        .take_map(MAP_BAN_EVENTS)
-        .ok_or_else(|| anyhow!("map {MAP_BAN_EVENTS} missing"))?
+        .take_map(name::BAN_EVENTS)
+        .ok_or_else(|| anyhow!("map {} missing", name::BAN_EVENTS))?
         .try_into()?;
 
     let prog: &mut Xdp = ebpf

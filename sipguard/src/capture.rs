@@ -30,13 +30,12 @@ use pcap_file::{
 use sipguard_common::{
     Class, Reason, Verdict,
     capture::{CAPTURE_SNAP_MAX, CAPTURE_SOURCES, CaptureConf, CaptureRecord, NO_CLASS},
-    maps::{MAP_CAPTURE, MAP_CAPTURE_RING},
     policy::Limit,
     source::SrcKey,
 };
 use tokio::io::unix::AsyncFd;
 
-use crate::addr;
+use crate::{addr, maps::name};
 
 /// How long a capture runs past the command's last renewal.
 const LEASE: Duration = Duration::from_secs(3);
@@ -193,8 +192,8 @@ pub async fn run<W: Write>(
             )
         })
     };
-    let mut conf_map: Array<MapData, CaptureConf> = Map::Array(open(MAP_CAPTURE)?).try_into()?;
-    let ring: RingBuf<MapData> = Map::RingBuf(open(MAP_CAPTURE_RING)?).try_into()?;
+    let mut conf_map: Array<MapData, CaptureConf> = Map::Array(open(name::CAPTURE)?).try_into()?;
+    let ring: RingBuf<MapData> = Map::RingBuf(open(name::CAPTURE_RING)?).try_into()?;
     let now = addr::monotonic_ns();
     let running = conf_map.get(&0, 0)?;
     if running.until_ns > now {

@@ -13,8 +13,10 @@ use aya::{
 };
 use sipguard_common::{
     clock::{Clock, ClockSample},
-    maps::{MAP_CLOCK, MAP_CLOCK_SAMPLE, PROG_CLOCK},
+    maps::PROG_CLOCK,
 };
+
+use crate::maps::name;
 
 /// CONFIG_HZ values Linux is built with on the machines sipguard targets.
 const KNOWN_HZ: [u64; 4] = [100, 250, 300, 1000];
@@ -43,15 +45,15 @@ pub fn calibrate(ebpf: &mut Ebpf) -> Result<Clock> {
             })
             .context("running the clock probe (BPF_PROG_TEST_RUN)")?;
         let sample: Array<&MapData, ClockSample> = ebpf
-            .map(MAP_CLOCK_SAMPLE)
-            .ok_or_else(|| anyhow!("map {MAP_CLOCK_SAMPLE} missing"))?
+            .map(name::CLOCK_SAMPLE)
+            .ok_or_else(|| anyhow!("map {} missing", name::CLOCK_SAMPLE))?
             .try_into()?;
         samples.push(sample.get(&0, 0)?);
     }
     let clock = fit(&samples)?;
     let mut map: Array<&mut MapData, Clock> = ebpf
-        .map_mut(MAP_CLOCK)
-        .ok_or_else(|| anyhow!("map {MAP_CLOCK} missing"))?
+        .map_mut(name::CLOCK)
+        .ok_or_else(|| anyhow!("map {} missing", name::CLOCK))?
         .try_into()?;
     map.set(0, clock, 0)?;
     Ok(clock)

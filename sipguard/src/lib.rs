@@ -14,6 +14,7 @@ pub mod ident;
 pub mod kernel;
 pub mod loader;
 pub mod lock;
+pub mod map_table;
 pub mod maps;
 pub mod metrics;
 pub mod preflight;

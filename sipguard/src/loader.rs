@@ -10,11 +10,10 @@ use aya::{
     programs::{ProgramError, SchedClassifier, Xdp},
 };
 use sipguard_common::maps::{
-    MAP_PROGS, MAP_PROGS_TC, PROG_EGRESS, PROG_RESP, PROG_SIP, PROG_SLOT_RESP, PROG_SLOT_SIP,
-    PROG_XDP,
+    PROG_EGRESS, PROG_RESP, PROG_SIP, PROG_SLOT_RESP, PROG_SLOT_SIP, PROG_XDP,
 };
 
-use crate::tables::Tables;
+use crate::{maps, tables::Tables};
 
 /// The XDP object built from `sipguard-ebpf` by build.rs.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sipguard"));
@@ -90,8 +89,8 @@ fn load_with(log: KernelLog, pins: Option<&Path>, tables: &Tables) -> Result<Ebp
     }
     // Install the second stages in the tail-call table.
     for (map, slot, name) in [
-        (MAP_PROGS, PROG_SLOT_SIP, PROG_SIP),
-        (MAP_PROGS_TC, PROG_SLOT_RESP, PROG_RESP),
+        (maps::name::PROGS, PROG_SLOT_SIP, PROG_SIP),
+        (maps::name::PROGS_TC, PROG_SLOT_RESP, PROG_RESP),
     ] {
         let fd = ebpf
             .program(name)

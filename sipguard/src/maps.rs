@@ -1,118 +1,30 @@
-//! Typed handles on the program's maps, opened either from a freshly loaded
-//! object (the agent, the tests) or from the agent's pins (client commands),
-//! and the operations the CLI performs on them.
+//! The operations the controller and the CLI perform on the program's maps,
+//! through the typed handles of `Maps` (map_table.rs), opened either from a
+//! freshly loaded object (the agent, the tests) or from the agent's pins
+//! (client commands).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context as _, Result};
-use aya::{
-    Ebpf,
-    maps::{
-        Array, HashMap, IterableMap as _, LpmTrie, Map, MapData, MapError, PerCpuArray,
-        lpm_trie::Key,
-    },
-};
+use aya::maps::{IterableMap as _, LpmTrie, MapData, MapError, lpm_trie::Key};
 use ipnet::IpNet;
 use sipguard_common::{
-    Counter, Policy,
+    Policy,
     maps::{
-        ALLOW_HOLE, BLOCK_HOLE_EXPIRY, LIST_ALLOW, LIST_BLOCK, LIST_RESERVED, MAP_ALLOW,
-        MAP_BAN_EVENTS, MAP_BAN_HINTS, MAP_BANS, MAP_BLOCK, MAP_CAPTURE, MAP_CAPTURE_RING,
-        MAP_CLASS_STATS, MAP_EMPTY_LISTS, MAP_GLOBAL_STATE, MAP_PENDING, MAP_PENDING_RESP,
-        MAP_POLICY, MAP_PROGS, MAP_PROGS_TC, MAP_REASON_STATS, MAP_SCAN_BAN_ROOM, MAP_SIG_HITS,
-        MAP_SIG_INDEX, MAP_SIG_NAMES, MAP_SIGNATURES, MAP_SIP_PORTS, MAP_SRC_STATE,
-        MAP_TABLE_STATS, MAP_TRUST_HINTS, MAP_TRUST_LIVE, MAP_TRUSTED, PORT_TCP, PORT_UDP,
+        ALLOW_HOLE, BLOCK_HOLE_EXPIRY, LIST_ALLOW, LIST_BLOCK, LIST_RESERVED, PORT_TCP, PORT_UDP,
         SCAN_BAN_SHARE_QUARTERS,
     },
     policy::POLICY_ENFORCE,
-    signature::{SIG_NAME_MAX, SigEntry, SigIndex},
-    source::{Ban, BanHint, BlockEntry, SrcKey, SrcState, Trust, TrustBits},
+    source::{Ban, BanHint, BlockEntry, SrcKey, Trust, TrustBits},
 };
 
+pub use crate::map_table::{ALL, Maps, UNPINNED, name};
 use crate::{
     addr,
     config::Config,
     lock::ListsLock,
     tables::{self, Tables},
 };
-
-pub struct Maps {
-    pub sip_ports: Array<MapData, u8>,
-    pub policy: Array<MapData, Policy>,
-    pub allow: LpmTrie<MapData, [u8; 16], u32>,
-    pub block: LpmTrie<MapData, [u8; 16], BlockEntry>,
-    pub bans: HashMap<MapData, SrcKey, Ban>,
-    pub ban_hints: Array<MapData, BanHint>,
-    pub src_state: HashMap<MapData, SrcKey, SrcState>,
-    pub global_state: Array<MapData, u64>,
-    pub reason_stats: PerCpuArray<MapData, Counter>,
-    pub class_stats: PerCpuArray<MapData, Counter>,
-    pub table_stats: PerCpuArray<MapData, u64>,
-    pub signatures: HashMap<MapData, u64, SigEntry>,
-    pub sig_index: Array<MapData, SigIndex>,
-    pub sig_names: Array<MapData, [u8; SIG_NAME_MAX]>,
-    pub sig_hits: PerCpuArray<MapData, u64>,
-    pub trusted: HashMap<MapData, SrcKey, Trust>,
-    pub trust_hints: Array<MapData, TrustBits>,
-    pub trust_live: Array<MapData, u32>,
-    pub empty_lists: Array<MapData, u32>,
-    pub scan_ban_room: Array<MapData, i64>,
-    /// The pin directory, locked around list-flag updates (`ListsLock`);
-    /// `None` for maps no other process can reach (an unpinned load).
-    pin_dir: Option<PathBuf>,
-    /// `SIP_PORTS` as this handle last wrote it: only the agent writes it,
-    /// so a reload compares with this instead of reading 65 536 entries.
-    ports_written: Option<Vec<u8>>,
-}
-
-/// Every map the agent pins, by name: all state the programs share, so a
-/// restarted or upgraded agent (same `LAYOUT_VERSION`) takes it over and the
-/// old and new programs use the same maps while the link is swapped.
-/// `BAN_EVENTS` is read only by the agent, `CAPTURE` and `CAPTURE_RING` only
-/// by `sipguard capture` (capture.rs).
-pub const ALL: [&str; 27] = [
-    MAP_BAN_HINTS,
-    MAP_TRUST_HINTS,
-    MAP_TRUST_LIVE,
-    MAP_EMPTY_LISTS,
-    MAP_SCAN_BAN_ROOM,
-    MAP_PROGS_TC,
-    MAP_TRUSTED,
-    MAP_PENDING_RESP,
-    MAP_PENDING,
-    MAP_SIGNATURES,
-    MAP_SIG_INDEX,
-    MAP_SIG_NAMES,
-    MAP_SIG_HITS,
-    MAP_PROGS,
-    MAP_SIP_PORTS,
-    MAP_POLICY,
-    MAP_ALLOW,
-    MAP_BLOCK,
-    MAP_BANS,
-    MAP_SRC_STATE,
-    MAP_GLOBAL_STATE,
-    MAP_BAN_EVENTS,
-    MAP_CAPTURE,
-    MAP_CAPTURE_RING,
-    MAP_REASON_STATS,
-    MAP_CLASS_STATS,
-    MAP_TABLE_STATS,
-];
-
-/// Pin every map of a freshly loaded object into `dir` (before
-/// `Maps::from_ebpf` takes them out of it).
-pub fn pin_all(ebpf: &Ebpf, dir: &Path) -> Result<()> {
-    for name in ALL {
-        let map = ebpf
-            .map(name)
-            .with_context(|| format!("map {name} missing from the eBPF object"))?;
-        let path = dir.join(name);
-        map.pin(&path)
-            .with_context(|| format!("pinning map {name} at {}", path.display()))?;
-    }
-    Ok(())
-}
 
 /// What a list operation changed.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -123,38 +35,6 @@ pub struct Changed {
 }
 
 impl Maps {
-    /// Take the maps out of a loaded object.
-    pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self> {
-        let mut take = |name: &str| {
-            ebpf.take_map(name)
-                .with_context(|| format!("map {name} missing from the eBPF object"))
-        };
-        Ok(Self {
-            sip_ports: take(MAP_SIP_PORTS)?.try_into()?,
-            policy: take(MAP_POLICY)?.try_into()?,
-            allow: take(MAP_ALLOW)?.try_into()?,
-            block: take(MAP_BLOCK)?.try_into()?,
-            bans: take(MAP_BANS)?.try_into()?,
-            ban_hints: take(MAP_BAN_HINTS)?.try_into()?,
-            src_state: take(MAP_SRC_STATE)?.try_into()?,
-            global_state: take(MAP_GLOBAL_STATE)?.try_into()?,
-            reason_stats: take(MAP_REASON_STATS)?.try_into()?,
-            class_stats: take(MAP_CLASS_STATS)?.try_into()?,
-            table_stats: take(MAP_TABLE_STATS)?.try_into()?,
-            signatures: take(MAP_SIGNATURES)?.try_into()?,
-            sig_index: take(MAP_SIG_INDEX)?.try_into()?,
-            sig_names: take(MAP_SIG_NAMES)?.try_into()?,
-            sig_hits: take(MAP_SIG_HITS)?.try_into()?,
-            trusted: take(MAP_TRUSTED)?.try_into()?,
-            trust_hints: take(MAP_TRUST_HINTS)?.try_into()?,
-            trust_live: take(MAP_TRUST_LIVE)?.try_into()?,
-            empty_lists: take(MAP_EMPTY_LISTS)?.try_into()?,
-            scan_ban_room: take(MAP_SCAN_BAN_ROOM)?.try_into()?,
-            pin_dir: None,
-            ports_written: None,
-        })
-    }
-
     /// The sizes the tables were created with.
     pub fn table_sizes(&self) -> Result<Tables> {
         Ok(Tables {
@@ -171,44 +51,6 @@ impl Maps {
     pub fn pinned_at(mut self, dir: &Path) -> Self {
         self.pin_dir = Some(dir.to_path_buf());
         self
-    }
-
-    /// Open the maps a running agent pinned in `dir`.
-    pub fn from_pins(dir: &Path) -> Result<Self> {
-        let open = |name: &str| {
-            let path = dir.join(name);
-            MapData::from_pin(&path).with_context(|| {
-                format!(
-                    "opening pinned map {}: is the agent running, and is this sipguard the same \
-                     version as the agent?",
-                    path.display()
-                )
-            })
-        };
-        Ok(Self {
-            sip_ports: Map::Array(open(MAP_SIP_PORTS)?).try_into()?,
-            policy: Map::Array(open(MAP_POLICY)?).try_into()?,
-            allow: Map::LpmTrie(open(MAP_ALLOW)?).try_into()?,
-            block: Map::LpmTrie(open(MAP_BLOCK)?).try_into()?,
-            bans: Map::HashMap(open(MAP_BANS)?).try_into()?,
-            ban_hints: Map::Array(open(MAP_BAN_HINTS)?).try_into()?,
-            src_state: Map::LruHashMap(open(MAP_SRC_STATE)?).try_into()?,
-            global_state: Map::Array(open(MAP_GLOBAL_STATE)?).try_into()?,
-            reason_stats: Map::PerCpuArray(open(MAP_REASON_STATS)?).try_into()?,
-            class_stats: Map::PerCpuArray(open(MAP_CLASS_STATS)?).try_into()?,
-            table_stats: Map::PerCpuArray(open(MAP_TABLE_STATS)?).try_into()?,
-            signatures: Map::HashMap(open(MAP_SIGNATURES)?).try_into()?,
-            sig_index: Map::Array(open(MAP_SIG_INDEX)?).try_into()?,
-            sig_names: Map::Array(open(MAP_SIG_NAMES)?).try_into()?,
-            sig_hits: Map::PerCpuArray(open(MAP_SIG_HITS)?).try_into()?,
-            trusted: Map::LruHashMap(open(MAP_TRUSTED)?).try_into()?,
-            trust_hints: Map::Array(open(MAP_TRUST_HINTS)?).try_into()?,
-            trust_live: Map::Array(open(MAP_TRUST_LIVE)?).try_into()?,
-            empty_lists: Map::Array(open(MAP_EMPTY_LISTS)?).try_into()?,
-            scan_ban_room: Map::Array(open(MAP_SCAN_BAN_ROOM)?).try_into()?,
-            pin_dir: Some(dir.to_path_buf()),
-            ports_written: None,
-        })
     }
 
     /// Write the SIP ports of `cfg` (clearing any others).

@@ -10,10 +10,9 @@ use std::{
 use anyhow::{Result, bail};
 use aya::{EbpfLoader, maps::MapData};
 use serde::{Deserialize, Serialize};
-use sipguard_common::maps::{
-    ALLOW_MAX, BANS_MAX, BLOCK_MAX, MAP_ALLOW, MAP_BANS, MAP_BLOCK, MAP_SRC_STATE, MAP_TRUSTED,
-    SRC_STATE_MAX, TRUSTED_MAX,
-};
+use sipguard_common::maps::{ALLOW_MAX, BANS_MAX, BLOCK_MAX, SRC_STATE_MAX, TRUSTED_MAX};
+
+use crate::maps::name;
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -51,11 +50,11 @@ impl Tables {
     /// Each table: its config key, its map and its size.
     pub fn entries(&self) -> [(&'static str, &'static str, u32); 5] {
         [
-            ("trusted", MAP_TRUSTED, self.trusted),
-            ("allow", MAP_ALLOW, self.allow),
-            ("block", MAP_BLOCK, self.block),
-            ("bans", MAP_BANS, self.bans),
-            ("sources", MAP_SRC_STATE, self.sources),
+            ("trusted", name::TRUSTED, self.trusted),
+            ("allow", name::ALLOW, self.allow),
+            ("block", name::BLOCK, self.block),
+            ("bans", name::BANS, self.bans),
+            ("sources", name::SRC_STATE, self.sources),
         ]
     }
 

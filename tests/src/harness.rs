@@ -16,16 +16,13 @@ use aya::{
 use sipguard::{
     config::Config,
     loader::{self, KernelLog},
-    maps::Maps,
+    maps::{Maps, name},
     stats::{Snapshot, Totals},
 };
 use sipguard_common::{
     Class, Reason, Verdict,
     capture::{CaptureConf, CaptureRecord},
-    maps::{
-        MAP_BAN_EVENTS, MAP_CAPTURE, MAP_CAPTURE_RING, MAP_FRAGS, MAP_GLOBAL_SHARE,
-        PROG_BENCH_EMPTY, PROG_EGRESS, PROG_XDP, TableStat,
-    },
+    maps::{PROG_BENCH_EMPTY, PROG_EGRESS, PROG_XDP, TableStat},
     policy::GlobalShare,
     source::{BanHint, SrcKey, TrustBits},
 };
@@ -135,7 +132,7 @@ fn reset(ebpf: &mut Ebpf, maps: &mut Maps) -> Result<()> {
     maps.policy.set(0, sipguard_common::Policy::default(), 0)?;
     // First fragments an earlier test sent (a map of the programs' own, not
     // pinned, so not among `maps`). Keys are `FragKey`s: 24 bytes.
-    if let Some(map) = ebpf.map_mut(MAP_FRAGS) {
+    if let Some(map) = ebpf.map_mut(name::FRAGS) {
         let mut frags: aya::maps::HashMap<&mut MapData, [u8; 24], u32> = map.try_into()?;
         let keys: Vec<[u8; 24]> = frags.keys().collect::<Result<_, _>>()?;
         for k in keys {
@@ -143,7 +140,7 @@ fn reset(ebpf: &mut Ebpf, maps: &mut Maps) -> Result<()> {
         }
     }
     // Each CPU's lease of the global buckets (the programs' own map).
-    if let Some(map) = ebpf.map_mut(MAP_GLOBAL_SHARE) {
+    if let Some(map) = ebpf.map_mut(name::GLOBAL_SHARE) {
         let mut shares: PerCpuArray<&mut MapData, GlobalShare> = map.try_into()?;
         let cpus = nr_cpus().map_err(|(_, e)| e)?;
         for i in 0..shares.len() {
@@ -155,13 +152,13 @@ fn reset(ebpf: &mut Ebpf, maps: &mut Maps) -> Result<()> {
         }
     }
     // Ban events nobody read, and any capture with its packets.
-    for name in [MAP_BAN_EVENTS, MAP_CAPTURE_RING] {
-        if let Some(map) = ebpf.map_mut(name) {
+    for ring in [name::BAN_EVENTS, name::CAPTURE_RING] {
+        if let Some(map) = ebpf.map_mut(ring) {
             let mut ring = RingBuf::try_from(map)?;
             while ring.next().is_some() {}
         }
     }
-    if let Some(map) = ebpf.map_mut(MAP_CAPTURE) {
+    if let Some(map) = ebpf.map_mut(name::CAPTURE) {
         let mut conf: Array<&mut MapData, CaptureConf> = map.try_into()?;
         conf.set(0, CaptureConf::default(), 0)?;
     }
@@ -314,8 +311,8 @@ impl Harness {
     pub fn set_capture(&mut self, conf: CaptureConf) -> Result<()> {
         let map = self
             .ebpf
-            .map_mut(MAP_CAPTURE)
-            .ok_or_else(|| anyhow!("map {MAP_CAPTURE} missing from the object"))?;
+            .map_mut(name::CAPTURE)
+            .ok_or_else(|| anyhow!("map {} missing from the object", name::CAPTURE))?;
         let mut a: Array<&mut MapData, CaptureConf> = map.try_into()?;
         a.set(0, conf, 0)?;
         Ok(())
@@ -325,8 +322,8 @@ impl Harness {
     pub fn capture(&mut self) -> Result<CaptureConf> {
         let map = self
             .ebpf
-            .map_mut(MAP_CAPTURE)
-            .ok_or_else(|| anyhow!("map {MAP_CAPTURE} missing from the object"))?;
+            .map_mut(name::CAPTURE)
+            .ok_or_else(|| anyhow!("map {} missing from the object", name::CAPTURE))?;
         let a: Array<&mut MapData, CaptureConf> = map.try_into()?;
         Ok(a.get(&0, 0)?)
     }
@@ -335,8 +332,8 @@ impl Harness {
     pub fn captured(&mut self) -> Result<Vec<CaptureRecord>> {
         let map = self
             .ebpf
-            .map_mut(MAP_CAPTURE_RING)
-            .ok_or_else(|| anyhow!("map {MAP_CAPTURE_RING} missing from the object"))?;
+            .map_mut(name::CAPTURE_RING)
+            .ok_or_else(|| anyhow!("map {} missing from the object", name::CAPTURE_RING))?;
         let mut ring = RingBuf::try_from(map)?;
         let mut out = Vec::new();
         while let Some(item) = ring.next() {

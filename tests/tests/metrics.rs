@@ -23,8 +23,9 @@ use sipguard::{
     addr, bpffs,
     config::Config,
     loader::{self, KernelLog},
-    maps::{self, Maps},
+    maps::Maps,
     metrics::{self, AgentInfo, Reading},
+    tables::Tables,
 };
 use sipguard_common::{
     maps::PROG_XDP,
@@ -807,8 +808,7 @@ fn scrape_reports_what_the_program_counted() -> Result<()> {
         "this test loads the XDP program: run it as root (e.g. sudo -E cargo test)"
     );
     let pins = PinDir::new()?;
-    let mut ebpf = loader::load(KernelLog::Off)?;
-    maps::pin_all(&ebpf, &pins.0)?;
+    let mut ebpf = loader::load_pinned(KernelLog::Off, &pins.0, &Tables::default())?;
     let mut maps = Maps::from_ebpf(&mut ebpf)?;
     maps.apply(&Config::default())?;
     let prog: &mut aya::programs::Xdp = ebpf
