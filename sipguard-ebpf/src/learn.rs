@@ -22,6 +22,19 @@ use crate::{
 const INVITE: u64 = token_hash(b"invite");
 const REGISTER: u64 = token_hash(b"register");
 
+/// A refusal of the client's credentials (or of its right to use them).
+#[inline(always)]
+fn refuses_credentials(status: u32) -> bool {
+    status == 401 || status == 403 || status == 407
+}
+
+/// Whether a response with `status` can teach `learn` anything: a 2xx, a
+/// refusal of credentials, or a 404 (to REGISTER: extension probing).
+#[inline(always)]
+pub fn worth_learning(status: u32) -> bool {
+    (200..300).contains(&status) || refuses_credentials(status) || status == 404
+}
+
 /// Learn from one response with `status` to a request whose CSeq method
 /// hashes to `method`, sent to `client`.
 #[inline(always)]
@@ -45,8 +58,7 @@ pub fn learn(policy: &Policy, client: &SrcKey, status: u32, method: u64, now: u6
         }
         return;
     }
-    let auth_fail =
-        status == 401 || status == 403 || status == 407 || (status == 404 && method == REGISTER);
+    let auth_fail = refuses_credentials(status) || (status == 404 && method == REGISTER);
     if !auth_fail || policy.auth_fail_after == 0 {
         return;
     }

@@ -232,12 +232,7 @@ fn egress(ctx: &TcContext) {
         return;
     };
     stats::table(TableStat::ResponseSeen);
-    let relevant = (200..300).contains(&status)
-        || status == 401
-        || status == 403
-        || status == 404
-        || status == 407;
-    if !relevant {
+    if !learn::worth_learning(status) {
         return;
     }
     if let Some(p) = PENDING_RESP.get_ptr_mut(0) {

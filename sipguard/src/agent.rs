@@ -24,7 +24,7 @@ use sipguard::{
     addr, bpffs,
     config::Config,
     egress::{self, EgressMode},
-    ident, loader,
+    ident, links, loader,
     lock::{self, IfaceLock},
     maps::{Maps, name},
     metrics::{self, AgentInfo, BanCounts},
@@ -168,11 +168,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let link = if adopting {
         // Swap the program inside the existing link (bpf_link_update): the
         // interface is never without a filter, not even for a packet.
-        let old: FdLink = PinnedLink::from_pin(&link_pin)
-            .context("opening the pinned XDP link")?
-            .into();
-        let old = XdpLink::try_from(old)
-            .map_err(|e| anyhow!("the pinned link is not an XDP link: {e}"))?;
+        let old: XdpLink = links::pinned(&link_pin, "XDP")?;
         let id = prog
             .attach_to_link(old)
             .context("replacing the program in the pinned XDP link")?;

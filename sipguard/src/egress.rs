@@ -19,11 +19,13 @@ use std::{
 use anyhow::{Context as _, Result, anyhow};
 use aya::programs::{
     LinkOrder, ProgramError, SchedClassifier, TcAttachType,
-    links::{FdLink, Link as _, PinnedLink},
+    links::{FdLink, Link as _},
     tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcError, TcHandle},
 };
 use serde::{Deserialize, Serialize};
 use sipguard_common::maps::PROG_EGRESS;
+
+use crate::links;
 
 /// Name of the pinned TCX egress link in the interface's pin directory.
 pub const LINK_PIN: &str = "egress_link";
@@ -102,11 +104,7 @@ pub fn attach(
         pin: pin.clone(),
     };
     if pin.exists() {
-        let old: FdLink = PinnedLink::from_pin(&pin)
-            .context("opening the pinned egress link")?
-            .into();
-        let old = SchedClassifierLink::try_from(old)
-            .map_err(|e| anyhow!("the pinned egress link is not a TC link: {e}"))?;
+        let old: SchedClassifierLink = links::pinned(&pin, "egress")?;
         let id = prog
             .attach_to_link(old)
             .context("replacing the program in the pinned egress link")?;

@@ -12,6 +12,7 @@ pub mod explain;
 pub mod guards;
 pub mod ident;
 pub mod kernel;
+pub mod links;
 pub mod loader;
 pub mod lock;
 pub mod map_table;
