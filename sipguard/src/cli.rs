@@ -310,9 +310,11 @@ pub enum LimitsOp {
     /// Change settings at once, without a restart, e.g.
     /// `invite.rate=20/s invite.burst=40 ban.after=5 ban.for=10m`.
     Set {
-        /// KEY=VALUE pairs. Keys: invite|register|other.{rate,burst},
-        /// global.invite|register|other.{rate,burst}, ban.after, ban.window,
-        /// ban.for, ipv6.prefix, enforce. Rates: N/s, N/m, N/h, 0 = unlimited.
+        /// KEY=VALUE pairs; keys are the config file's (`limits.` may be
+        /// left out): invite|register|other|syn.{rate,burst},
+        /// global.invite|register|other|syn.{rate,burst}, ban.after,
+        /// ban.window, ban.for, ipv6_prefix, enforce, trust.*, auth_fail.*,
+        /// scanner.*, malformed.*. Rates: N/s, N/m, N/h, 0 = unlimited.
         #[arg(required = true)]
         settings: Vec<String>,
         #[command(flatten)]

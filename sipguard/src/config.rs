@@ -726,11 +726,20 @@ impl Config {
             );
         };
         let (key, value) = (key.trim(), value.trim());
+        // Keys are the config file's dotted paths (`limits.invite.rate`,
+        // `ipv6_prefix`); `limits.` may be left out, and the older spelling
+        // `ipv6.prefix` is still understood.
+        let key = key.strip_prefix("limits.").unwrap_or(key);
+        let key = if key == "ipv6.prefix" {
+            "ipv6_prefix"
+        } else {
+            key
+        };
         match key {
             "ban.after" => self.ban.after = parse_num(key, value)?,
             "ban.window" => self.ban.window = parse_duration(key, value)?,
             "ban.for" => self.ban.duration = parse_duration(key, value)?,
-            "ipv6.prefix" => self.ipv6_prefix = parse_num(key, value)?,
+            "ipv6_prefix" => self.ipv6_prefix = parse_num(key, value)?,
             "enforce" => self.enforce = parse_switch(key, value)?,
             "scanner.signatures" => self.scanner.signatures = parse_switch(key, value)?,
             "scanner.enumeration_after" => self.scanner.enumeration_after = parse_num(key, value)?,
@@ -768,7 +777,8 @@ impl Config {
     }
 }
 
-/// Keys `limits set` accepts.
+/// Keys `limits set` accepts: the config file's, the rate limits without
+/// their `limits.` table.
 pub const KEYS: [&str; 38] = [
     "trust.enabled",
     "trust.for",
@@ -801,7 +811,7 @@ pub const KEYS: [&str; 38] = [
     "ban.after",
     "ban.window",
     "ban.for",
-    "ipv6.prefix",
+    "ipv6_prefix",
     "enforce",
     "scanner.signatures",
     "scanner.enumeration_after",
@@ -1017,13 +1027,39 @@ mod tests {
         let mut cfg = Config::default();
         cfg.set("invite.rate=600/m").unwrap();
         cfg.set("register.rate=7/h").unwrap();
-        cfg.set("ipv6.prefix=56").unwrap();
+        cfg.set("ipv6_prefix=56").unwrap();
         let back = Config::from_policy(&cfg.policy());
         assert_eq!(back.limits.invite.rate, Rate::per_sec(10));
         assert_eq!(back.limits.register.rate.to_string(), "7/h");
         assert_eq!(back.limits.global, cfg.limits.global);
         assert_eq!(back.ipv6_prefix, 56);
         assert_eq!(back.ban, cfg.ban);
+    }
+
+    /// `limits set` takes the config file's keys, with or without the
+    /// `limits.` table, and the older `ipv6.prefix`.
+    #[test]
+    fn set_takes_the_config_files_keys() {
+        let mut file: Config = toml::from_str(
+            "ipv6_prefix = 64\n[limits]\ninvite = { rate = \"600/m\", burst = 7 }\n\
+             [limits.global]\nregister = { rate = \"9/s\", burst = 3 }\n",
+        )
+        .unwrap();
+        file.validate().unwrap();
+        let mut set = Config::default();
+        for kv in [
+            "ipv6_prefix=64",
+            "limits.invite.rate=600/m",
+            "invite.burst=7",
+            "limits.global.register.rate=9/s",
+            "global.register.burst=3",
+        ] {
+            set.set(kv).unwrap_or_else(|e| panic!("{kv}: {e:#}"));
+        }
+        assert_eq!(set, file);
+        let mut old = Config::default();
+        old.set("ipv6.prefix=64").unwrap();
+        assert_eq!(old.ipv6_prefix, 64);
     }
 
     #[test]

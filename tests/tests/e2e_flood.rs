@@ -800,7 +800,7 @@ fn ipv6_sources_share_one_ban_per_64() -> Result<()> {
     lab.add_addr(&lab.attacker, &format!("{a2}/64"))?;
     lab.add_addr(&lab.attacker, &format!("{other}/64"))?;
     let (_agent, ctl, listener) = bench.start()?;
-    ctl.run(&["limits", "set", "ipv6.prefix=64"])?;
+    ctl.run(&["limits", "set", "ipv6_prefix=64"])?;
     ctl.limits_set(&[
         "invite.rate=20/s",
         "invite.burst=20",
