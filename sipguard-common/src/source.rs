@@ -84,9 +84,9 @@ impl SrcKey {
     }
 }
 
-/// Set in `Ban::bucket` when a source is caught again while banned (on
+/// Set in `Ban::detail` when a source is caught again while banned (on
 /// probation, see `policy::probation`): it is no forger's victim, so its
-/// REGISTERs get no more probation. The rest of `bucket` is the detail.
+/// REGISTERs get no more probation.
 pub const BAN_CONFIRMED: u32 = 1 << 31;
 
 /// The second word of a group key, above its width: an interface ID no
@@ -171,9 +171,10 @@ pub struct Ban {
     pub since_ns: u64,
     /// `BanReason`.
     pub reason: u32,
-    /// `Bucket` whose limit was exceeded; for scanner bans, the signature
-    /// id.
-    pub bucket: u32,
+    /// What the reason names: the `Bucket` whose limit was exceeded (flood,
+    /// enumeration), the signature id (scanner); 0 otherwise. Bit
+    /// `BAN_CONFIRMED` marks a ban its source confirmed while banned.
+    pub detail: u32,
     /// Packets dropped while banned (for `bans list`).
     pub dropped: u64,
 }
@@ -304,8 +305,8 @@ pub struct BanEvent {
     pub window_ns: u64,
     /// `BanReason`.
     pub reason: u32,
-    /// `Bucket` whose limit was exceeded.
-    pub bucket: u32,
+    /// As `Ban::detail`.
+    pub detail: u32,
 }
 
 #[cfg(feature = "user")]

@@ -221,7 +221,7 @@ fn probation(src: &SrcKey, now: u64) -> Option<bool> {
     if ban.expires_ns <= now || ban.reason == BanReason::Manual as u32 {
         return None;
     }
-    if ban.bucket & BAN_CONFIRMED != 0 {
+    if ban.detail & BAN_CONFIRMED != 0 {
         ban.dropped += 1;
         return Some(false);
     }
@@ -651,7 +651,7 @@ pub fn ban(
         // SAFETY: a valid map value pointer for this program run.
         Some(b) if unsafe { (*b).expires_ns } > now => unsafe {
             (*b).expires_ns = expires_ns;
-            (*b).bucket |= BAN_CONFIRMED;
+            (*b).detail |= BAN_CONFIRMED;
             *b
         },
         _ => {
@@ -659,7 +659,7 @@ pub fn ban(
                 expires_ns,
                 since_ns: now,
                 reason: reason as u32,
-                bucket: detail,
+                detail,
                 dropped: 0,
             };
             if BANS.insert(src, fresh, 0).is_err() {
@@ -685,7 +685,7 @@ pub fn ban(
         window_pkts,
         window_ns,
         reason: entry.reason,
-        bucket: entry.bucket,
+        detail: entry.detail,
     };
     if BAN_EVENTS.output::<BanEvent>(&event, 0).is_err() {
         stats::table(TableStat::BanEventLost);

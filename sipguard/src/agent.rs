@@ -541,7 +541,7 @@ async fn log_ban_events(
                 "-".to_string()
             };
             counts.add(ev.reason);
-            let detail = maps.ban_detail(ev.reason, ev.bucket);
+            let detail = maps.ban_detail(ev.reason, ev.detail);
             let left = ev.expires_ns.saturating_sub(addr::monotonic_ns());
             warn!(
                 source = %addr::show_src(&ev.src, v6_prefix),
@@ -555,7 +555,7 @@ async fn log_ban_events(
                 report.send(Notice {
                     net: addr::src_net(&ev.src, v6_prefix),
                     reason: ev.reason,
-                    bucket: ev.bucket,
+                    code: ev.detail,
                     detail,
                     rate: (ev.window_ns > 0)
                         .then(|| ev.window_pkts as f64 * 1e9 / ev.window_ns as f64),
@@ -599,7 +599,7 @@ fn widen(
             expires_ns: now + policy.ban_for_ns,
             since_ns: now,
             reason: BanReason::Widened as u32,
-            bucket: bits,
+            detail: bits,
             dropped: 0,
         };
         match maps.ban_add(group, ban) {
@@ -616,7 +616,7 @@ fn widen(
                     report.send(Notice {
                         net: addr::src_net(&group, 128),
                         reason: ban.reason,
-                        bucket: bits,
+                        code: bits,
                         detail: format!("{WIDEN_AFTER} of its members banned"),
                         rate: None,
                         expires_ns: ban.expires_ns,

@@ -1040,7 +1040,7 @@ mod tests {
     /// `limits.` table, and the older `ipv6.prefix`.
     #[test]
     fn set_takes_the_config_files_keys() {
-        let mut file: Config = toml::from_str(
+        let file: Config = toml::from_str(
             "ipv6_prefix = 64\n[limits]\ninvite = { rate = \"600/m\", burst = 7 }\n\
              [limits.global]\nregister = { rate = \"9/s\", burst = 3 }\n",
         )

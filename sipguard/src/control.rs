@@ -537,7 +537,7 @@ pub fn bans(op: BansOp) -> Result<()> {
                         "sipguard"
                     },
                     reason: BanReason::name(b.reason),
-                    detail: maps.ban_detail(b.reason, b.bucket),
+                    detail: maps.ban_detail(b.reason, b.detail),
                     since: Some(wall_clock(b.since_ns)),
                     expires: wall_clock(b.expires_ns),
                     remaining: remaining(b.expires_ns),
@@ -599,7 +599,7 @@ pub fn bans(op: BansOp) -> Result<()> {
                         expires_ns: now + dur,
                         since_ns: now,
                         reason: BanReason::Manual as u32,
-                        bucket: u32::MAX,
+                        detail: u32::MAX,
                         dropped: 0,
                     },
                 )?;

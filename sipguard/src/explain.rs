@@ -153,8 +153,8 @@ pub fn explain(
         .map(|(k, b)| BanNow {
             key: addr::show_src(k, v6_prefix),
             reason: BanReason::name(b.reason),
-            detail: maps.ban_detail(b.reason, b.bucket),
-            confirmed: b.bucket & BAN_CONFIRMED != 0,
+            detail: maps.ban_detail(b.reason, b.detail),
+            confirmed: b.detail & BAN_CONFIRMED != 0,
             since_ago_ns: now_ns.saturating_sub(b.since_ns),
             expires_in_ns: b.expires_ns - now_ns,
             dropped: b.dropped,

@@ -253,7 +253,7 @@ impl Maps {
 }
 
 impl Maps {
-    /// What a ban's `bucket` field means for its reason: the limit's bucket,
+    /// What a ban's `detail` field means for its reason: the limit's bucket,
     /// or for scanner bans the signature token.
     pub fn ban_detail(&self, reason: u32, detail: u32) -> String {
         use sipguard_common::{

@@ -40,8 +40,9 @@ pub struct Notice {
     pub net: IpNet,
     /// `BanReason`.
     pub reason: u32,
-    /// `Bucket` for floods; what the log shows for the others.
-    pub bucket: u32,
+    /// `Ban::detail`: the `Bucket` for floods, the signature id for
+    /// scanners.
+    pub code: u32,
     /// Signature name or bucket, as the log shows it.
     pub detail: String,
     /// Packets per second that earned the ban, when it was a rate.
@@ -63,11 +64,11 @@ pub struct AlertStats {
 
 /// The scenario name an alert carries: what happened, under `sipguard/`.
 /// `None` for bans an operator made by hand: theirs to share.
-pub fn scenario(reason: u32, bucket: u32) -> Option<String> {
+pub fn scenario(reason: u32, detail: u32) -> Option<String> {
     let name = match reason {
         r if r == BanReason::Flood as u32 => {
             let bucket = Bucket::ALL
-                .get((bucket & !sipguard_common::source::BAN_CONFIRMED) as usize)
+                .get((detail & !sipguard_common::source::BAN_CONFIRMED) as usize)
                 .map_or("sip", |b| b.name());
             return Some(format!("sipguard/sip-{bucket}-flood"));
         }
@@ -150,7 +151,7 @@ struct Alert {
 /// The alert for `n` at `now_ns`; `None` once its ban has expired (or for
 /// a ban made by hand).
 fn alert(n: &Notice, host: &str, now_ns: u64) -> Option<Alert> {
-    let scenario = scenario(n.reason, n.bucket)?;
+    let scenario = scenario(n.reason, n.code)?;
     let left = n
         .expires_ns
         .checked_sub(now_ns)
@@ -388,7 +389,7 @@ mod tests {
         Notice {
             net: net.parse().unwrap(),
             reason: reason as u32,
-            bucket,
+            code: bucket,
             detail: "invite".into(),
             rate: Some(850.4),
             expires_ns: 301_500_000_000,

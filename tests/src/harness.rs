@@ -300,7 +300,7 @@ impl Harness {
                 expires_ns: now + for_ns,
                 since_ns: now,
                 reason: sipguard_common::source::BanReason::Manual as u32,
-                bucket: 0,
+                detail: 0,
                 dropped: 0,
             },
         )

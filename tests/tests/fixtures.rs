@@ -224,7 +224,7 @@ fn header_tricks_do_not_bypass_lists_and_bans() {
                 expires_ns: now + 600_000_000_000,
                 since_ns: now,
                 reason: sipguard_common::source::BanReason::Manual as u32,
-                bucket: 0,
+                detail: 0,
                 dropped: 0,
             },
         )

@@ -78,7 +78,7 @@ fn ban(h: &mut Harness, a: Ipv4Addr, for_ns: u64) {
                 expires_ns: now + for_ns,
                 since_ns: now,
                 reason: BanReason::Manual as u32,
-                bucket: 0,
+                detail: 0,
                 dropped: 0,
             },
         )
@@ -121,7 +121,7 @@ fn manual_ban(now: u64) -> Ban {
         expires_ns: now + HOUR,
         since_ns: now,
         reason: BanReason::Manual as u32,
-        bucket: 0,
+        detail: 0,
         dropped: 0,
     }
 }
@@ -322,7 +322,7 @@ fn widened_bans_spare_trusted_sources_and_registrations() {
         expires_ns: now + HOUR,
         since_ns: now,
         reason: reason as u32,
-        bucket: bits,
+        detail: bits,
         dropped: 0,
     };
     let mask = prefix_mask(128);

@@ -46,7 +46,7 @@ fn ban(h: &mut Harness, k: SrcKey, reason: BanReason, detail: u32) {
                 expires_ns: now + HOUR,
                 since_ns: now - 1_000_000_000,
                 reason: reason as u32,
-                bucket: detail,
+                detail,
                 dropped: 7,
             },
         )

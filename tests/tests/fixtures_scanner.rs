@@ -202,7 +202,7 @@ fn replay_scanner(cap: &ScannerCapture, enforce: bool) -> Vec<String> {
     let ban_for = h.maps().policy().unwrap().ban_for_ns;
     let got = (
         BanReason::name(ban.reason),
-        h.maps().ban_detail(ban.reason, ban.bucket),
+        h.maps().ban_detail(ban.reason, ban.detail),
         // In whole seconds: a confirmation moves the expiry on a little.
         (ban.expires_ns - ban.since_ns) / 1_000_000_000,
         ban.dropped,
@@ -737,7 +737,7 @@ fn signatures_added_and_deleted_at_run_time_change_the_verdict() {
     ));
     check(&h, &std::mem::take(&mut rows));
     let ban = ban_of(&h, IpAddr::V4(v4(1001))).expect("banned");
-    assert_eq!(h.maps().ban_detail(ban.reason, ban.bucket), "evildialer");
+    assert_eq!(h.maps().ban_detail(ban.reason, ban.detail), "evildialer");
 
     h.maps_mut().signatures_del(&tokens("evildialer")).unwrap();
     rows.push(Row::new(
@@ -1045,7 +1045,7 @@ fn syn_limits_follow_limits_set() {
     assert_eq!(
         (
             BanReason::name(ban.reason),
-            h.maps().ban_detail(ban.reason, ban.bucket).as_str()
+            h.maps().ban_detail(ban.reason, ban.detail).as_str()
         ),
         ("flood", "syn")
     );

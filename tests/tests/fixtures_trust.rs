@@ -411,7 +411,7 @@ fn a_forged_ban_lifts_once_the_client_registers() {
                 expires_ns: now + 600_000_000_000,
                 since_ns: now,
                 reason: BanReason::Manual as u32,
-                bucket: 0,
+                detail: 0,
                 dropped: 0,
             },
         )

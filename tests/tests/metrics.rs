@@ -795,7 +795,7 @@ fn ban(maps: &mut Maps, ip: IpAddr, expires_ns: u64) -> Result<()> {
             expires_ns,
             since_ns: addr::monotonic_ns(),
             reason: BanReason::Manual as u32,
-            bucket: u32::MAX,
+            detail: u32::MAX,
             dropped: 0,
         },
     )

@@ -130,7 +130,7 @@ fn banned_source(h: &mut Harness) -> Result<()> {
             expires_ns: now + 3_600_000_000_000,
             since_ns: now,
             reason: sipguard_common::source::BanReason::Manual as u32,
-            bucket: 0,
+            detail: 0,
             dropped: 0,
         },
     )
