@@ -32,6 +32,7 @@ use sipguard::{
     startup::HeldSignals,
     stats::Snapshot,
     status::AgentStatus,
+    time,
     watcher::{AlertStats, Notice},
     widen::Widener,
 };
@@ -135,7 +136,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     live.apply(&cfg)?;
     // Before the program is attached: the trust an earlier agent's clients
     // earned must be in the hints the first packets are judged by.
-    live.sync_trust_hints(addr::monotonic_ns())?;
+    live.sync_trust_hints(time::monotonic_ns())?;
     if build_dir != dir {
         bpffs::publish(&build_dir, &dir)?;
         guard.0 = Some(dir.clone());
@@ -486,7 +487,7 @@ fn sweep_expired(dir: &std::path::Path, blocklist: bool, metrics: &AgentInfo) {
         .policy()
         .map(|p| addr::mask_len(&p.v6_mask))
         .unwrap_or(128);
-    match maps.sweep_expired(addr::monotonic_ns(), blocklist) {
+    match maps.sweep_expired(time::monotonic_ns(), blocklist) {
         Ok((bans, blocks)) => {
             metrics
                 .bans_swept
@@ -542,7 +543,7 @@ async fn log_ban_events(
             };
             counts.add(ev.reason);
             let detail = maps.ban_detail(ev.reason, ev.detail);
-            let left = ev.expires_ns.saturating_sub(addr::monotonic_ns());
+            let left = ev.expires_ns.saturating_sub(time::monotonic_ns());
             warn!(
                 source = %addr::show_src(&ev.src, v6_prefix),
                 reason = BanReason::name(ev.reason),
@@ -592,7 +593,7 @@ fn widen(
     counts: &BanCounts,
 ) {
     let Ok(policy) = maps.policy() else { return };
-    let now = addr::monotonic_ns();
+    let now = time::monotonic_ns();
     for group in widener.on_ban(banned, now, policy.ban_window_ns) {
         let bits = group.group_bits().unwrap_or(0);
         let ban = Ban {

@@ -35,7 +35,7 @@ use sipguard_common::{
 };
 use tokio::io::unix::AsyncFd;
 
-use crate::{addr, maps::name};
+use crate::{addr, maps::name, time};
 
 /// How long a capture runs past the command's last renewal.
 const LEASE: Duration = Duration::from_secs(3);
@@ -137,7 +137,7 @@ impl<W: Write> Writer<W> {
         let wall = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
-        let mono = Duration::from_nanos(addr::monotonic_ns());
+        let mono = Duration::from_nanos(time::monotonic_ns());
         let mut w = Writer {
             out,
             wall_offset: wall.saturating_sub(mono),
@@ -194,7 +194,7 @@ pub async fn run<W: Write>(
     };
     let mut conf_map: Array<MapData, CaptureConf> = Map::Array(open(name::CAPTURE)?).try_into()?;
     let ring: RingBuf<MapData> = Map::RingBuf(open(name::CAPTURE_RING)?).try_into()?;
-    let now = addr::monotonic_ns();
+    let now = time::monotonic_ns();
     let running = conf_map.get(&0, 0)?;
     if running.until_ns > now {
         bail!(
@@ -203,7 +203,7 @@ pub async fn run<W: Write>(
             LEASE.as_secs()
         );
     }
-    let lease = || addr::monotonic_ns() + LEASE.as_nanos() as u64;
+    let lease = || time::monotonic_ns() + LEASE.as_nanos() as u64;
     let mut conf = sel.conf(lease())?;
     conf_map.set(0, conf, 0)?;
     let result = pump(&mut conf_map, &mut conf, ring, count, out, stop, lease).await;

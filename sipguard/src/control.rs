@@ -19,6 +19,7 @@ use sipguard::{
     preflight,
     sets::{self, SetFile, Sets},
     status::AgentStatus,
+    time,
 };
 use sipguard_common::source::{Ban, BanReason, SrcKey};
 
@@ -73,7 +74,7 @@ pub fn allow(op: ListOp) -> Result<()> {
 
 /// Wall-clock time for a CLOCK_MONOTONIC instant, for humans and JSON.
 fn wall_clock(mono_ns: u64) -> String {
-    let now_mono = addr::monotonic_ns();
+    let now_mono = time::monotonic_ns();
     let at = if mono_ns >= now_mono {
         SystemTime::now() + Duration::from_nanos(mono_ns - now_mono)
     } else {
@@ -83,7 +84,7 @@ fn wall_clock(mono_ns: u64) -> String {
 }
 
 fn remaining(mono_ns: u64) -> String {
-    let left = mono_ns.saturating_sub(addr::monotonic_ns());
+    let left = mono_ns.saturating_sub(time::monotonic_ns());
     humantime::format_duration(Duration::from_secs(left.div_ceil(1_000_000_000))).to_string()
 }
 
@@ -127,7 +128,7 @@ pub fn explain(address: &str, json: bool, target: &Target) -> Result<()> {
     let ip = addr::parse_ip(address)?;
     let (maps, key) = open_keyed(target)?;
     let sets = Sets::open(&key)?.all()?;
-    let e = sipguard::explain::explain(&maps, ip, addr::monotonic_ns(), |n| origin_of(&sets, n))?;
+    let e = sipguard::explain::explain(&maps, ip, time::monotonic_ns(), |n| origin_of(&sets, n))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&e)?);
         return Ok(());
@@ -237,7 +238,7 @@ pub fn block(op: BlockOp) -> Result<()> {
             target,
         } => {
             let nets = entries(&e)?;
-            let expires = ttl.map_or(0, |t| addr::monotonic_ns() + t.as_nanos() as u64);
+            let expires = ttl.map_or(0, |t| time::monotonic_ns() + t.as_nanos() as u64);
             report(
                 "blocklist",
                 "added",
@@ -249,7 +250,7 @@ pub fn block(op: BlockOp) -> Result<()> {
             report("blocklist", "removed", open(&target)?.block_del(&nets)?);
         }
         BlockOp::List { json, target } => {
-            let now = addr::monotonic_ns();
+            let now = time::monotonic_ns();
             let (maps, key) = open_keyed(&target)?;
             let sets = Sets::open(&key)?.all()?;
             let rows: Vec<BlockRow> = maps
@@ -524,7 +525,7 @@ pub fn bans(op: BansOp) -> Result<()> {
         BansOp::List { json, target } => {
             let (maps, key) = open_keyed(&target)?;
             let prefix = addr::mask_len(&maps.policy()?.v6_mask);
-            let now = addr::monotonic_ns();
+            let now = time::monotonic_ns();
             let mut rows: Vec<BanRow> = maps
                 .bans_list()?
                 .into_iter()
@@ -590,7 +591,7 @@ pub fn bans(op: BansOp) -> Result<()> {
             let mut maps = open(&target)?;
             let policy = maps.policy()?;
             let keys = ban_keys(&maps, &addrs)?;
-            let now = addr::monotonic_ns();
+            let now = time::monotonic_ns();
             let dur = duration.map_or(policy.ban_for_ns, |d| d.as_nanos() as u64);
             for k in &keys {
                 maps.ban_add(
@@ -658,7 +659,7 @@ pub fn trusted(op: TrustedOp) -> Result<()> {
         TrustedOp::List { json, target } => {
             let maps = open(&target)?;
             let prefix = addr::mask_len(&maps.policy()?.v6_mask);
-            let now = addr::monotonic_ns();
+            let now = time::monotonic_ns();
             let rows: Vec<TrustRow> = maps
                 .trusted_list()?
                 .into_iter()

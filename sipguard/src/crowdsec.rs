@@ -31,7 +31,7 @@ use crate::{
     guards::{Guards, Refusal},
     maps::Maps,
     sets::{self, Sets},
-    status,
+    status, time,
 };
 
 /// The set CrowdSec's decisions are kept in.
@@ -249,7 +249,7 @@ impl Bouncer {
         );
         while !stop.load(Ordering::Relaxed) {
             let done = poll(&agent, url, api_key, startup).and_then(|stream| {
-                self.decisions.update(stream, startup, addr::monotonic_ns());
+                self.decisions.update(stream, startup, time::monotonic_ns());
                 self.apply()
             });
             match done {
@@ -284,7 +284,7 @@ impl Bouncer {
     /// Write the decisions in force when they differ from the last write
     /// (or it is `RECONCILE` old).
     fn apply(&mut self) -> Result<()> {
-        let wanted = self.decisions.wanted(addr::monotonic_ns());
+        let wanted = self.decisions.wanted(time::monotonic_ns());
         if let Some((last, at)) = &self.applied
             && *last == wanted
             && at.elapsed() < RECONCILE
@@ -322,8 +322,8 @@ pub fn first_poll(cfg: &CrowdsecConfig, api_key: &str, pin_dir: &Path, key: &str
     let url = format!("{}/v1/decisions/stream", cfg.url.trim_end_matches('/'));
     let stream = poll(&http(FIRST_POLL_TIMEOUT), &url, api_key, true)?;
     let mut decisions = Decisions::default();
-    decisions.update(stream, true, addr::monotonic_ns());
-    let wanted = decisions.wanted(addr::monotonic_ns());
+    decisions.update(stream, true, time::monotonic_ns());
+    let wanted = decisions.wanted(time::monotonic_ns());
     let n = wanted.len();
     apply(cfg, wanted, &mut Maps::from_pins(pin_dir)?, key)?;
     Ok(n)
@@ -344,7 +344,7 @@ fn poll(agent: &ureq::Agent, url: &str, api_key: &str, startup: bool) -> Result<
 /// Make the blocklist's `crowdsec` set hold exactly `wanted`, behind the
 /// guards, less what this host enforces already as its own bans.
 fn apply(cfg: &CrowdsecConfig, mut wanted: Wanted, maps: &mut Maps, key: &str) -> Result<()> {
-    let now = addr::monotonic_ns();
+    let now = time::monotonic_ns();
     let guards = Guards {
         min_prefix_v4: cfg.min_prefix_v4,
         min_prefix_v6: cfg.min_prefix_v6,

@@ -25,5 +25,6 @@ pub mod startup;
 pub mod stats;
 pub mod status;
 pub mod tables;
+pub mod time;
 pub mod watcher;
 pub mod widen;

@@ -24,6 +24,7 @@ use crate::{
     config::Config,
     lock::ListsLock,
     tables::{self, Tables},
+    time,
 };
 
 /// What a list operation changed.
@@ -268,7 +269,7 @@ impl Maps {
             .insert(key, ban, 0)
             .context("adding the ban (is the ban table full? see `sipguard stats`)")?;
         let mut hint = self.ban_hint(&key)?;
-        hint.record(&key, ban.expires_ns, addr::monotonic_ns());
+        hint.record(&key, ban.expires_ns, time::monotonic_ns());
         self.set_ban_hint(&key, &hint)
     }
 

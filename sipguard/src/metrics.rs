@@ -61,7 +61,7 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
-use crate::{addr, maps::Maps, signatures::Row, stats::Snapshot};
+use crate::{maps::Maps, signatures::Row, stats::Snapshot, time};
 
 /// Where the agent serves metrics unless told otherwise: loopback only, so
 /// nothing is exposed until the operator chooses an address. 9464 is the
@@ -215,7 +215,7 @@ impl Reading {
     pub fn read(maps: &Maps) -> Result<Self> {
         let started = Instant::now();
         let snapshot = Snapshot::read(maps)?;
-        let now = addr::monotonic_ns();
+        let now = time::monotonic_ns();
         // Entries deleted while we walk are skipped, like `Snapshot` does.
         let mut bans_active = [0; BAN_REASONS];
         for (_, ban) in maps.bans.iter().filter_map(|kv| kv.ok()) {

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use sipguard_common::{policy::Bucket, source::BanReason};
 use tracing::{info, warn};
 
-use crate::{addr, config::CrowdsecConfig, crowdsec};
+use crate::{addr, config::CrowdsecConfig, crowdsec, time};
 
 /// Bans waiting for the Local API, at most.
 pub const QUEUE_MAX: usize = 10_000;
@@ -280,7 +280,7 @@ fn run(cfg: &CrowdsecConfig, password: &str, rx: &Receiver<Notice>, stats: &Aler
         if Instant::now() < retry_at {
             continue;
         }
-        let now = addr::monotonic_ns();
+        let now = time::monotonic_ns();
         let before = pending.len();
         pending.retain(|n| alert(n, &host, now).is_some());
         stats

@@ -292,7 +292,7 @@ impl Harness {
 
     /// Ban `ip` (its key as the policy groups it) by hand for `for_ns`.
     pub fn ban_for(&mut self, ip: std::net::IpAddr, for_ns: u64) -> Result<()> {
-        let now = sipguard::addr::monotonic_ns();
+        let now = sipguard::time::monotonic_ns();
         let key = sipguard::addr::src_key(ip, &self.maps.policy()?.v6_mask);
         self.maps.ban_add(
             key,

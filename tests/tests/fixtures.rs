@@ -215,7 +215,7 @@ fn header_tricks_do_not_bypass_lists_and_bans() {
     h.maps_mut()
         .allow_add(&[net(&format!("{allowed4}/32")), net("2001:db8:a::/48")])
         .unwrap();
-    let now = sipguard::addr::monotonic_ns();
+    let now = sipguard::time::monotonic_ns();
     let policy = h.maps().policy().unwrap();
     h.maps_mut()
         .ban_add(

@@ -9,8 +9,9 @@ use std::{
 };
 
 use sipguard::{
-    addr::{monotonic_ns, src_key},
+    addr::src_key,
     config::{Config, Rate, RateLimit},
+    time::monotonic_ns,
 };
 use sipguard_common::{
     Class, Reason, Verdict,

@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use sipguard::{addr::monotonic_ns, capture::Selection, config::Config};
+use sipguard::{capture::Selection, config::Config, time::monotonic_ns};
 use sipguard_common::{
     Class, Reason, Verdict,
     capture::{CaptureConf, CaptureRecord},

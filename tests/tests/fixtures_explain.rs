@@ -7,9 +7,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use sipguard::{
-    addr::{monotonic_ns, src_key},
+    addr::src_key,
     config::{Config, Rate, RateLimit},
     explain::{Explanation, explain},
+    time::monotonic_ns,
 };
 use sipguard_common::source::{Ban, BanReason, SrcKey, Trust};
 use sipguard_tests::{

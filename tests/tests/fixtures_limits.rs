@@ -5,8 +5,9 @@
 use std::{net::IpAddr, thread};
 
 use sipguard::{
-    addr::{monotonic_ns, src_key},
+    addr::src_key,
     config::{Config, Rate, RateLimit},
+    time::monotonic_ns,
 };
 use sipguard_common::{
     Class, Reason, Verdict,

@@ -402,7 +402,7 @@ fn a_forged_ban_lifts_once_the_client_registers() {
     // A manual ban holds.
     let banned = v4(331);
     let bkey = lab.key(banned);
-    let now = sipguard::addr::monotonic_ns();
+    let now = sipguard::time::monotonic_ns();
     lab.h
         .maps_mut()
         .ban_add(

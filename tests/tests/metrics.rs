@@ -26,6 +26,7 @@ use sipguard::{
     maps::Maps,
     metrics::{self, AgentInfo, Reading},
     tables::Tables,
+    time,
 };
 use sipguard_common::{
     maps::PROG_XDP,
@@ -793,7 +794,7 @@ fn ban(maps: &mut Maps, ip: IpAddr, expires_ns: u64) -> Result<()> {
         addr::src_key(ip, &policy.v6_mask),
         Ban {
             expires_ns,
-            since_ns: addr::monotonic_ns(),
+            since_ns: time::monotonic_ns(),
             reason: BanReason::Manual as u32,
             detail: u32::MAX,
             dropped: 0,
@@ -829,7 +830,7 @@ fn scrape_reports_what_the_program_counted() -> Result<()> {
     let banned = v4(100);
     let expired = v4(101);
     let scanner = v4(102);
-    let now = addr::monotonic_ns();
+    let now = time::monotonic_ns();
     ban(&mut maps, banned.into(), now + 3600 * 1_000_000_000)?;
     // Well past: the program's clock is accurate to a tick (ARCHITECTURE.md).
     ban(&mut maps, expired.into(), now - 1_000_000_000)?;

@@ -123,7 +123,7 @@ fn client_key() -> sipguard_common::source::SrcKey {
 
 fn banned_source(h: &mut Harness) -> Result<()> {
     limits_never_reached(h)?;
-    let now = sipguard::addr::monotonic_ns();
+    let now = sipguard::time::monotonic_ns();
     h.maps_mut().ban_add(
         client_key(),
         sipguard_common::source::Ban {
@@ -159,7 +159,7 @@ fn capture(h: &mut Harness, verdict: Verdict, rate: u64) -> Result<()> {
         snaplen: 512,
         rate,
     };
-    let until = sipguard::addr::monotonic_ns() + 3_600_000_000_000;
+    let until = sipguard::time::monotonic_ns() + 3_600_000_000_000;
     h.set_capture(sel.conf(until)?)
 }
 
