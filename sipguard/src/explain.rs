@@ -148,7 +148,7 @@ pub fn explain(
     }
     let bans: Vec<BanNow> = keys
         .iter()
-        .filter_map(|k| Some((k, maps.bans.get(k, 0).ok()?)))
+        .filter_map(|k| Some((k, maps.ban(k).ok()??)))
         .filter(|(_, b)| b.expires_ns > now_ns)
         .map(|(k, b)| BanNow {
             key: addr::show_src(k, v6_prefix),

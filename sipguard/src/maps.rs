@@ -255,13 +255,30 @@ impl Maps {
     pub fn bans_list(&self) -> Result<Vec<(SrcKey, Ban)>> {
         let mut out: Vec<(SrcKey, Ban)> = self.bans.iter().collect::<Result<_, _>>()?;
         for (key, ban) in &mut out {
-            let hint = self.ban_hint(key)?;
-            if hint.holds(key, ban.expires_ns) {
-                ban.dropped += hint.dropped;
-            }
+            self.add_hint_drops(key, ban)?;
         }
         out.sort_by_key(|(k, _)| *k);
         Ok(out)
+    }
+
+    /// `key`'s ban, if it has one, counted as `bans_list` counts it.
+    pub fn ban(&self, key: &SrcKey) -> Result<Option<Ban>> {
+        let mut ban = match self.bans.get(key, 0) {
+            Ok(b) => b,
+            Err(MapError::KeyNotFound) => return Ok(None),
+            Err(e) => return Err(e).context("reading a ban"),
+        };
+        self.add_hint_drops(key, &mut ban)?;
+        Ok(Some(ban))
+    }
+
+    /// The packets `key`'s `BAN_HINTS` slot dropped for this very ban.
+    fn add_hint_drops(&self, key: &SrcKey, ban: &mut Ban) -> Result<()> {
+        let hint = self.ban_hint(key)?;
+        if hint.holds(key, ban.expires_ns) {
+            ban.dropped += hint.dropped;
+        }
+        Ok(())
     }
 
     pub fn ban_add(&mut self, key: SrcKey, ban: Ban) -> Result<()> {

@@ -241,6 +241,25 @@ fn each_ban_reason_is_shown_and_foreseen() {
     }
 }
 
+/// A ban's dropped packets count those its `BAN_HINTS` slot dropped (the
+/// fast path), as `bans list` shows them.
+#[test]
+fn a_bans_drops_include_those_of_its_fast_path() {
+    let mut h = harness(128);
+    let ip = IpAddr::V4(v4(230));
+    let k = key(&h, ip);
+    ban(&mut h, k, BanReason::Flood, 0);
+    for _ in 0..3 {
+        assert_eq!(judged(&h, &packet(ip, "INVITE")), ("drop", "banned"));
+    }
+    assert_eq!(explained(&h, ip).bans[0].dropped, 7 + 3);
+    let listed = h.maps().bans_list().unwrap();
+    assert_eq!(
+        listed.iter().find(|(b, _)| *b == k).unwrap().1.dropped,
+        7 + 3
+    );
+}
+
 #[test]
 fn a_scanner_ban_names_its_signature() {
     let h = harness(128);
