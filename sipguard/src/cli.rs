@@ -147,8 +147,8 @@ pub struct CaptureArgs {
     /// Bytes kept of each packet (1-2048).
     #[arg(short = 's', long, default_value_t = 512)]
     pub snaplen: u32,
-    /// Packets copied per second at most; selected packets over it are
-    /// counted as missed.
+    /// Packets copied per second at most (1-10000); selected packets over
+    /// it are counted as missed.
     #[arg(long, default_value_t = 1000)]
     pub rate: u64,
     /// The pcapng file; `-` writes to stdout (`| tshark -r -`, `| sngrep -I -`).
