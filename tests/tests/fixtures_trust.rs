@@ -154,6 +154,30 @@ fn invite_from(client: IpAddr) -> Vec<u8> {
     }
 }
 
+/// A response is read for its CSeq method alone: its other values are the
+/// server's echo of the request, so a 401 to a scanner's REGISTER (its name
+/// in From and To) counts an authentication failure and no signature hit;
+/// the request itself was counted on the way in.
+#[test]
+fn a_response_is_read_for_its_cseq_only() {
+    let lab = Lab::new();
+    let client = v4(90);
+    let payload = "SIP/2.0 401 Unauthorized\r\n\
+         Via: SIP/2.0/UDP 198.18.0.90:5060;branch=z9hG4bK-1\r\n\
+         From: \"sipvicious\" <sip:100@198.18.0.1>;tag=1\r\n\
+         To: \"sipvicious\" <sip:100@198.18.0.1>\r\n\
+         Call-ID: scan-1\r\n\
+         CSeq: 1 REGISTER\r\n\
+         Server: sipvicious\r\n\
+         Content-Length: 0\r\n\r\n"
+        .as_bytes();
+    let hits = |lab: &Lab| lab.h.snapshot().unwrap().signatures;
+    let (before, stats) = (hits(&lab), lab.stats());
+    lab.respond(&to_client(client, payload));
+    assert_eq!(lab.stats().since(stats).auth, 1, "the CSeq method was read");
+    assert_eq!(hits(&lab), before, "a response moved signature hits");
+}
+
 // ---------------------------------------------------------------------------
 // Earning trust
 // ---------------------------------------------------------------------------

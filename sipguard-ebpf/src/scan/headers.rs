@@ -38,7 +38,8 @@ const SEEN_BY_KIND: [u32; kind::MASK as usize + 1] = {
     t[kind::CSEQ as usize] = HDR_CSEQ;
     t
 };
-/// Kinds whose value is tokenized against the signatures.
+/// Kinds whose value is tokenized against the signatures (in a request;
+/// a response's CSeq only, see `scan_line`).
 const TOKENIZE_KINDS: u64 = 1 << kind::USER_AGENT
     | 1 << kind::FROM
     | 1 << kind::TO
@@ -155,7 +156,7 @@ impl Line {
 /// Read the next header line: find its end, recognise its name, record it
 /// in `seen`, and say whether its value is to be tokenized.
 #[inline(always)]
-pub fn line(s: &mut Scan, msg: &Msg) -> Line {
+pub fn line<const RESP: bool>(s: &mut Scan, msg: &Msg) -> Line {
     // Read from map memory, not forwarded from the line before: one
     // `scan_line` call reads up to `LINES_PER_CALL` lines, and a value the
     // compiler carried over (`continued` as 0 or 1, `pos` as `nl` or
@@ -204,8 +205,9 @@ pub fn line(s: &mut Scan, msg: &Msg) -> Line {
     let mut value = 0;
     if first != 0 {
         s.first = 0;
-        // Request-URI: from after the method's SP to the next SP.
-        if let Found::At(sp) = find_byte(msg, pos, nl, b' ') {
+        // Request-URI: from after the method's SP to the next SP (a
+        // response's status line has none to read).
+        if !RESP && let Found::At(sp) = find_byte(msg, pos, nl, b' ') {
             k = kind::REQUEST_URI;
             value = sp + 1 - pos;
         }
@@ -262,7 +264,12 @@ pub fn line(s: &mut Scan, msg: &Msg) -> Line {
     let value = (pos + (kv >> 8) as usize) & MSG_MASK;
     s.last_kind = k as u32;
     s.seen |= SEEN_BY_KIND[k as usize];
-    if (TOKENIZE_KINDS >> k) & 1 != 0 && value < nl {
+    let tokenized = if RESP {
+        1 << kind::CSEQ
+    } else {
+        TOKENIZE_KINDS
+    };
+    if (tokenized >> k) & 1 != 0 && value < nl {
         return Line {
             act: TOKENIZE_VALUE,
             k,

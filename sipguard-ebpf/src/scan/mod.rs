@@ -120,7 +120,7 @@ fn run_on<const SKB: bool>(ctx: *mut c_void, start: u64, limit: u64) -> Option<S
     unsafe {
         bpf_loop(
             MAX_LINES,
-            scan_line as *mut c_void,
+            scan_line::<SKB> as *mut c_void,
             &mut ctx as *mut Bufs as *mut c_void,
             0,
         );
@@ -147,7 +147,14 @@ struct Bufs {
 /// iteration that found its line, any further ones in the next iterations:
 /// one loop, not a loop nested in another, whose inner callback the verifier
 /// would walk again for every state the outer one reaches it in.
-extern "C" fn scan_line(_index: u64, ctx: *mut c_void) -> i64 {
+///
+/// `RESP`: a response the server sends (the egress program), read only for
+/// its CSeq method: no other value is tokenized, no token is checked
+/// against the signatures (the server's own words are no scanner's), and
+/// the scan stops after CSeq. A separate instance, so the egress program
+/// carries and runs only that much code: it runs at the server's rate of
+/// responses, mostly with cold caches.
+extern "C" fn scan_line<const RESP: bool>(_index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is `run_on`'s `Bufs`, live across the `bpf_loop`; its
     // pointers are per-CPU map values, owned by this CPU during the program.
     let (s, msg, t) = unsafe {
@@ -158,10 +165,10 @@ extern "C" fn scan_line(_index: u64, ctx: *mut c_void) -> i64 {
         // Up to `LINES_PER_CALL` lines per iteration while they need no
         // tokenizing: each iteration is a call, and most header lines are
         // skipped.
-        let mut got = line(s, msg);
+        let mut got = line::<RESP>(s, msg);
         for _ in 1..LINES_PER_CALL {
             if got.act == DONE {
-                got = line(s, msg);
+                got = line::<RESP>(s, msg);
             }
         }
         match got.act {
@@ -172,8 +179,12 @@ extern "C" fn scan_line(_index: u64, ctx: *mut c_void) -> i64 {
     }
     let index = t.index & (STEPS_MAX - 1);
     t.index = index + 1;
-    if !step(t, msg, s, index) {
-        end_tokenize(s, t);
+    if !step::<RESP>(t, msg, s, index) {
+        end_tokenize::<RESP>(s, t);
+        if RESP {
+            // The one value a response is read for (CSeq) is done.
+            return STOP;
+        }
     }
     CONTINUE
 }
