@@ -15,7 +15,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use aya::maps::{Array, Map, MapData, RingBuf};
+use aya::maps::{Array, MapData, RingBuf};
 use ipnet::IpNet;
 use pcap_file::{
     DataLink,
@@ -35,7 +35,7 @@ use sipguard_common::{
 };
 use tokio::io::unix::AsyncFd;
 
-use crate::{addr, maps::name, time};
+use crate::{addr, map_table::open_pinned, maps::name, time};
 
 /// How long a capture runs past the command's last renewal.
 const LEASE: Duration = Duration::from_secs(3);
@@ -189,16 +189,14 @@ pub async fn run<W: Write>(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<Outcome> {
     let open = |name: &str| {
-        MapData::from_pin(dir.join(name)).with_context(|| {
+        open_pinned(dir, name).with_context(|| {
             format!(
-                "opening {name} in {}: the running agent is older than this sipguard (restart \
-                 it to capture)",
-                dir.display()
+                "{name}: the running agent may be older than this sipguard (restart it to capture)"
             )
         })
     };
-    let mut conf_map: Array<MapData, CaptureConf> = Map::Array(open(name::CAPTURE)?).try_into()?;
-    let ring: RingBuf<MapData> = Map::RingBuf(open(name::CAPTURE_RING)?).try_into()?;
+    let mut conf_map: Array<MapData, CaptureConf> = open(name::CAPTURE)?.try_into()?;
+    let ring: RingBuf<MapData> = open(name::CAPTURE_RING)?.try_into()?;
     let now = time::monotonic_ns();
     let running = conf_map.get(&0, 0)?;
     if running.until_ns > now {

@@ -49,14 +49,17 @@ pub fn run(xdp: *mut xdp_md, start: u64, limit: u64) -> Option<Scan> {
     run_on::<false>(xdp as *mut c_void, start, limit)
 }
 
-/// The same on a socket buffer (the TC egress program).
+/// A response the server sends, on a socket buffer (the TC egress
+/// program): read for its CSeq method only (`scan_line::<true>`).
 #[inline(always)]
 pub fn run_skb(skb: *mut __sk_buff, start: u64, limit: u64) -> Option<Scan> {
     run_on::<true>(skb as *mut c_void, start, limit)
 }
 
 /// `SKB` picks the load helper at compile time: a helper the program type
-/// does not have is refused by the verifier even on a dead branch.
+/// does not have is refused by the verifier even on a dead branch. Only
+/// the egress program reads socket buffers, and only responses, so `SKB`
+/// also picks the response scan.
 #[inline(always)]
 fn run_on<const SKB: bool>(ctx: *mut c_void, start: u64, limit: u64) -> Option<Scan> {
     let st = SCAN_STATE.get_ptr_mut(0)?;
