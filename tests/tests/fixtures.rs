@@ -215,20 +215,7 @@ fn header_tricks_do_not_bypass_lists_and_bans() {
     h.maps_mut()
         .allow_add(&[net(&format!("{allowed4}/32")), net("2001:db8:a::/48")])
         .unwrap();
-    let now = sipguard::time::monotonic_ns();
-    let policy = h.maps().policy().unwrap();
-    h.maps_mut()
-        .ban_add(
-            sipguard::addr::src_key(banned4.into(), &policy.v6_mask),
-            sipguard_common::source::Ban {
-                expires_ns: now + 600_000_000_000,
-                since_ns: now,
-                reason: sipguard_common::source::BanReason::Manual as u32,
-                detail: 0,
-                dropped: 0,
-            },
-        )
-        .unwrap();
+    h.ban_for(banned4.into(), 600_000_000_000).unwrap();
     let frag4 = |src| {
         Pkt::udp_v4(src, SERVER_V4, SIP, invite.clone())
             .fragment(rest)

@@ -115,7 +115,6 @@ fn no_header_scan(h: &mut Harness) -> Result<()> {
     h.maps_mut().apply(&cfg)
 }
 
-/// The benchmarked cases. Add one per interesting path through the program.
 /// The source of every benchmark packet, as the maps key it.
 fn client_key() -> sipguard_common::source::SrcKey {
     sipguard::addr::src_key(std::net::IpAddr::V4(CLIENT_V4), &[0xff; 16])
@@ -123,17 +122,7 @@ fn client_key() -> sipguard_common::source::SrcKey {
 
 fn banned_source(h: &mut Harness) -> Result<()> {
     limits_never_reached(h)?;
-    let now = sipguard::time::monotonic_ns();
-    h.maps_mut().ban_add(
-        client_key(),
-        sipguard_common::source::Ban {
-            expires_ns: now + 3_600_000_000_000,
-            since_ns: now,
-            reason: sipguard_common::source::BanReason::Manual as u32,
-            detail: 0,
-            dropped: 0,
-        },
-    )
+    h.ban_for(std::net::IpAddr::V4(CLIENT_V4), HOUR_NS)
 }
 
 /// A banned source while a capture of passed packets runs: the capture's
@@ -289,6 +278,7 @@ fn events(h: &Harness) -> Result<Vec<(&'static str, u64)>> {
         .collect()
 }
 
+/// The benchmarked cases. Add one per interesting path through the program.
 fn cases() -> Vec<Case> {
     let invite = Sip::invite_with_sdp().build();
     let scanner_options = Sip::request("OPTIONS")
