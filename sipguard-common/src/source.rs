@@ -65,13 +65,13 @@ impl SrcKey {
         }
     }
 
-    /// This key's slot in `BAN_HINTS`: a multiplicative hash of both words,
+    /// This key's slot in `BAN_SLOTS`: a multiplicative hash of both words,
     /// the same in the program and the controller.
     #[inline(always)]
     pub const fn ban_slot(&self) -> u32 {
         let [a, b] = self.words();
         let h = (a ^ b.rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        (h >> (64 - BAN_HINT_BITS)) as u32
+        (h >> (64 - BAN_SLOT_BITS)) as u32
     }
 
     /// This key's bit in a trust bitmap (`TrustBits`): the same hash, more
@@ -97,23 +97,24 @@ pub const GROUP_MARK: u64 = 0xffff_ffff_ffff_ff00;
 /// widens only when many of a prefix misbehave.
 pub const WIDEN_AFTER: usize = 8;
 
-/// `BAN_HINTS` has 2^BAN_HINT_BITS slots: as many as the ban table holds
+/// `BAN_SLOTS` has 2^BAN_SLOT_BITS slots: as many as the ban table holds
 /// bans, so slots shared by two live bans stay rare.
-pub const BAN_HINT_BITS: u32 = 16;
-pub const BAN_HINT_SLOTS: u32 = 1 << BAN_HINT_BITS;
+pub const BAN_SLOT_BITS: u32 = 16;
+pub const BAN_SLOT_COUNT: u32 = 1 << BAN_SLOT_BITS;
 
-/// One slot of `BAN_HINTS`, the bans' fast path: the program reads the slot
+/// One slot of `BAN_SLOTS`, the bans' fast path: the program reads the slot
 /// of a packet's source (an array read, inlined by the JIT) instead of
 /// looking it up in `BANS` (a hash lookup, a function call). A banned source
-/// that owns its slot is dropped from the slot alone; a source whose slot
-/// holds no unexpired ban is known unbanned. Only a source sharing its slot
-/// with a live ban of another key asks `BANS`, which stays the truth: a
-/// stale hint only costs that lookup, never a wrong verdict, as long as
-/// `any_until_ns` covers every ban of the slot (the controller's sweep
-/// repairs it if two writers raced).
+/// that owns its slot is dropped from the slot alone, and its REGISTERs
+/// are judged for probation there too; a source whose slot holds no
+/// unexpired ban is known unbanned. Only a source sharing its slot with a
+/// live ban of another key asks `BANS`, which stays the truth: a stale slot
+/// only costs that lookup, never a wrong verdict, as long as `any_until_ns`
+/// covers every ban of the slot (the controller's sweep repairs it if two
+/// writers raced).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BanHint {
+pub struct BanSlot {
     /// The banned source this slot drops for.
     pub key: SrcKey,
     /// When `key`'s ban lifts; 0 when the slot drops for nobody.
@@ -123,9 +124,15 @@ pub struct BanHint {
     /// Packets dropped from the slot while `key` was banned (`bans list`
     /// adds them to the ban's own count).
     pub dropped: u64,
+    /// The GCRA bucket of the REGISTERs `key`'s ban lets through on
+    /// probation (`policy::probation`).
+    pub probation_tat_ns: u64,
+    /// 1 while `key`'s ban gives its REGISTERs probation (`Ban::on_probation`).
+    pub probation: u32,
+    pub _pad: u32,
 }
 
-impl BanHint {
+impl BanSlot {
     /// The slot holds this very ban of `key` (the one lifting at
     /// `expires_ns`), so its `dropped` belongs to that ban.
     #[inline(always)]
@@ -133,22 +140,24 @@ impl BanHint {
         self.key.same(key) && self.until_ns == expires_ns
     }
 
-    /// Record a ban of `key` until `until_ns`, at `now_ns`: take the slot if
-    /// it is free, expired or already `key`'s (a live one made longer keeps
-    /// its count); always extend `any_until_ns`.
+    /// Record `ban` of `key`, at `now_ns`: take the slot if it is free,
+    /// expired or already `key`'s (a live one made longer keeps its count
+    /// and its probation bucket); always extend `any_until_ns`.
     #[inline(always)]
-    pub fn record(&mut self, key: &SrcKey, until_ns: u64, now_ns: u64) {
+    pub fn record(&mut self, key: &SrcKey, ban: &Ban, now_ns: u64) {
         let mine = self.key.same(key);
         if self.until_ns <= now_ns || mine {
             // A live ban of `key` made longer keeps what it dropped.
             if !(mine && self.until_ns > now_ns) {
                 self.dropped = 0;
+                self.probation_tat_ns = 0;
             }
             self.key = *key;
-            self.until_ns = until_ns;
+            self.until_ns = ban.expires_ns;
+            self.probation = ban.on_probation() as u32;
         }
-        if self.any_until_ns < until_ns {
-            self.any_until_ns = until_ns;
+        if self.any_until_ns < ban.expires_ns {
+            self.any_until_ns = ban.expires_ns;
         }
     }
 }
@@ -177,6 +186,15 @@ pub struct Ban {
     pub detail: u32,
     /// Packets dropped while banned (for `bans list`).
     pub dropped: u64,
+}
+
+impl Ban {
+    /// Its source's REGISTERs get probation: it was set on evidence a
+    /// forger can produce (any but a manual ban) and not confirmed since.
+    #[inline(always)]
+    pub fn on_probation(&self) -> bool {
+        self.reason != BanReason::Manual as u32 && self.detail & BAN_CONFIRMED == 0
+    }
 }
 
 /// Why a source was banned.
@@ -315,7 +333,7 @@ mod pod {
     // SAFETY: #[repr(C)] plain integers and arrays of them, no padding: any
     // bytes are a value.
     unsafe impl aya::Pod for SrcKey {}
-    unsafe impl aya::Pod for BanHint {}
+    unsafe impl aya::Pod for BanSlot {}
     unsafe impl aya::Pod for BlockEntry {}
     unsafe impl aya::Pod for Ban {}
     unsafe impl aya::Pod for SrcState {}

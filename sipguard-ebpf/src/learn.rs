@@ -15,7 +15,7 @@ use sipguard_common::{
 };
 
 use crate::{
-    maps::{BAN_HINTS, BANS, SRC_STATE, TRUST_HINTS, TRUSTED},
+    maps::{BAN_SLOTS, BANS, SRC_STATE, TRUST_HINTS, TRUSTED},
     policy, stats,
 };
 
@@ -94,7 +94,7 @@ fn lift_ban(client: &SrcKey) {
         return;
     }
     if BANS.remove(client).is_ok() {
-        if let Some(h) = BAN_HINTS.get_ptr_mut(client.ban_slot()) {
+        if let Some(h) = BAN_SLOTS.get_ptr_mut(client.ban_slot()) {
             // SAFETY: a valid map value pointer.
             unsafe {
                 if (*h).key.same(client) {

@@ -16,7 +16,7 @@ use sipguard_common::{
     },
     policy::{BUCKETS, GlobalShare},
     signature::{SIG_NAME_MAX, SIGNATURES_MAX, SigEntry, SigIndex},
-    source::{BAN_HINT_SLOTS, Ban, BanHint, BlockEntry, SrcKey, SrcState, Trust, TrustBits},
+    source::{BAN_SLOT_COUNT, Ban, BanSlot, BlockEntry, SrcKey, SrcState, Trust, TrustBits},
     verdict::REASON_SLOTS,
 };
 
@@ -44,11 +44,11 @@ pub static BLOCK: LpmTrie<[u8; 16], BlockEntry> = LpmTrie::with_max_entries(BLOC
 #[map]
 pub static BANS: HashMap<SrcKey, Ban> = HashMap::with_max_entries(BANS_MAX, 0);
 
-/// The bans' fast path, slot `SrcKey::ban_slot` (see `BanHint`): most
+/// The bans' fast path, slot `SrcKey::ban_slot` (see `BanSlot`): most
 /// packets, banned or not, are decided by one array read instead of a
 /// `BANS` lookup. Written with `BANS` by the program and the controller.
 #[map]
-pub static BAN_HINTS: Array<BanHint> = Array::with_max_entries(BAN_HINT_SLOTS, 0);
+pub static BAN_SLOTS: Array<BanSlot> = Array::with_max_entries(BAN_SLOT_COUNT, 0);
 
 /// Per-source rate state by grouped source (LRU: see `SrcState`).
 #[map]

@@ -22,7 +22,7 @@ use crate::{
     clock, frags, limit,
     maps::Pending,
     maps::{
-        ALLOW, BAN_EVENTS, BAN_HINTS, BANS, BLOCK, EMPTY_LISTS, GLOBAL_SHARE, GLOBAL_STATE, POLICY,
+        ALLOW, BAN_EVENTS, BAN_SLOTS, BANS, BLOCK, EMPTY_LISTS, GLOBAL_SHARE, GLOBAL_STATE, POLICY,
         SCAN_BAN_ROOM, SRC_STATE,
     },
     mem,
@@ -147,11 +147,11 @@ pub fn empty_lists() -> u32 {
     EMPTY_LISTS.get(0).map_or(0, |e| *e)
 }
 
-/// `src` is banned now. Its `BAN_HINTS` slot decides unless another key's
-/// live ban shares the slot; then `BANS` does (see `BanHint`).
+/// `src` is banned now. Its `BAN_SLOTS` slot decides unless another key's
+/// live ban shares the slot; then `BANS` does (see `BanSlot`).
 #[inline(always)]
 fn banned(src: &SrcKey, now: u64) -> bool {
-    if let Some(h) = BAN_HINTS.get_ptr_mut(src.ban_slot()) {
+    if let Some(h) = BAN_SLOTS.get_ptr_mut(src.ban_slot()) {
         // SAFETY: a valid map value pointer; a racing update only skews a counter.
         let h = unsafe { &mut *h };
         let mine = h.key.same(src);
@@ -212,22 +212,46 @@ fn group_banned(flow: &Flow, policy: &Policy, src: &SrcKey, class: u32, now: u64
 /// `None`: not banned, or banned by hand (then `banned` decides).
 #[inline(always)]
 fn probation(src: &SrcKey, now: u64) -> Option<bool> {
-    if !maybe_banned(src, now) {
+    let slot = BAN_SLOTS.get_ptr_mut(src.ban_slot())?;
+    // SAFETY: a valid map value pointer; a racing update only skews a
+    // counter or lets one more REGISTER by.
+    let slot = unsafe { &mut *slot };
+    if slot.any_until_ns <= now {
         return None;
     }
+    if slot.key.same(src) && slot.until_ns > now {
+        // The slot holds the ban and its probation bucket: decided
+        // without a lookup, as a banned INVITE is.
+        if slot.probation == 0 {
+            return None;
+        }
+        let pass = limit::conform(&mut slot.probation_tat_ns, now, &PROBATION);
+        if pass {
+            stats::table(TableStat::ProbationPass);
+        } else {
+            slot.dropped += 1;
+        }
+        return Some(pass);
+    }
+    probation_shared(src, now)
+}
+
+/// `probation` for a source whose slot another key's live ban holds:
+/// `BANS` decides, and the bucket is the source's rate state (charged to
+/// its SYN bucket, which a banned source cannot use: its SYNs are dropped
+/// as banned; they may wait a few seconds once the ban lifts).
+#[inline(always)]
+fn probation_shared(src: &SrcKey, now: u64) -> Option<bool> {
     let ban = BANS.get_ptr_mut(src)?;
     // SAFETY: a valid map value pointer; a racing update only skews a counter.
     let ban = unsafe { &mut *ban };
     if ban.expires_ns <= now || ban.reason == BanReason::Manual as u32 {
         return None;
     }
-    if ban.detail & BAN_CONFIRMED != 0 {
+    if !ban.on_probation() {
         ban.dropped += 1;
         return Some(false);
     }
-    // Charged to the SYN bucket, which a banned source cannot use (its
-    // SYNs are dropped as banned) and the REGISTER it lets through then
-    // needs whole. Its SYNs may wait a few seconds once the ban lifts.
     let pass = src_state(src, now).is_some_and(|st| {
         limit::conform(
             &mut st.tat_ns[Bucket::Syn as usize & (BUCKETS - 1)],
@@ -247,10 +271,10 @@ fn probation(src: &SrcKey, now: u64) -> Option<bool> {
 /// challenge and answer (two) within ten seconds, then one per five.
 const PROBATION: Limit = Limit::new(1, 5_000_000_000, 2);
 
-/// Some ban of `key`'s `BAN_HINTS` slot is live: `key` may be banned.
+/// Some ban of `key`'s `BAN_SLOTS` slot is live: `key` may be banned.
 #[inline(always)]
 fn maybe_banned(key: &SrcKey, now: u64) -> bool {
-    BAN_HINTS
+    BAN_SLOTS
         .get(key.ban_slot())
         .is_some_and(|h| h.any_until_ns > now)
 }
@@ -670,10 +694,10 @@ pub fn ban(
             fresh
         }
     };
-    if let Some(h) = BAN_HINTS.get_ptr_mut(src.ban_slot()) {
+    if let Some(h) = BAN_SLOTS.get_ptr_mut(src.ban_slot()) {
         // SAFETY: a valid map value pointer. Two CPUs banning into one slot
         // at once may leave it short; the controller's sweep repairs it.
-        unsafe { (*h).record(src, entry.expires_ns, now) };
+        unsafe { (*h).record(src, &entry, now) };
     }
     let (window_pkts, window_ns) = match st {
         Some(st) => (st.window_pkts, now.saturating_sub(st.window_start_ns)),

@@ -16,7 +16,7 @@ use aya::{
 use sipguard_common::{
     Counter, Policy,
     signature::{SIG_NAME_MAX, SigEntry, SigIndex},
-    source::{Ban, BanHint, BlockEntry, SrcKey, SrcState, Trust, TrustBits},
+    source::{Ban, BanSlot, BlockEntry, SrcKey, SrcState, Trust, TrustBits},
 };
 
 macro_rules! map_table {
@@ -89,7 +89,7 @@ map_table! {
         allow: ALLOW => LpmTrie<[u8; 16], u32>,
         block: BLOCK => LpmTrie<[u8; 16], BlockEntry>,
         bans: BANS => HashMap<SrcKey, Ban>,
-        ban_hints: BAN_HINTS => Array<BanHint>,
+        ban_slots: BAN_SLOTS => Array<BanSlot>,
         src_state: SRC_STATE => HashMap<SrcKey, SrcState>,
         global_state: GLOBAL_STATE => Array<u64>,
         reason_stats: REASON_STATS => PerCpuArray<Counter>,

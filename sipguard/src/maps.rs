@@ -15,7 +15,7 @@ use sipguard_common::{
         SCAN_BAN_SHARE_QUARTERS,
     },
     policy::POLICY_ENFORCE,
-    source::{Ban, BanHint, BlockEntry, SrcKey, Trust, TrustBits},
+    source::{Ban, BanSlot, BlockEntry, SrcKey, Trust, TrustBits},
 };
 
 pub use crate::map_table::{ALL, Maps, UNPINNED, name};
@@ -251,11 +251,11 @@ impl Maps {
     }
 
     /// The bans, each with the packets dropped for it by `BANS` and by its
-    /// `BAN_HINTS` slot together.
+    /// `BAN_SLOTS` slot together.
     pub fn bans_list(&self) -> Result<Vec<(SrcKey, Ban)>> {
         let mut out: Vec<(SrcKey, Ban)> = self.bans.iter().collect::<Result<_, _>>()?;
         for (key, ban) in &mut out {
-            self.add_hint_drops(key, ban)?;
+            self.add_slot_drops(key, ban)?;
         }
         out.sort_by_key(|(k, _)| *k);
         Ok(out)
@@ -268,15 +268,15 @@ impl Maps {
             Err(MapError::KeyNotFound) => return Ok(None),
             Err(e) => return Err(e).context("reading a ban"),
         };
-        self.add_hint_drops(key, &mut ban)?;
+        self.add_slot_drops(key, &mut ban)?;
         Ok(Some(ban))
     }
 
-    /// The packets `key`'s `BAN_HINTS` slot dropped for this very ban.
-    fn add_hint_drops(&self, key: &SrcKey, ban: &mut Ban) -> Result<()> {
-        let hint = self.ban_hint(key)?;
-        if hint.holds(key, ban.expires_ns) {
-            ban.dropped += hint.dropped;
+    /// The packets `key`'s `BAN_SLOTS` slot dropped for this very ban.
+    fn add_slot_drops(&self, key: &SrcKey, ban: &mut Ban) -> Result<()> {
+        let slot = self.ban_slot_of(key)?;
+        if slot.holds(key, ban.expires_ns) {
+            ban.dropped += slot.dropped;
         }
         Ok(())
     }
@@ -285,51 +285,52 @@ impl Maps {
         self.bans
             .insert(key, ban, 0)
             .context("adding the ban (is the ban table full? see `sipguard stats`)")?;
-        let mut hint = self.ban_hint(&key)?;
-        hint.record(&key, ban.expires_ns, time::monotonic_ns());
-        self.set_ban_hint(&key, &hint)
+        let mut slot = self.ban_slot_of(&key)?;
+        slot.record(&key, &ban, time::monotonic_ns());
+        self.set_ban_slot(&key, &slot)
     }
 
-    fn ban_hint(&self, key: &SrcKey) -> Result<BanHint> {
-        self.ban_hints
+    fn ban_slot_of(&self, key: &SrcKey) -> Result<BanSlot> {
+        self.ban_slots
             .get(&key.ban_slot(), 0)
-            .context("reading a ban hint")
+            .context("reading a ban slot")
     }
 
-    fn set_ban_hint(&mut self, key: &SrcKey, hint: &BanHint) -> Result<()> {
-        self.ban_hints
-            .set(key.ban_slot(), hint, 0)
-            .context("writing a ban hint")
+    fn set_ban_slot(&mut self, key: &SrcKey, slot: &BanSlot) -> Result<()> {
+        self.ban_slots
+            .set(key.ban_slot(), slot, 0)
+            .context("writing a ban slot")
     }
 
-    /// Make every live ban visible in its `BAN_HINTS` slot again: a slot
+    /// Make every live ban visible in its `BAN_SLOTS` slot again: a slot
     /// two writers updated at once (two CPUs banning, or a ban set while
     /// `bans clear` ran) may have lost one of them. Run at start (maps
-    /// pinned by an older agent have no hints yet) and by every sweep.
+    /// pinned by an older agent have none: it knew only `BAN_HINTS`) and by
+    /// every sweep.
     /// Returns how many slots it mended.
-    pub fn sync_ban_hints(&mut self, now_ns: u64) -> Result<usize> {
+    pub fn sync_ban_slots(&mut self, now_ns: u64) -> Result<usize> {
         let live: Vec<(SrcKey, Ban)> = self
             .bans
             .iter()
             .filter_map(|kv| kv.ok())
             .filter(|(_, b)| b.expires_ns > now_ns)
             .collect();
-        self.mend_ban_hints(&live, now_ns)
+        self.mend_ban_slots(&live, now_ns)
     }
 
-    /// `sync_ban_hints` for bans already read (all live at `now_ns`).
-    fn mend_ban_hints(&mut self, live: &[(SrcKey, Ban)], now_ns: u64) -> Result<usize> {
+    /// `sync_ban_slots` for bans already read (all live at `now_ns`).
+    fn mend_ban_slots(&mut self, live: &[(SrcKey, Ban)], now_ns: u64) -> Result<usize> {
         let mut mended = 0;
         for (key, ban) in live {
-            let hint = self.ban_hint(key)?;
-            let mut fixed = hint;
-            fixed.record(key, ban.expires_ns, now_ns);
+            let slot = self.ban_slot_of(key)?;
+            let mut fixed = slot;
+            fixed.record(key, ban, now_ns);
             // Keep the slot's drop count when it already held this ban.
-            if hint.holds(key, ban.expires_ns) {
-                fixed.dropped = hint.dropped;
+            if slot.holds(key, ban.expires_ns) {
+                fixed.dropped = slot.dropped;
             }
-            if fixed != hint {
-                self.set_ban_hint(key, &fixed)?;
+            if fixed != slot {
+                self.set_ban_slot(key, &fixed)?;
                 mended += 1;
             }
         }
@@ -347,11 +348,11 @@ impl Maps {
             }
             // The slot stops dropping for the key at once; its
             // `any_until_ns` may still cover other keys' bans.
-            let mut hint = self.ban_hint(key)?;
-            if hint.key == *key {
-                hint.until_ns = 0;
-                hint.dropped = 0;
-                self.set_ban_hint(key, &hint)?;
+            let mut slot = self.ban_slot_of(key)?;
+            if slot.key == *key {
+                slot.until_ns = 0;
+                slot.dropped = 0;
+                self.set_ban_slot(key, &slot)?;
             }
             let _ = self.src_state.remove(key);
         }
@@ -470,7 +471,7 @@ impl Maps {
         // Also repairs a flag left stale by two CLI calls racing, and ban
         // hints left short by racing writers.
         self.refresh_list_flags()?;
-        self.mend_ban_hints(&live, now_ns)?;
+        self.mend_ban_slots(&live, now_ns)?;
         self.sync_trust_hints(now_ns)?;
         self.set_scan_ban_room(live.len())?;
         Ok((expired, blocks.len()))

@@ -24,7 +24,7 @@ use sipguard_common::{
     capture::{CaptureConf, CaptureRecord},
     maps::{PROG_BENCH_EMPTY, PROG_EGRESS, PROG_XDP, TableStat},
     policy::GlobalShare,
-    source::{BanHint, SrcKey, TrustBits},
+    source::{BanSlot, SrcKey, TrustBits},
 };
 
 pub const XDP_DROP: u32 = 1;
@@ -109,7 +109,7 @@ fn reset(ebpf: &mut Ebpf, maps: &mut Maps) -> Result<()> {
     // takes seconds on an emulated kernel).
     let banned: Vec<SrcKey> = maps.bans.keys().collect::<Result<_, _>>()?;
     for k in banned {
-        maps.ban_hints.set(k.ban_slot(), BanHint::default(), 0)?;
+        maps.ban_slots.set(k.ban_slot(), BanSlot::default(), 0)?;
     }
     clear_hash(&mut maps.bans)?;
     clear_hash(&mut maps.src_state)?;

@@ -1,4 +1,4 @@
-//! Bans through BPF_PROG_TEST_RUN: the `BAN_HINTS` fast path and its
+//! Bans through BPF_PROG_TEST_RUN: the `BAN_SLOTS` fast path and its
 //! fallback to `BANS`, lifting bans at once, expiry on the programs'
 //! calibrated clock, and the sweep mending a hint a racing writer lost.
 
@@ -17,11 +17,11 @@ use sipguard_common::{
     Class, Reason, Verdict,
     maps::TableStat,
     policy::prefix_mask,
-    source::{Ban, BanHint, BanReason, SrcKey},
+    source::{Ban, BanReason, BanSlot, SrcKey},
 };
 use sipguard_tests::{
     harness::{Delta, Harness},
-    packet::{Pkt, SERVER_V4, SERVER_V6, sip::Sip, v4, v6},
+    packet::{Pkt, SERVER_V4, SERVER_V6, Tcp, sip::Sip, v4, v6},
 };
 
 fn key(a: Ipv4Addr) -> SrcKey {
@@ -97,7 +97,7 @@ fn dropped(h: &Harness, a: Ipv4Addr) -> u64 {
         .unwrap_or_else(|| panic!("{a} is not banned"))
 }
 
-/// Two test sources whose keys share a `BAN_HINTS` slot, and one in
+/// Two test sources whose keys share a `BAN_SLOTS` slot, and one in
 /// another slot.
 fn colliding() -> (Ipv4Addr, Ipv4Addr, Ipv4Addr) {
     let mut seen = std::collections::HashMap::new();
@@ -218,7 +218,7 @@ fn a_ban_the_program_sets_drops_from_the_slot() {
     for _ in 0..5 {
         assert_eq!(verdict(&h, a), BANNED);
     }
-    let hint: BanHint = h.maps().ban_hints.get(&key(a).ban_slot(), 0).unwrap();
+    let hint: BanSlot = h.maps().ban_slots.get(&key(a).ban_slot(), 0).unwrap();
     assert_eq!(hint.key, key(a), "the program took the slot");
     assert_eq!(dropped(&h, a), 5);
 }
@@ -232,17 +232,17 @@ fn the_sweep_mends_a_lost_hint() {
     ban(&mut h, a, HOUR);
     assert_eq!(verdict(&h, a), BANNED);
     h.maps_mut()
-        .ban_hints
-        .set(key(a).ban_slot(), BanHint::default(), 0)
+        .ban_slots
+        .set(key(a).ban_slot(), BanSlot::default(), 0)
         .unwrap();
     assert_eq!(
         verdict(&h, a),
         PASSED,
         "a lost hint lets the source through"
     );
-    assert_eq!(h.maps_mut().sync_ban_hints(monotonic_ns()).unwrap(), 1);
+    assert_eq!(h.maps_mut().sync_ban_slots(monotonic_ns()).unwrap(), 1);
     assert_eq!(verdict(&h, a), BANNED, "mended");
-    assert_eq!(h.maps_mut().sync_ban_hints(monotonic_ns()).unwrap(), 0);
+    assert_eq!(h.maps_mut().sync_ban_slots(monotonic_ns()).unwrap(), 0);
 }
 
 /// A ban keyed by its /64 (with `ipv6_prefix = 64`) drops every address of
@@ -291,7 +291,7 @@ fn bans_match_the_programs_keys_v6_by_64_and_v4() {
         .expect("an IPv4 key sharing the /64's hint slot");
     h.maps_mut().ban_add(key(squatter), entry).unwrap();
     h.maps_mut().ban_add(key64, entry).unwrap();
-    let hint = h.maps().ban_hints.get(&key64.ban_slot(), 0).unwrap();
+    let hint = h.maps().ban_slots.get(&key64.ban_slot(), 0).unwrap();
     assert!(hint.key.same(&key(squatter)), "the slot is the squatter's");
     assert_eq!(verdict6(&h, same_64), BANNED, "BANS holds the /64");
     assert_eq!(verdict6(&h, next_64), PASSED);
@@ -403,6 +403,96 @@ fn widened_bans_spare_trusted_sources_and_registrations() {
 
 /// Deleting entries that are not there is reported, not fatal: a present
 /// entry named after an absent one is still removed (bans, trust, lists).
+/// The verdict and reason `h` gave one packet of any class: what its
+/// reason counters say.
+fn judged(h: &Harness, pkt: &[u8]) -> (Verdict, Reason) {
+    let (_, d) = h.run_counted(pkt).unwrap();
+    let seen: Vec<_> = d.reasons.keys().collect();
+    for v in [Verdict::Drop, Verdict::Pass] {
+        for r in [Reason::Banned, Reason::Accepted, Reason::RateSource] {
+            if seen == [&(v.name(), r.name())] {
+                return (v, r);
+            }
+        }
+    }
+    panic!("unexpected counters {d:?}");
+}
+
+fn register(from: Ipv4Addr) -> Vec<u8> {
+    Pkt::udp_v4(from, SERVER_V4, 5060, Sip::request("REGISTER").build()).build()
+}
+
+fn syn(from: Ipv4Addr) -> Vec<u8> {
+    Pkt::tcp_v4(from, SERVER_V4, 5060, Tcp::Syn).build()
+}
+
+/// A ban of `reason` on `a` for `for_ns`, set by hand as the program sets
+/// one.
+fn ban_because(h: &mut Harness, a: Ipv4Addr, reason: BanReason, for_ns: u64) {
+    let now = monotonic_ns();
+    let ban = Ban {
+        expires_ns: now + for_ns,
+        since_ns: now,
+        reason: reason as u32,
+        detail: 0,
+        dropped: 0,
+    };
+    h.maps_mut().ban_add(key(a), ban).unwrap();
+}
+
+/// A ban's probation is the ban's own: the REGISTERs it lets through are
+/// charged to its slot, not to the source's rate state, so once the ban
+/// lifts the source's connection attempts (SYN) are limited as anyone's.
+/// (They were charged to its SYN bucket, which then stayed seconds ahead.)
+#[test]
+fn probation_leaves_the_sources_own_limits_alone() {
+    let mut h = harness();
+    let a = v4(9);
+    let ban_for = Duration::from_secs(1);
+    ban_because(&mut h, a, BanReason::Flood, ban_for.as_nanos() as u64);
+    assert_eq!(
+        judged(&h, &register(a)),
+        PASSED,
+        "first REGISTER on probation"
+    );
+    assert_eq!(
+        judged(&h, &register(a)),
+        PASSED,
+        "second REGISTER on probation"
+    );
+    assert_eq!(judged(&h, &register(a)), BANNED, "a third REGISTER");
+    assert_eq!(h.table_stat(TableStat::ProbationPass).unwrap(), 2);
+    assert_eq!(dropped(&h, a), 1, "the slot counts what probation dropped");
+    // A second past the ban (the programs' clock ticks coarsely).
+    thread::sleep(ban_for + Duration::from_secs(1));
+    assert_eq!(judged(&h, &syn(a)), PASSED, "a SYN once the ban lifted");
+}
+
+/// Two bans sharing a slot: the slot's owner is judged for probation from
+/// the slot, the other from `BANS`; each gets its two REGISTERs, and a
+/// manual ban none.
+#[test]
+fn probation_holds_for_bans_sharing_a_slot() {
+    let mut h = harness();
+    let (a, b, c) = colliding();
+    for x in [a, b] {
+        ban_because(&mut h, x, BanReason::Scanner, HOUR);
+    }
+    ban_because(&mut h, c, BanReason::Manual, HOUR);
+    for x in [a, b] {
+        assert_eq!(judged(&h, &register(x)), PASSED, "{x}: first REGISTER");
+        assert_eq!(judged(&h, &register(x)), PASSED, "{x}: second REGISTER");
+        assert_eq!(judged(&h, &register(x)), BANNED, "{x}: a third REGISTER");
+        assert_eq!(dropped(&h, x), 1, "{x}");
+    }
+    assert_eq!(
+        judged(&h, &register(c)),
+        BANNED,
+        "a manual ban has no probation"
+    );
+    assert_eq!(h.table_stat(TableStat::ProbationPass).unwrap(), 4);
+}
+
 #[test]
 fn deleting_absent_entries_goes_on_to_the_present_ones() {
     let mut h = harness();

@@ -241,7 +241,7 @@ fn each_ban_reason_is_shown_and_foreseen() {
     }
 }
 
-/// A ban's dropped packets count those its `BAN_HINTS` slot dropped (the
+/// A ban's dropped packets count those its `BAN_SLOTS` slot dropped (the
 /// fast path), as `bans list` shows them.
 #[test]
 fn a_bans_drops_include_those_of_its_fast_path() {
