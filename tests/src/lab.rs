@@ -93,6 +93,10 @@ pub enum Flood {
     /// Raw INVITE frames from `sources` random addresses in 198.18.0.0/15,
     /// each far under any per-source limit.
     Spoofed { sources: u32 },
+    /// OPTIONS from `sources` real addresses at `rate` a second in all, as
+    /// a scanner sweeps (SIPVicious sends ~100 a second): under every
+    /// limit, so each request is read by the header scan.
+    Scanned { sources: u8, rate: u64 },
 }
 
 impl Flood {
@@ -107,6 +111,9 @@ impl Flood {
             }
             Flood::Register { sources } => {
                 format!("REGISTER flood from {sources} real sources, ordinary User-Agent")
+            }
+            Flood::Scanned { sources, rate } => {
+                format!("OPTIONS from {sources} real sources, {rate}/s, each header-scanned")
             }
         }
     }
@@ -291,7 +298,9 @@ fn uac(lab: &Lab, calls: u64, rate: u64, name: &str) -> Uac {
 
 /// The attacker's real flood sources, added to its interface.
 fn flood_sources(lab: &Lab, flood: Flood) -> Result<Vec<IpAddr>> {
-    let (Flood::Real { sources } | Flood::Register { sources }) = flood else {
+    let (Flood::Real { sources } | Flood::Register { sources } | Flood::Scanned { sources, .. }) =
+        flood
+    else {
         return Ok(Vec::new());
     };
     ensure!(
@@ -310,17 +319,21 @@ fn flood_sources(lab: &Lab, flood: Flood) -> Result<Vec<IpAddr>> {
 /// Run the flood to its end; (packets sent, packets/s).
 fn send_flood(lab: &Lab, sc: &Scenario, sources: &[IpAddr]) -> Result<(u64, f64)> {
     match sc.flood {
-        Flood::Real { .. } | Flood::Register { .. } => {
-            let method = match sc.flood {
-                Flood::Register { .. } => "REGISTER",
-                _ => "INVITE",
+        Flood::Real { .. } | Flood::Register { .. } | Flood::Scanned { .. } => {
+            let (method, rate) = match sc.flood {
+                Flood::Register { .. } => ("REGISTER", 0),
+                Flood::Scanned { rate, .. } => ("OPTIONS", rate),
+                _ => ("INVITE", 0),
             };
             let report = spawn_send(
                 lab,
                 &lab.attacker,
                 "flood",
                 IpAddr::V4(lab.server.v4),
-                &[Stream::new("flood", sources, method, 0, sc.flood_max_packets).user(FLOOD_USER)],
+                &[
+                    Stream::new("flood", sources, method, rate, sc.flood_max_packets)
+                        .user(FLOOD_USER),
+                ],
                 sc.flood_duration,
             )?
             .finish()?;

@@ -8,7 +8,7 @@
 //! calls completed, flood packets sent, what the defence dropped, what
 //! reached the server, Kamailio's CPU and the machine's softirq time.
 //!
-//! Usage: sipguard-lab [--flood real|spoofed|one|real50|register]...
+//! Usage: sipguard-lab [--flood real|spoofed|one|real50|register|scanned]...
 //! [--defence NAME]... (default: the real and spoofed floods against every
 //! defence, about 5 minutes), or
 //! sipguard-lab --cores: sipguard's drops per second with one receiving core
@@ -91,6 +91,13 @@ fn parse_args() -> Result<Args> {
                 sources: REAL_SOURCES,
             },
         ),
+        (
+            "scanned",
+            Flood::Scanned {
+                sources: 50,
+                rate: 100,
+            },
+        ),
     ];
     let (mut floods, mut defences) = (Vec::new(), Vec::new());
     let mut it = std::env::args().skip(1).peekable();
@@ -109,7 +116,9 @@ fn parse_args() -> Result<Args> {
             ("--flood", Some(v)) => {
                 match all_floods.iter().chain(&more_floods).find(|(n, _)| *n == v) {
                     Some(f) => floods.push(*f),
-                    None => bail!("--flood {v}: use real, spoofed, one, real50 or register"),
+                    None => {
+                        bail!("--flood {v}: use real, spoofed, one, real50, register or scanned")
+                    }
                 }
             }
             ("--defence", Some(v)) => match Defence::ALL.iter().find(|d| d.name() == v) {
@@ -117,7 +126,7 @@ fn parse_args() -> Result<Args> {
                 None => bail!("--defence {v}: use none, iptables, nftables or sipguard"),
             },
             _ => bail!(
-                "usage: sipguard-lab [--flood real|spoofed|one|real50|register]... \
+                "usage: sipguard-lab [--flood real|spoofed|one|real50|register|scanned]... \
                  [--defence none|iptables|nftables|sipguard]... | --cores"
             ),
         }
