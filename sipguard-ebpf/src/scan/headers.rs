@@ -90,20 +90,27 @@ const NAMES: [Name; 12] = [
     name(b"m", kind::CONTACT),
 ];
 
+/// The one name a response is read for (see `scan_line`): its scan
+/// compares no other.
+const RESP_NAMES: [Name; 1] = [name(b"cseq", kind::CSEQ)];
+
 /// A folded letter's index in `NAME_FIRST`.
 const LETTER: u64 = 31;
 /// Bytes that may be a folded letter (`FOLD` maps A-Z onto a-z, 0x61-0x7a).
 const FOLDED_LETTERS: core::ops::Range<u32> = 0x60..0x80;
 /// The first letters of `NAMES` (folded), as bits `letter & LETTER`.
-const NAME_FIRST: u32 = {
+const NAME_FIRST: u32 = first_letters(&NAMES);
+const RESP_NAME_FIRST: u32 = first_letters(&RESP_NAMES);
+
+const fn first_letters(names: &[Name]) -> u32 {
     let mut m = 0;
     let mut i = 0;
-    while i < NAMES.len() {
-        m |= 1 << (NAMES[i].p.w0 & LETTER);
+    while i < names.len() {
+        m |= 1 << (names[i].p.w0 & LETTER);
         i += 1;
     }
     m
-};
+}
 
 /// Whitespace allowed between a header name and its colon.
 const NAME_WS_MAX: usize = 4;
@@ -222,10 +229,15 @@ pub fn line<const RESP: bool>(s: &mut Scan, msg: &Msg) -> Line {
         let (w0, w1) = (msg.word_at(pos) | FOLD, msg.word_at(pos + 8) | FOLD);
         // Most lines (Via aside) are headers we ignore: one test on the
         // first letter skips the name compares for them.
+        let (names, name_first) = if RESP {
+            (&RESP_NAMES[..], RESP_NAME_FIRST)
+        } else {
+            (&NAMES[..], NAME_FIRST)
+        };
         let first = (w0 & 0xff) as u32;
         let maybe =
-            FOLDED_LETTERS.contains(&first) && (NAME_FIRST >> (first & LETTER as u32)) & 1 != 0;
-        for h in NAMES.iter() {
+            FOLDED_LETTERS.contains(&first) && (name_first >> (first & LETTER as u32)) & 1 != 0;
+        for h in names.iter() {
             if !maybe {
                 break;
             }
