@@ -42,7 +42,7 @@ pub fn learn(policy: &Policy, client: &SrcKey, status: u32, method: u64, now: u6
     let for_us = method == INVITE || method == REGISTER;
     if (200..300).contains(&status) && for_us {
         let until = if policy.flags & POLICY_TRUST != 0 {
-            lift_ban(client);
+            lift_ban(client, now);
             earn(policy, client, now)
         } else {
             0
@@ -85,7 +85,12 @@ pub fn learn(policy: &Policy, client: &SrcKey, status: u32, method: u64, now: u6
 /// packets, which no off-path forger does, so a ban on evidence a forger can
 /// produce (every kind but a manual ban) is lifted at once.
 #[inline(always)]
-fn lift_ban(client: &SrcKey) {
+fn lift_ban(client: &SrcKey, now: u64) {
+    // Most clients answered have no ban: their slot says so without a
+    // `BANS` lookup (as it does for their packets, `policy::banned`).
+    if !policy::maybe_banned(client, now) {
+        return;
+    }
     let Some(ban) = BANS.get_ptr(client) else {
         return;
     };

@@ -273,7 +273,7 @@ const PROBATION: Limit = Limit::new(1, 5_000_000_000, 2);
 
 /// Some ban of `key`'s `BAN_SLOTS` slot is live: `key` may be banned.
 #[inline(always)]
-fn maybe_banned(key: &SrcKey, now: u64) -> bool {
+pub fn maybe_banned(key: &SrcKey, now: u64) -> bool {
     BAN_SLOTS
         .get(key.ban_slot())
         .is_some_and(|h| h.any_until_ns > now)
