@@ -209,7 +209,8 @@ fn group_banned(flow: &Flow, policy: &Policy, src: &SrcKey, class: u32, now: u64
 /// like anyone's (`Some(true)`), the rest dropped (`Some(false)`). The
 /// client whose address was used registers, gets its 2xx, earns trust, and
 /// the trust lifts the ban (`learn::learn`); a forger never sees the 2xx.
-/// `None`: not banned, or banned by hand (then `banned` decides).
+/// `None`: not banned, or banned without probation (by hand, or confirmed
+/// while banned): then `banned` decides.
 #[inline(always)]
 fn probation(src: &SrcKey, now: u64) -> Option<bool> {
     let slot = BAN_SLOTS.get_ptr_mut(src.ban_slot())?;
