@@ -13,6 +13,7 @@ mod cpus;
 mod defence;
 pub mod inplace;
 mod measure;
+mod pass;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -208,14 +209,15 @@ pub fn run(sc: &Scenario, defence: Defence) -> Result<Outcome> {
 
     let ctl = Ctl::new(lab.iface());
     let before = guard.agent().map(|_| ctl.stats()).transpose()?;
-    let _run_time = guard
-        .agent()
-        .map(|_| inplace::RunTimeStats::enable())
+    let in_place_on = guard.runs_xdp();
+    let _run_time = in_place_on
+        .then(inplace::RunTimeStats::enable)
         .transpose()?;
     let programs = || -> Result<_> {
-        match guard.agent() {
-            Some(_) => inplace::sample(),
-            None => Ok(Default::default()),
+        if in_place_on {
+            inplace::sample()
+        } else {
+            Ok(Default::default())
         }
     };
     let start = Sample::take(&lab, &kamailio)?;

@@ -133,13 +133,17 @@ fn parse_args() -> Result<Args> {
                     }
                 }
             }
-            ("--defence", Some(v)) => match Defence::ALL.iter().find(|d| d.name() == v) {
+            ("--defence", Some(v)) => match Defence::ALL
+                .iter()
+                .chain(&Defence::REFERENCES)
+                .find(|d| d.name() == v)
+            {
                 Some(d) => defences.push(*d),
-                None => bail!("--defence {v}: use none, iptables, nftables or sipguard"),
+                None => bail!("--defence {v}: use none, iptables, nftables, sipguard or xdp-pass"),
             },
             _ => bail!(
                 "usage: sipguard-lab [--flood real|spoofed|one|real50|register|scan100|scan2k]... \
-                 [--defence none|iptables|nftables|sipguard]... | --cores"
+                 [--defence none|iptables|nftables|sipguard|xdp-pass]... | --cores"
             ),
         }
     }
@@ -245,11 +249,8 @@ fn bench() -> Result<bool> {
 
 fn scenario(flood_name: &str, flood: Flood, defence: Defence) -> Scenario {
     Scenario {
-        tag: format!(
-            "lab{}{}",
-            flood_name.get(..5).unwrap_or(flood_name),
-            &defence.name()[..4]
-        ),
+        // Letters and digits only, at most 12 (`Lab::new`).
+        tag: format!("lab{}{}", alnum(flood_name, 5), alnum(defence.name(), 4)),
         calls: CALLS,
         call_rate: CALL_RATE,
         warmup_calls: WARMUP_CALLS,
@@ -259,6 +260,14 @@ fn scenario(flood_name: &str, flood: Flood, defence: Defence) -> Scenario {
         lead: LEAD,
         split_cpus: true,
     }
+}
+
+/// The first `n` letters and digits of `s`.
+fn alnum(s: &str, n: usize) -> String {
+    s.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(n)
+        .collect()
 }
 
 fn print_setup(args: &Args, split: Option<&Split>) {
@@ -344,8 +353,9 @@ fn detail(o: &Outcome) -> String {
 }
 
 /// `name`'s cost per run in place, or "-" (a peer, or it did not run).
-fn in_place(o: &Outcome, name: &str) -> String {
-    inplace::of(&o.in_place, name).map_or("-".into(), |r| format!("{:.0} ns", r.ns_per_run()))
+fn in_place(o: &Outcome, name: Option<&str>) -> String {
+    name.and_then(|n| inplace::of(&o.in_place, n))
+        .map_or("-".into(), |r| format!("{:.0} ns", r.ns_per_run()))
 }
 
 fn print_table(rows: &[Row]) {
@@ -394,8 +404,11 @@ fn print_table(rows: &[Row]) {
             percent(w.kamailio_cpu, w.wall),
             percent(w.softirq, w.wall),
             1e6 * w.softirq / o.flood_sent.max(1) as f64,
-            in_place(o, "sipguard_xdp"),
-            in_place(o, "sipguard_egress"),
+            in_place(o, r.defence.xdp_program()),
+            in_place(
+                o,
+                (r.defence == Defence::Sipguard).then_some("sipguard_egress")
+            ),
         );
     }
     println!(
@@ -410,7 +423,7 @@ fn print_table(rows: &[Row]) {
          XDP/pkt and egress/pkt: sipguard's programs in place while the flood was on, the \
          kernel's run time per run (BPF_ENABLE_STATS; tail calls count in the caller): \
          sipguard_xdp on every packet the server's interface received, sipguard_egress on \
-         every packet it sent."
+         every packet it sent; for xdp-pass, its empty program: the floor under sipguard's."
     );
 }
 

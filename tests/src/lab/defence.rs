@@ -1,5 +1,7 @@
 //! The defences compared in the lab, each set up in the server's namespace
-//! only: nothing, an iptables rule set, an nftables rule set, or sipguard.
+//! only: nothing, an iptables rule set, an nftables rule set, or sipguard;
+//! and a reference for the in-place figures, an XDP program that passes
+//! everything.
 //! The three real ones get the same INVITE limits (per source and global),
 //! as a competent operator would write them for this server.
 
@@ -7,6 +9,7 @@ use std::{fs, time::Duration};
 
 use anyhow::{Context as _, Result, ensure};
 
+use super::pass::{self, PassProgram};
 use crate::{
     flood::{Ctl, SIP_PORT},
     netns::{Agent, Lab, stderr},
@@ -57,9 +60,14 @@ pub enum Defence {
     Iptables,
     Nftables,
     Sipguard,
+    /// Not a defence: the floor under sipguard's in-place figures (pass.rs).
+    XdpPass,
 }
 
 impl Defence {
+    /// Run only when asked for (`--defence xdp-pass`).
+    pub const REFERENCES: [Defence; 1] = [Defence::XdpPass];
+
     pub const ALL: [Defence; 4] = [
         Defence::None,
         Defence::Iptables,
@@ -73,6 +81,7 @@ impl Defence {
             Defence::Iptables => "iptables",
             Defence::Nftables => "nftables",
             Defence::Sipguard => "sipguard",
+            Defence::XdpPass => "xdp-pass",
         }
     }
 
@@ -101,6 +110,20 @@ impl Defence {
                  signatures",
                 LIMITS.join(" ")
             ),
+            Defence::XdpPass => "not a defence: an XDP program that passes every packet, \
+                                 attached in native mode as sipguard is; its XDP/pkt is the \
+                                 floor under sipguard's (the run-time statistics' own clock \
+                                 reads, the program call)"
+                .into(),
+        }
+    }
+
+    /// The name its XDP program's run-time statistics go by, if it has one.
+    pub fn xdp_program(self) -> Option<&'static str> {
+        match self {
+            Defence::Sipguard => Some("sipguard_xdp"),
+            Defence::XdpPass => Some(pass::PROGRAM),
+            _ => None,
         }
     }
 
@@ -131,6 +154,7 @@ impl Defence {
                 Ctl::new(lab.iface()).limits_set(&LIMITS)?;
                 Ok(Guard::Agent(agent))
             }
+            Defence::XdpPass => Ok(Guard::Pass(pass::attach(lab)?)),
         }
     }
 }
@@ -141,9 +165,15 @@ pub enum Guard<'lab> {
     Iptables,
     Nftables,
     Agent(Agent<'lab>),
+    Pass(PassProgram),
 }
 
 impl Guard<'_> {
+    /// It runs an XDP program whose in-place cost the lab reads.
+    pub fn runs_xdp(&self) -> bool {
+        matches!(self, Guard::Agent(_) | Guard::Pass(_))
+    }
+
     pub fn agent(&self) -> Option<&Agent<'_>> {
         match self {
             Guard::Agent(a) => Some(a),
@@ -155,7 +185,7 @@ impl Guard<'_> {
     /// counts its own, see `sipguard stats`).
     pub fn rule_drops(&self, lab: &Lab) -> Result<u64> {
         match self {
-            Guard::Nothing | Guard::Agent(_) => Ok(0),
+            Guard::Nothing | Guard::Agent(_) | Guard::Pass(_) => Ok(0),
             Guard::Iptables => {
                 // `-L -v -x -n` rows: pkts bytes target prot opt in out src dst ...
                 let out = run(lab, "iptables-legacy", &["-L", "-v", "-x", "-n"])?;

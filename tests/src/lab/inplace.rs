@@ -74,7 +74,9 @@ pub fn since(before: &BTreeMap<u32, Runs>, after: &BTreeMap<u32, Runs>) -> Vec<R
     by_name.into_values().filter(|r| r.runs > 0).collect()
 }
 
-/// `runs` of the program named `name`, if it ran.
+/// `runs` of the program named `name`, if it ran. The kernel keeps the
+/// first 15 bytes of a program's name (`BPF_OBJ_NAME_LEN`, NUL included).
 pub fn of<'a>(runs: &'a [Runs], name: &str) -> Option<&'a Runs> {
-    runs.iter().find(|r| r.name == name)
+    let kept = name.get(..15).unwrap_or(name);
+    runs.iter().find(|r| r.name == kept)
 }
