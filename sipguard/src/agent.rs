@@ -135,8 +135,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
     warn_table_drift(&live, &cfg);
     live.apply(&cfg)?;
     // Before the program is attached: the trust an earlier agent's clients
-    // earned must be in the hints the first packets are judged by.
-    live.sync_trust_hints(time::monotonic_ns())?;
+    // earned, and the bans it set, must be in the hints and ban slots the
+    // first packets are judged by (an older agent's maps may have no
+    // `BAN_SLOTS`; the first sweep would mend it, after the swap).
+    let now = time::monotonic_ns();
+    live.sync_trust_hints(now)?;
+    live.sync_ban_slots(now)?;
     if build_dir != dir {
         bpffs::publish(&build_dir, &dir)?;
         guard.0 = Some(dir.clone());

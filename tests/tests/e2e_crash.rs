@@ -115,13 +115,20 @@ fn kill_9_keeps_filtering_and_the_next_agent_adopts_the_bans() -> Result<()> {
 
     // Pins an older agent of the same layout left that this one no longer
     // uses (the two-slot `LIST_EMPTY`, the scan's `TOKENIZE`, pinned until
-    // their layouts changed): adoption must ignore them, a clean stop
-    // remove them.
+    // their layouts changed, `BAN_HINTS` below): adoption must ignore them,
+    // a clean stop remove them.
     let leftovers = ["LIST_EMPTY", "TOKENIZE"];
     let any_map = MapData::from_pin(pin_dir(&iface).join("GLOBAL_STATE"))?;
     for name in leftovers {
         any_map.pin(pin_dir(&iface).join(name))?;
     }
+    // An older agent kept the bans' fast path as `BAN_HINTS`: the new one
+    // makes a fresh `BAN_SLOTS`, which must hold the adopted ban before its
+    // program judges a packet.
+    std::fs::rename(
+        pin_dir(&iface).join("BAN_SLOTS"),
+        pin_dir(&iface).join("BAN_HINTS"),
+    )?;
 
     // A new agent adopts the pinned state: the ban and the counters survive.
     let second = lab.start_agent(&["--metrics", "off"])?;
@@ -166,8 +173,10 @@ fn kill_9_keeps_filtering_and_the_next_agent_adopts_the_bans() -> Result<()> {
         d.reason("banned", "drop")
     );
     ensure!(
-        d.reason("banned", "drop") >= 200,
-        "the adopted filter did not drop the banned source"
+        d.reason("banned", "drop") >= 200 && d.reason("accepted", "pass") == 0,
+        "the adopted filter did not drop the banned source: banned +{}, accepted +{}",
+        d.reason("banned", "drop"),
+        d.reason("accepted", "pass")
     );
     second.stop()?;
     ensure!(!pin_dir(&iface).exists(), "a clean stop left pins behind");
