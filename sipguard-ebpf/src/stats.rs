@@ -10,7 +10,6 @@ use crate::maps::{CLASS_STATS, REASON_STATS, TABLE_STATS};
 #[inline(always)]
 fn bump(counter: Option<*mut Counter>, bytes: u64) {
     if let Some(c) = counter {
-        // Per-CPU slot: no other CPU writes it, plain adds are safe.
         // SAFETY: a per-CPU map value: no other CPU writes it, plain adds
         // are safe.
         unsafe {
