@@ -104,7 +104,7 @@ fn reset(ebpf: &mut Ebpf, maps: &mut Maps) -> Result<()> {
     }
     clear_lpm(&mut maps.allow)?;
     clear_lpm(&mut maps.block)?;
-    // The hint slots of live bans; a slot whose bans are all over only
+    // The ban slots of live bans; a slot whose bans are all over only
     // costs the next ban's owner a `BANS` lookup (reading all 65 536 slots
     // takes seconds on an emulated kernel).
     let banned: Vec<SrcKey> = maps.bans.keys().collect::<Result<_, _>>()?;

@@ -1,6 +1,6 @@
 //! Bans through BPF_PROG_TEST_RUN: the `BAN_SLOTS` fast path and its
 //! fallback to `BANS`, lifting bans at once, expiry on the programs'
-//! calibrated clock, and the sweep mending a hint a racing writer lost.
+//! calibrated clock, and the sweep mending a slot a racing writer lost.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -133,7 +133,7 @@ fn bans_sharing_a_slot_each_drop_and_lift_alone() {
     let mut h = harness();
     ban(&mut h, a, HOUR);
     ban(&mut h, b, HOUR);
-    // a owns the slot (dropped from the hint), b is found in BANS.
+    // a owns the slot (dropped from the slot), b is found in BANS.
     for _ in 0..3 {
         assert_eq!(verdict(&h, a), BANNED, "{a}");
         assert_eq!(verdict(&h, b), BANNED, "{b}");
@@ -196,7 +196,7 @@ fn a_ban_expires_on_time() {
 }
 
 /// A ban the program sets itself (here: over the per-source limit) drops
-/// the source's next packets from its hint slot, and they are counted on
+/// the source's next packets from its ban slot, and they are counted on
 /// the ban.
 #[test]
 fn a_ban_the_program_sets_drops_from_the_slot() {
@@ -218,15 +218,15 @@ fn a_ban_the_program_sets_drops_from_the_slot() {
     for _ in 0..5 {
         assert_eq!(verdict(&h, a), BANNED);
     }
-    let hint: BanSlot = h.maps().ban_slots.get(&key(a).ban_slot(), 0).unwrap();
-    assert_eq!(hint.key, key(a), "the program took the slot");
+    let slot: BanSlot = h.maps().ban_slots.get(&key(a).ban_slot(), 0).unwrap();
+    assert_eq!(slot.key, key(a), "the program took the slot");
     assert_eq!(dropped(&h, a), 5);
 }
 
 /// If two writers raced and a ban's slot lost it, the source would pass;
 /// the sweep (every 5 s in the agent) puts it back.
 #[test]
-fn the_sweep_mends_a_lost_hint() {
+fn the_sweep_mends_a_lost_slot() {
     let mut h = harness();
     let a = v4(11);
     ban(&mut h, a, HOUR);
@@ -238,7 +238,7 @@ fn the_sweep_mends_a_lost_hint() {
     assert_eq!(
         verdict(&h, a),
         PASSED,
-        "a lost hint lets the source through"
+        "a lost slot lets the source through"
     );
     assert_eq!(h.maps_mut().sync_ban_slots(monotonic_ns()).unwrap(), 1);
     assert_eq!(verdict(&h, a), BANNED, "mended");
@@ -246,7 +246,7 @@ fn the_sweep_mends_a_lost_hint() {
 }
 
 /// A ban keyed by its /64 (with `ipv6_prefix = 64`) drops every address of
-/// that /64, on the hint's fast path and through `BANS` alike, and nothing
+/// that /64, on the slot's fast path and through `BANS` alike, and nothing
 /// outside it; an IPv4 ban drops that one address. The program builds the
 /// keys from the packet (parse.rs, `policy::group`) and the controller from
 /// the address (`src_key`): this checks that both agree, word for word.
@@ -282,17 +282,17 @@ fn bans_match_the_programs_keys_v6_by_64_and_v4() {
     assert_eq!(verdict(&h, v4_banned), BANNED);
     assert_eq!(verdict(&h, v4(4)), PASSED);
 
-    // The same with the /64's hint slot held by another key's live ban
+    // The same with the /64's ban slot held by another key's live ban
     // (banned first, so the slot keeps it): `BANS` decides, by the same key.
     let mut h = harness_keyed_by(64);
     let squatter = (1..1 << 20)
         .map(v4)
         .find(|a| key(*a).ban_slot() == key64.ban_slot())
-        .expect("an IPv4 key sharing the /64's hint slot");
+        .expect("an IPv4 key sharing the /64's ban slot");
     h.maps_mut().ban_add(key(squatter), entry).unwrap();
     h.maps_mut().ban_add(key64, entry).unwrap();
-    let hint = h.maps().ban_slots.get(&key64.ban_slot(), 0).unwrap();
-    assert!(hint.key.same(&key(squatter)), "the slot is the squatter's");
+    let slot = h.maps().ban_slots.get(&key64.ban_slot(), 0).unwrap();
+    assert!(slot.key.same(&key(squatter)), "the slot is the squatter's");
     assert_eq!(verdict6(&h, same_64), BANNED, "BANS holds the /64");
     assert_eq!(verdict6(&h, next_64), PASSED);
     assert_eq!(verdict(&h, squatter), BANNED);
