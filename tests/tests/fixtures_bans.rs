@@ -71,19 +71,21 @@ fn harness_keyed_by(prefix: u8) -> Harness {
 }
 
 fn ban(h: &mut Harness, a: Ipv4Addr, for_ns: u64) {
+    ban_because(h, a, BanReason::Manual, for_ns);
+}
+
+/// A ban of `reason` on `a` for `for_ns`, set by hand as the program sets
+/// one.
+fn ban_because(h: &mut Harness, a: Ipv4Addr, reason: BanReason, for_ns: u64) {
     let now = monotonic_ns();
-    h.maps_mut()
-        .ban_add(
-            key(a),
-            Ban {
-                expires_ns: now + for_ns,
-                since_ns: now,
-                reason: BanReason::Manual as u32,
-                detail: 0,
-                dropped: 0,
-            },
-        )
-        .unwrap();
+    let ban = Ban {
+        expires_ns: now + for_ns,
+        since_ns: now,
+        reason: reason as u32,
+        detail: 0,
+        dropped: 0,
+    };
+    h.maps_mut().ban_add(key(a), ban).unwrap();
 }
 
 fn dropped(h: &Harness, a: Ipv4Addr) -> u64 {
@@ -424,20 +426,6 @@ fn register(from: Ipv4Addr) -> Vec<u8> {
 
 fn syn(from: Ipv4Addr) -> Vec<u8> {
     Pkt::tcp_v4(from, SERVER_V4, 5060, Tcp::Syn).build()
-}
-
-/// A ban of `reason` on `a` for `for_ns`, set by hand as the program sets
-/// one.
-fn ban_because(h: &mut Harness, a: Ipv4Addr, reason: BanReason, for_ns: u64) {
-    let now = monotonic_ns();
-    let ban = Ban {
-        expires_ns: now + for_ns,
-        since_ns: now,
-        reason: reason as u32,
-        detail: 0,
-        dropped: 0,
-    };
-    h.maps_mut().ban_add(key(a), ban).unwrap();
 }
 
 /// A ban's probation is the ban's own: the REGISTERs it lets through are

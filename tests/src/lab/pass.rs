@@ -6,7 +6,7 @@
 //! beside the same flood: the part of sipguard's in-place figure that is
 //! not sipguard's.
 
-use std::{fs::File, os::fd::AsFd, thread};
+use std::{fs::File, os::fd::AsRawFd, thread};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
@@ -34,12 +34,7 @@ pub fn attach(lab: &Lab) -> Result<PassProgram> {
     // link it makes is a file descriptor, valid from any namespace.
     thread::spawn(move || -> Result<Ebpf> {
         // SAFETY: setns on this thread only, with a namespace fd it owns.
-        let rc = unsafe {
-            libc::setns(
-                std::os::fd::AsRawFd::as_raw_fd(&ns.as_fd()),
-                libc::CLONE_NEWNET,
-            )
-        };
+        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
         if rc != 0 {
             return Err(std::io::Error::last_os_error()).context("entering the server's namespace");
         }
